@@ -1,0 +1,480 @@
+"""A .tflite file as data: subgraphs, tensors, operators, quantization and writable weight views.
+
+The flatbuffer is read by a small bounds-checked reader rather than the generated schema code, so
+a truncated or hostile file raises `ModelError` instead of reading out of bounds, looping on an
+absurd vector length or silently mis-parsing. The `tflite` schema module supplies the enum names
+and the generated option tables (read only after their vtable has been checked).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tflite
+
+from ._io import atomic_write_bytes
+from .errors import ModelError, UnsupportedError
+
+_U8, _U16, _I32, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<Q"))
+_IDENTIFIER = b"TFL3"
+_MAX_RANK = 16
+
+
+def _enum_names(enum_class: type) -> dict[int, str]:
+    return {
+        v: k
+        for k, v in vars(enum_class).items()
+        if not k.startswith("_") and isinstance(v, int)
+    }
+
+
+_OPCODE_NAMES = _enum_names(tflite.BuiltinOperator)
+_OPTIONS_NAMES = _enum_names(tflite.BuiltinOptions)
+_TYPE_NAMES = _enum_names(tflite.TensorType)
+_DTYPES = {
+    "FLOAT32": "<f4",
+    "FLOAT16": "<f2",
+    "FLOAT64": "<f8",
+    "INT8": "i1",
+    "UINT8": "u1",
+    "INT16": "<i2",
+    "UINT16": "<u2",
+    "INT32": "<i4",
+    "UINT32": "<u4",
+    "INT64": "<i8",
+    "UINT64": "<u8",
+    "BOOL": "?",
+    "COMPLEX64": "<c8",
+    "COMPLEX128": "<c16",
+}
+
+
+class _Table:
+    """One flatbuffer table whose vtable and fields are checked to lie inside the buffer."""
+
+    __slots__ = ("buf", "pos", "vt", "vt_len", "what")
+
+    def __init__(self, buf: memoryview, pos: int, what: str):
+        self.buf, self.pos, self.what = buf, pos, what
+        self.vt = pos - self._read(_I32, pos)
+        self.vt_len = self._read(_U16, self.vt)
+        if self.vt_len < 4 or self.vt_len % 2 or self.vt + self.vt_len > len(buf):
+            self.fail(f"bad vtable at byte {self.vt}")
+
+    def fail(self, why: str) -> None:
+        raise ModelError(
+            f"corrupt or truncated .tflite: {self.what}: {why}; re-export the model"
+        )
+
+    def _read(self, fmt: struct.Struct, pos: int) -> Any:
+        if pos < 0 or pos + fmt.size > len(self.buf):
+            self.fail(f"offset {pos} outside the {len(self.buf)}-byte file")
+        return fmt.unpack_from(self.buf, pos)[0]
+
+    def field(self, slot: int) -> int:
+        """Absolute position of field `slot`, or 0 when the field is absent."""
+        at = 4 + 2 * slot
+        if at + 2 > self.vt_len:
+            return 0
+        voff = self._read(_U16, self.vt + at)
+        return self.pos + voff if voff else 0
+
+    def scalar(self, slot: int, fmt: struct.Struct, default: Any = 0) -> Any:
+        at = self.field(slot)
+        return self._read(fmt, at) if at else default
+
+    def _target(self, slot: int) -> int:
+        at = self.field(slot)
+        return at + self._read(_U32, at) if at else 0
+
+    def table(self, slot: int, what: str) -> _Table | None:
+        at = self._target(slot)
+        return _Table(self.buf, at, what) if at else None
+
+    def span(self, slot: int, item_size: int) -> tuple[int, int]:
+        """(start, count) of the vector in field `slot`; (0, 0) when absent."""
+        at = self._target(slot)
+        if not at:
+            return 0, 0
+        count = self._read(_U32, at)
+        if at + 4 + count * item_size > len(self.buf):
+            self.fail(f"vector of {count} items runs past the end of the file")
+        return at + 4, count
+
+    def array(self, slot: int, dtype: str) -> np.ndarray:
+        dt = np.dtype(dtype)
+        start, count = self.span(slot, dt.itemsize)
+        return np.frombuffer(self.buf, dt, count, start) if count else np.zeros(0, dt)
+
+    def tables(self, slot: int, what: str) -> list[_Table]:
+        start, count = self.span(slot, 4)
+        positions = (start + 4 * i for i in range(count))
+        return [
+            _Table(self.buf, p + self._read(_U32, p), f"{what} {i}")
+            for i, p in enumerate(positions)
+        ]
+
+    def string(self, slot: int) -> str:
+        start, count = self.span(slot, 1)
+        return bytes(self.buf[start : start + count]).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization: real = scale * (q - zero_point), per channel along `axis`."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int = 0
+
+    def _along(self, values: np.ndarray, ndim: int) -> np.ndarray:
+        if values.size == 1 or ndim == 0:
+            return values.reshape(())
+        shape = [1] * ndim
+        shape[self.axis] = values.size
+        return values.reshape(shape)
+
+    def zero_like(self, ndim: int) -> np.ndarray:
+        """The stored value that dequantizes to exactly 0.0, broadcastable to a tensor of `ndim`."""
+        return self._along(self.zero_point, ndim)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        scale = self._along(self.scale.astype(np.float64), q.ndim)
+        return scale * (q.astype(np.float64) - self._along(self.zero_point, q.ndim))
+
+
+@dataclass(frozen=True)
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    type_name: str
+    buffer: int
+    quantization: Quantization | None = None
+    sparse: bool = False
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """NumPy dtype of the stored values (None for strings, resources and packed int4)."""
+        code = _DTYPES.get(self.type_name)
+        return np.dtype(code) if code else None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Operator:
+    index: int
+    opcode: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    custom: bool = False
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    name: str
+    tensors: tuple[Tensor, ...]
+    operators: tuple[Operator, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@cache
+def _option_getters(class_name: str) -> tuple[tuple[str, str], ...]:
+    """(method, snake_case key) for every scalar getter of a generated options class."""
+    cls = getattr(tflite, class_name, None)
+    if cls is None:
+        return ()
+    getters = []
+    for name, fn in vars(cls).items():
+        code = getattr(fn, "__code__", None)
+        if code is None or code.co_argcount != 1 or name in ("Init",):
+            continue
+        if name.endswith(("Length", "IsNone", "AsNumpy")):
+            continue
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+        getters.append((name, snake))
+    return tuple(getters)
+
+
+def _read_options(table: _Table | None, options_type: int) -> dict[str, Any]:
+    class_name = _OPTIONS_NAMES.get(options_type)
+    if table is None or class_name is None:
+        return {}
+    obj = getattr(tflite, class_name)()
+    obj.Init(table.buf, table.pos)
+    options = {}
+    for method, key in _option_getters(class_name):
+        value = getattr(obj, method)()
+        if isinstance(value, (int, float, bool)):
+            options[key] = value
+    return options
+
+
+def _read_quantization(
+    table: _Table | None, shape: tuple[int, ...]
+) -> Quantization | None:
+    if table is None:
+        return None
+    scale = table.array(2, "<f4")
+    if scale.size == 0:
+        return None
+    zero_point = table.array(3, "<i8")
+    if zero_point.size == 0:
+        zero_point = np.zeros(scale.size, np.int64)
+    axis = table.scalar(6, _I32)
+    if zero_point.size != scale.size:
+        table.fail(f"{scale.size} scales but {zero_point.size} zero points")
+    if scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size):
+        table.fail(
+            f"{scale.size} per-channel scales do not fit shape {shape} on axis {axis}"
+        )
+    if not np.all(np.isfinite(scale)):
+        table.fail("non-finite quantization scale")
+    return Quantization(scale.astype(np.float32), zero_point.astype(np.int64), axis)
+
+
+def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
+    shape = table.array(0, "<i4")
+    if shape.size > _MAX_RANK or np.any(shape < 0):
+        table.fail(f"implausible shape {shape.tolist()[: _MAX_RANK + 1]}")
+    shape = tuple(int(d) for d in shape)
+    type_code = table.scalar(1, _U8)
+    buffer = table.scalar(2, _U32)
+    if buffer >= max(num_buffers, 1):
+        table.fail(f"buffer index {buffer} but the model has {num_buffers} buffers")
+    return Tensor(
+        index=index,
+        name=table.string(3),
+        shape=shape,
+        type_name=_TYPE_NAMES.get(type_code, f"TYPE_{type_code}"),
+        buffer=buffer,
+        quantization=_read_quantization(
+            table.table(4, f"quantization of tensor {index}"), shape
+        ),
+        sparse=bool(table.field(6)),
+    )
+
+
+def _indices(
+    table: _Table, slot: int, limit: int, what: str, optional_ok: bool = False
+):
+    values = table.array(slot, "<i4")
+    low = -1 if optional_ok else 0
+    if values.size and (values.min() < low or values.max() >= limit):
+        table.fail(f"{what} refers to tensor outside 0..{limit - 1}")
+    return tuple(int(v) for v in values)
+
+
+class Model:
+    """A parsed .tflite model over a private, mutable copy of its bytes."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, name: str = "<bytes>"):
+        self.name = name
+        self._data = bytearray(data)
+        try:
+            self._parse()
+        except ModelError:
+            raise
+        except (struct.error, IndexError, ValueError, OverflowError, TypeError) as e:
+            raise ModelError(
+                f"corrupt or truncated .tflite {name}: {e}; re-export the model"
+            ) from e
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model {path}: {e.strerror}") from e
+        return cls(data, name=str(path))
+
+    def _parse(self) -> None:
+        buf = memoryview(self._data)
+        if len(buf) < 8 or bytes(buf[4:8]) != _IDENTIFIER:
+            raise ModelError(f"{self.name} is not a .tflite file (no TFL3 identifier)")
+        root = _Table(buf, _U32.unpack_from(buf, 0)[0], "model")
+        self.version = root.scalar(0, _U32)
+        self.description = root.string(3)
+        self._buffers = [self._buffer_span(b) for b in root.tables(4, "buffer")]
+        self.opcodes = tuple(self._opcode(t) for t in root.tables(1, "operator code"))
+        tables = root.tables(2, "subgraph")
+        if not tables:
+            raise ModelError(f"{self.name} has no subgraph; re-export the model")
+        self.subgraphs = tuple(self._subgraph(t) for t in tables)
+        self._outputs_field = tables[0].field(2)
+        self._check_constant_sizes()
+
+    def _buffer_span(self, table: _Table) -> tuple[int, int]:
+        start, size = table.span(0, 1)
+        offset, external = table.scalar(1, _U64), table.scalar(2, _U64)
+        if offset > 1:
+            if offset + external > len(self._data):
+                table.fail(
+                    f"external buffer at {offset}+{external} runs past the end of the file"
+                )
+            start, size = offset, external
+        return start, size
+
+    def _opcode(self, table: _Table) -> tuple[str, bool]:
+        code = max(table.scalar(0, struct.Struct("<b")), table.scalar(3, _I32))
+        if code == tflite.BuiltinOperator.CUSTOM:
+            return table.string(1), True
+        return _OPCODE_NAMES.get(code, f"BUILTIN_{code}"), False
+
+    def _subgraph(self, table: _Table) -> Subgraph:
+        tensors = tuple(
+            _read_tensor(t, i, len(self._buffers))
+            for i, t in enumerate(table.tables(0, "tensor"))
+        )
+        n = len(tensors)
+        operators = []
+        for i, op in enumerate(table.tables(3, "operator")):
+            code = op.scalar(0, _U32)
+            if code >= len(self.opcodes):
+                op.fail(
+                    f"opcode index {code} but the model has {len(self.opcodes)} opcodes"
+                )
+            name, custom = self.opcodes[code]
+            operators.append(
+                Operator(
+                    index=i,
+                    opcode=name,
+                    inputs=_indices(op, 1, n, f"{name} input", optional_ok=True),
+                    outputs=_indices(op, 2, n, f"{name} output"),
+                    options=_read_options(
+                        op.table(4, f"{name} options"), op.scalar(3, _U8)
+                    ),
+                    custom=custom,
+                )
+            )
+        return Subgraph(
+            name=table.string(4),
+            tensors=tensors,
+            operators=tuple(operators),
+            inputs=_indices(table, 1, n, "subgraph input"),
+            outputs=_indices(table, 2, n, "subgraph output"),
+        )
+
+    def _check_constant_sizes(self) -> None:
+        for sg in self.subgraphs:
+            for t in sg.tensors:
+                size = (
+                    self._buffers[t.buffer][1] if t.buffer < len(self._buffers) else 0
+                )
+                if (
+                    size
+                    and t.dtype is not None
+                    and not t.sparse
+                    and size != t.size * t.dtype.itemsize
+                ):
+                    raise ModelError(
+                        f"corrupt .tflite {self.name}: tensor {t.name!r} {t.shape} {t.type_name} "
+                        f"needs {t.size * t.dtype.itemsize} bytes but its buffer holds {size}; "
+                        "re-export the model"
+                    )
+
+    # ----- access -------------------------------------------------------------------------
+
+    @property
+    def main(self) -> Subgraph:
+        return self.subgraphs[0]
+
+    @property
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.main.tensors
+
+    @property
+    def operators(self) -> tuple[Operator, ...]:
+        return self.main.operators
+
+    def tensor(self, ref: int | Tensor) -> Tensor:
+        return ref if isinstance(ref, Tensor) else self.main.tensors[ref]
+
+    def is_constant(self, ref: int | Tensor) -> bool:
+        t = self.tensor(ref)
+        return t.buffer > 0 and self._buffers[t.buffer][1] > 0
+
+    def tensor_data(self, ref: int | Tensor) -> np.ndarray:
+        """A writable view of a constant tensor's stored values (quantized, as in the file)."""
+        t = self.tensor(ref)
+        if not self.is_constant(t):
+            raise UnsupportedError(
+                f"tensor {t.name!r} is not a constant: it has no data to view"
+            )
+        if t.dtype is None or t.sparse:
+            kind = "sparse" if t.sparse else t.type_name
+            raise UnsupportedError(
+                f"tensor {t.name!r} is stored as {kind}, which is not supported"
+            )
+        start = self._buffers[t.buffer][0]
+        return np.frombuffer(self._data, t.dtype, t.size, start).reshape(t.shape)
+
+    def dequantized(self, ref: int | Tensor) -> np.ndarray:
+        """A constant tensor's real values as float64."""
+        t = self.tensor(ref)
+        data = self.tensor_data(t)
+        return (
+            t.quantization.dequantize(data)
+            if t.quantization
+            else data.astype(np.float64)
+        )
+
+    def buffer_users(self) -> dict[int, int]:
+        """How many tensors (over all subgraphs) point at each non-empty buffer."""
+        users: dict[int, int] = {}
+        for sg in self.subgraphs:
+            for t in sg.tensors:
+                if t.buffer:
+                    users[t.buffer] = users.get(t.buffer, 0) + 1
+        return users
+
+    # ----- writing ------------------------------------------------------------------------
+
+    def copy(self) -> Model:
+        """An independent model with the same structure and its own copy of the bytes."""
+        clone = object.__new__(Model)
+        clone.__dict__.update(self.__dict__)
+        clone._data = bytearray(self._data)
+        return clone
+
+    def to_bytes(self) -> bytes:
+        return bytes(self._data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically: a crash never leaves a half-written file."""
+        atomic_write_bytes(path, self._data)
+
+    def with_outputs(self, tensors: list[int]) -> Model:
+        """A copy whose main subgraph also outputs `tensors` (after its own outputs).
+
+        The new outputs vector is appended to the file and the subgraph's outputs field is
+        re-pointed at it, so everything else keeps its bytes and offsets.
+        """
+        if not self._outputs_field:
+            raise UnsupportedError(
+                f"{self.name}: the main subgraph has no outputs field to extend"
+            )
+        outputs = list(self.main.outputs) + [
+            t for t in tensors if t not in self.main.outputs
+        ]
+        data = bytearray(self._data)
+        data += bytes(-len(data) % 4)
+        start = len(data)
+        data += _U32.pack(len(outputs)) + np.asarray(outputs, "<i4").tobytes()
+        if start - self._outputs_field >= 2**32:
+            raise UnsupportedError(
+                "model too large to instrument (outputs beyond 4 GB)"
+            )
+        _U32.pack_into(data, self._outputs_field, start - self._outputs_field)
+        return Model(data, name=f"{self.name} (instrumented)")

@@ -1,0 +1,116 @@
+"""Find a TFLite interpreter and run samples through it, reading the tensors we are asked to watch."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import EdgepruneError, RuntimeMissingError, UnsupportedError
+from .model import Model
+
+# (module, attribute path to the Interpreter class, pip package), in order of preference.
+RUNTIMES = (
+    ("ai_edge_litert.interpreter", "Interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "Interpreter", "tflite-runtime"),
+    ("tensorflow", "lite.Interpreter", "tensorflow"),
+)
+MODES = ("instrument", "preserve")
+
+
+def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
+    """The first importable Interpreter class (or the one named by `runtime`), with its name."""
+    for module, attr, package in RUNTIMES:
+        if runtime and runtime not in (module.split(".")[0], package):
+            continue
+        try:
+            obj = importlib.import_module(module)
+        except ImportError:
+            continue
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj, package
+    wanted = f"the runtime {runtime!r}" if runtime else "no TFLite interpreter"
+    raise RuntimeMissingError(
+        f"{wanted} is installed: pip install 'edgeprune[litert]' (ai-edge-litert), "
+        "or tflite-runtime on Python <= 3.11"
+    )
+
+
+class Runner:
+    """Invokes a model one sample at a time and returns its outputs and watched tensors as floats.
+
+    mode "instrument" runs a copy of the model whose watched tensors are extra outputs (keeps the
+    runtime's memory planning and delegates); mode "preserve" runs the model itself with
+    `experimental_preserve_all_tensors`. Both read tensors by their index in the main subgraph.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        watch: Sequence[int] = (),
+        mode: str = "instrument",
+        num_threads: int | None = None,
+        runtime: str | None = None,
+    ):
+        if mode not in MODES:
+            raise EdgepruneError(
+                f"unknown runner mode {mode!r}: choose one of {', '.join(MODES)}"
+            )
+        if len(model.main.inputs) != 1:
+            raise UnsupportedError(
+                f"{model.name} has {len(model.main.inputs)} inputs; edgeprune needs 1"
+            )
+        cls, self.runtime = interpreter_class(runtime)
+        extra = (
+            {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
+        )
+        content = model.with_outputs(list(watch)) if mode == "instrument" else model
+        try:
+            self.interpreter = cls(
+                model_content=content.to_bytes(), num_threads=num_threads, **extra
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise EdgepruneError(
+                f"the interpreter cannot load {model.name}: {e}"
+            ) from e
+        self.mode = mode
+        self.model = model
+        self.input = model.tensor(model.main.inputs[0])
+        self.read = tuple(dict.fromkeys([*model.main.outputs, *watch]))
+
+    def _feed(self, sample: np.ndarray) -> np.ndarray:
+        """`sample` shaped and typed for the input tensor, quantized if the input is quantized."""
+        t = self.input
+        sample = np.asarray(sample)
+        if sample.shape != t.shape:
+            if sample.shape != t.shape[1:]:
+                raise EdgepruneError(
+                    f"sample shape {sample.shape} does not fit the model input {t.shape}; "
+                    "reshape the data or export the model for this shape"
+                )
+            sample = sample[None]
+        if sample.dtype == t.dtype:
+            return sample
+        if t.quantization is not None and t.dtype.kind in "iu":
+            info = np.iinfo(t.dtype)
+            q = (
+                np.round(sample / t.quantization.scale[0])
+                + t.quantization.zero_point[0]
+            )
+            return np.clip(q, info.min, info.max).astype(t.dtype)
+        return sample.astype(t.dtype)
+
+    def run(self, sample: np.ndarray) -> dict[int, np.ndarray]:
+        """Invoke on one sample; returns {tensor index: real-valued array} for outputs and watches."""
+        interp = self.interpreter
+        interp.set_tensor(self.input.index, self._feed(sample))
+        interp.invoke()
+        values = {}
+        for index in self.read:
+            raw = interp.get_tensor(index)
+            q = self.model.tensor(index).quantization
+            values[index] = q.dequantize(raw) if q is not None else raw
+        return values
