@@ -448,6 +448,10 @@ class Model:
         clone._data = bytearray(self._data)
         return clone
 
+    @property
+    def nbytes(self) -> int:
+        return len(self._data)
+
     def to_bytes(self) -> bytes:
         return bytes(self._data)
 

@@ -1,0 +1,210 @@
+"""`edgeprune` command line: inspect, record and prune .tflite models on the device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+from tqdm import tqdm
+
+from . import prune as prune_mod
+from .activations import ActivationMap
+from .data import Samples
+from .errors import EdgepruneError
+from .layers import scan
+from .model import Model
+from .runtime import MODES, Runner
+from .summary import summarize
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    info = summarize(Model.load(args.model))
+    if args.json:
+        return _print_json(info)
+    print(f"{info['model']}: {info['bytes']:,} bytes")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            print(f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}")
+    ops = Counter(info["operators"])
+    print("operators: " + ", ".join(f"{name}×{n}" for name, n in ops.most_common()))
+    print(
+        f"\n{'op':>4} {'layer':<10} {'weights':<16} {'params':>10} {'nonzero':>10} {'bytes':>10}  quantization"
+    )
+    for r in info["layers"]:
+        shape = "x".join(map(str, r["weight_shape"]))
+        print(
+            f"{r['op']:>4} {r['opcode'][:10]:<10} {shape:<16} {r['params']:>10,} {r['nonzero']:>10,}"
+            f" {r['weight_bytes']:>10,}  {r['weights']}"
+        )
+    t = info["totals"]
+    print(
+        f"{'':>4} {'total':<10} {'':<16} {t['params']:>10,} {t['nonzero']:>10,} "
+        f"{t['weight_bytes']:>10,}  sparsity {t['sparsity']:.1%}"
+    )
+    for s in info["skipped"]:
+        print(f"skipped op {s['op']} {s['opcode']}: {s['reason']}")
+
+
+def cmd_record(args: argparse.Namespace) -> None:
+    model = Model.load(args.model)
+    samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
+    amap = (
+        ActivationMap.load(args.resume, model) if args.resume else ActivationMap(model)
+    )
+    runner = Runner(model, amap.watched, mode=args.mode, num_threads=args.threads)
+    for sample in tqdm(
+        samples, total=len(samples), desc="record", unit="sample", disable=args.quiet
+    ):
+        amap.update(runner.run(sample))
+    amap.save(args.output)
+    print(
+        f"recorded {amap.count} samples over {len(amap.layers)} layers -> {args.output}"
+    )
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    model = Model.load(args.model)
+    amap = ActivationMap.load(args.map, model) if args.map else None
+    layers = amap.layers if amap else scan(model).layers
+    chosen = prune_mod.masks(
+        model,
+        layers,
+        amap,
+        args.sparsity,
+        score=args.score,
+        scope=args.scope,
+        granularity=args.granularity,
+        keep_classifier=args.keep_classifier,
+        seed=args.seed,
+    )
+    pruned = prune_mod.apply(model, chosen)
+    pruned.save(args.output)
+    zeros, total = prune_mod.measured_sparsity(pruned, layers)
+    result = {
+        "output": str(args.output),
+        "requested_sparsity": args.sparsity,
+        "measured_sparsity": zeros / total if total else 0.0,
+        "zero_weights": zeros,
+        "weights": total,
+        "score": args.score,
+        "scope": args.scope,
+        "granularity": args.granularity,
+        "keep_classifier": args.keep_classifier,
+    }
+    if args.json:
+        return _print_json(result)
+    print(
+        f"wrote {args.output}: {zeros:,} of {total:,} weights are zero "
+        f"(measured sparsity {result['measured_sparsity']:.1%}, requested {args.sparsity:.1%})"
+    )
+
+
+def _sparsity(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            "sparsity is a fraction between 0 and 1, e.g. 0.5"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeprune",
+        description="Personalize TFLite models on the device: record how strongly each weight is "
+        "used on unlabeled samples, then prune the weights that are used least (Fine-Pruning).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "inspect", help="operators, prunable layers, parameters and quantization"
+    )
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "record", help="run unlabeled samples and save the activation map"
+    )
+    p.add_argument("model", help=".tflite file")
+    p.add_argument(
+        "data",
+        help="a .npy/.npz file or folder of them: one sample or a stack per array",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="activation map to write (.npz)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="MAP",
+        help="add to this earlier map instead of starting empty",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="instrument",
+        help="read activations from an instrumented model copy (default, fast) or "
+        "with preserve_all_tensors",
+    )
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("prune", help="write a pruned copy of a model")
+    p.add_argument("model", help=".tflite file")
+    p.add_argument(
+        "map", nargs="?", help="activation map from `record` (needed for --score fine)"
+    )
+    p.add_argument(
+        "--sparsity", type=_sparsity, required=True, help="fraction of weights to zero"
+    )
+    p.add_argument(
+        "--score",
+        choices=prune_mod.SCORES,
+        default="fine",
+        help="fine: Eq. 1 |w|·S_in (default); magnitude: |w|; random: seeded",
+    )
+    p.add_argument(
+        "--scope",
+        choices=prune_mod.SCOPES,
+        default="layer",
+        help="layer: same sparsity in every layer (default); global: one threshold",
+    )
+    p.add_argument(
+        "--granularity",
+        choices=prune_mod.GRANULARITIES,
+        default="weight",
+        help="weight (default) or whole output channels ranked by S_out",
+    )
+    p.add_argument(
+        "--keep-classifier", action="store_true", help="leave the final layer unpruned"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for --score random")
+    p.add_argument("-o", "--output", required=True, help=".tflite file to write")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_prune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EdgepruneError as e:
+        print(f"edgeprune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a model copy.
+
+Scores: "fine" (Eq. 1, A(w) = |w| · S_in), "magnitude" (|w|) and "random" (seeded). Masks keep the
+highest scores, either per layer (the same sparsity everywhere) or under one global threshold, for
+single weights or for whole output channels (ranked by S_out, bias included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import ActivationMap
+from .errors import EdgepruneError
+from .layers import Layer
+from .model import Model
+
+SCORES = ("fine", "magnitude", "random")
+SCOPES = ("layer", "global")
+GRANULARITIES = ("weight", "channel")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """What to keep of one layer: a weight-shaped boolean array and, for channels, the bias."""
+
+    layer: Layer
+    keep: np.ndarray
+    keep_bias: np.ndarray | None = None
+
+
+def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise EdgepruneError(
+            f"unknown {name} {value!r}: choose one of {', '.join(allowed)}"
+        )
+
+
+def weight_scores(
+    model: Model, layer: Layer, i: int, amap: ActivationMap | None, score: str, rng
+) -> np.ndarray:
+    """One score per weight of layer i (weight-shaped): higher means more worth keeping."""
+    w = np.abs(model.dequantized(layer.weight))
+    if score == "fine":
+        return w * layer.input_for_weight(amap.s_in(i))
+    if score == "magnitude":
+        return w
+    return rng.random(w.shape)
+
+
+def channel_scores(
+    model: Model, layer: Layer, i: int, amap: ActivationMap | None, score: str, rng
+) -> np.ndarray:
+    """One score per output channel of layer i: S_out for "fine", the channel's L1 norm, or random."""
+    if score == "fine":
+        return amap.s_out(i)
+    if score == "magnitude":
+        w = np.abs(model.dequantized(layer.weight))
+        return (
+            np.moveaxis(w, layer.out_axis, 0)
+            .reshape(w.shape[layer.out_axis], -1)
+            .sum(axis=1)
+        )
+    return rng.random(layer.weight_shape[layer.out_axis])
+
+
+def _keep_top(
+    scores: list[np.ndarray], sparsity: float, sizes: list[int] | None = None
+):
+    """Keep-masks dropping the lowest scores over all arrays together until `sparsity` of the
+    weights is gone; sizes[k] is how many weights one entry of scores[k] stands for (a channel)."""
+    flat = np.concatenate([s.ravel() for s in scores])
+    keep = np.ones(flat.size, bool)
+    if sizes is None:
+        drop = round(sparsity * flat.size)
+        if 0 < drop < flat.size:
+            keep[np.argpartition(flat, drop - 1)[:drop]] = False
+        elif drop:
+            keep[:] = False
+    else:
+        weight = np.concatenate([np.full(s.size, n) for s, n in zip(scores, sizes)])
+        order = np.argsort(flat, kind="stable")
+        dropped = np.cumsum(weight[order])
+        keep[
+            order[: np.searchsorted(dropped, sparsity * dropped[-1], side="right")]
+        ] = False
+    out, start = [], 0
+    for s in scores:
+        out.append(keep[start : start + s.size].reshape(s.shape))
+        start += s.size
+    return out
+
+
+def masks(
+    model: Model,
+    layers: tuple[Layer, ...],
+    amap: ActivationMap | None,
+    sparsity: float,
+    score: str = "fine",
+    scope: str = "layer",
+    granularity: str = "weight",
+    keep_classifier: bool = False,
+    seed: int = 0,
+) -> list[Mask]:
+    """Keep-masks for `layers` (those of `amap`, in its order) at the requested sparsity."""
+    _choose("score", score, SCORES)
+    _choose("scope", scope, SCOPES)
+    _choose("granularity", granularity, GRANULARITIES)
+    if not 0.0 <= sparsity <= 1.0:
+        raise EdgepruneError(f"sparsity must be between 0 and 1, got {sparsity}")
+    if score == "fine" and amap is None:
+        raise EdgepruneError(
+            "score 'fine' needs an activation map: run `edgeprune record` first"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = [(i, layer) for i, layer in enumerate(layers)]
+    if keep_classifier and chosen:
+        chosen = chosen[:-1]
+    scorer = weight_scores if granularity == "weight" else channel_scores
+    scores = [scorer(model, layer, i, amap, score, rng) for i, layer in chosen]
+    if scope == "layer":
+        keeps = [_keep_top([s], sparsity)[0] for s in scores]
+    elif granularity == "weight":
+        keeps = _keep_top(scores, sparsity)
+    else:
+        sizes = [
+            int(np.prod(layer.weight_shape)) // s.size
+            for (_, layer), s in zip(chosen, scores)
+        ]
+        keeps = _keep_top(scores, sparsity, sizes)
+    if granularity == "weight":
+        return [Mask(layer, keep) for (_, layer), keep in zip(chosen, keeps)]
+    return [
+        Mask(layer, _channel_to_weights(layer, keep), keep)
+        for (_, layer), keep in zip(chosen, keeps)
+    ]
+
+
+def _channel_to_weights(layer: Layer, keep_channels: np.ndarray) -> np.ndarray:
+    shape = [1] * len(layer.weight_shape)
+    shape[layer.out_axis] = keep_channels.size
+    return np.broadcast_to(keep_channels.reshape(shape), layer.weight_shape)
+
+
+def _write_zeros(model: Model, tensor: int, keep: np.ndarray) -> None:
+    """Set the pruned entries of a constant tensor to the stored value that dequantizes to 0.0."""
+    data = model.tensor_data(tensor)
+    q = model.tensor(tensor).quantization
+    zero = (
+        q.zero_like(data.ndim).astype(data.dtype)
+        if q is not None
+        else data.dtype.type(0)
+    )
+    np.copyto(data, np.broadcast_to(zero, data.shape), where=~keep)
+
+
+def apply(model: Model, mask_list: list[Mask]) -> Model:
+    """A copy of `model` with every mask written into its weight (and bias) bytes."""
+    pruned = model.copy()
+    for m in mask_list:
+        _write_zeros(pruned, m.layer.weight, m.keep)
+        if m.keep_bias is not None and m.layer.bias is not None:
+            _write_zeros(pruned, m.layer.bias, m.keep_bias)
+    return pruned
+
+
+def measured_sparsity(model: Model, layers: tuple[Layer, ...]) -> tuple[int, int]:
+    """(zero weights, all weights) over `layers`, read back from the model's bytes."""
+    zeros = total = 0
+    for layer in layers:
+        w = model.dequantized(layer.weight)
+        zeros += int(np.count_nonzero(w == 0.0))
+        total += w.size
+    return zeros, total
