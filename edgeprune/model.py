@@ -192,10 +192,8 @@ class Subgraph:
 @cache
 def _option_getters(class_name: str) -> tuple[tuple[str, str], ...]:
     """(method, snake_case key) for every scalar getter of a generated options class."""
-    cls = getattr(tflite, class_name, None)
-    if cls is None:
-        return ()
     getters = []
+    cls = getattr(tflite, class_name)
     for name, fn in vars(cls).items():
         code = getattr(fn, "__code__", None)
         if code is None or code.co_argcount != 1 or name in ("Init",):
@@ -208,10 +206,11 @@ def _option_getters(class_name: str) -> tuple[tuple[str, str], ...]:
 
 
 def _read_options(table: _Table | None, options_type: int) -> dict[str, Any]:
-    class_name = _OPTIONS_NAMES.get(options_type)
-    if table is None or class_name is None:
+    class_name = _OPTIONS_NAMES.get(options_type, "")
+    cls = getattr(tflite, class_name, None)
+    if table is None or not isinstance(cls, type):
         return {}
-    obj = getattr(tflite, class_name)()
+    obj = cls()
     obj.Init(table.buf, table.pos)
     options = {}
     for method, key in _option_getters(class_name):

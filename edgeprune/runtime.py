@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,9 +69,13 @@ class Runner:
         )
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
         try:
-            self.interpreter = cls(
-                model_content=content.to_bytes(), num_threads=num_threads, **extra
-            )
+            with (
+                warnings.catch_warnings()
+            ):  # preserve mode warns that it is for debugging
+                warnings.simplefilter("ignore", UserWarning)
+                self.interpreter = cls(
+                    model_content=content.to_bytes(), num_threads=num_threads, **extra
+                )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgepruneError(
