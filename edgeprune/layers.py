@@ -104,8 +104,8 @@ class Layer:
         `fold_input`, because summing over samples commutes with the strided window sums.
         """
         if self.spatial:
-            return abs_x.reshape((-1, *abs_x.shape[-3:])).sum(axis=0)
-        return abs_x.reshape(-1, self.in_features).sum(axis=0)
+            return abs_x.reshape((-1, *abs_x.shape[-3:])).sum(axis=0, dtype=np.float64)
+        return abs_x.reshape(-1, self.in_features).sum(axis=0, dtype=np.float64)
 
     def fold_input(self, reduced: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
         """S_in from the accumulated reduction: [kh, kw, c_in] for spatial ops, [c_in] otherwise."""
@@ -153,7 +153,7 @@ class Layer:
 
     def reduce_output(self, abs_y: np.ndarray) -> np.ndarray:
         """S_out contribution of one sample: Σ |y| over everything but the channel axis."""
-        return abs_y.reshape(-1, abs_y.shape[-1]).sum(axis=0)
+        return abs_y.reshape(-1, abs_y.shape[-1]).sum(axis=0, dtype=np.float64)
 
 
 @dataclass(frozen=True)

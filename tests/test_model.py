@@ -94,8 +94,8 @@ def test_load_errors_are_clear(tmp_path):
 def _externalize_buffers(data: bytes) -> bytes:
     """Rewrite a model so every non-empty buffer lives after the flatbuffer (Buffer.offset/size),
     the layout the converter uses for models over 2 GB."""
-    from ai_edge_litert import schema_py_generated as schema
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     def pack(m):
         builder = flatbuffers.Builder(1024)

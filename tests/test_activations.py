@@ -1,0 +1,132 @@
+"""ActivationMap: exact S_in/S_out, both runner modes, merge, save/load, constant memory."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from edgeprune.activations import ActivationMap, record
+from edgeprune.errors import EdgepruneError
+from edgeprune.model import Model
+from edgeprune.runtime import Runner
+from tests import reference as ref
+from tests.models import INPUT_SHAPES, build, random_inputs
+
+SAMPLE = INPUT_SHAPES["mixed"][1:]
+
+
+@pytest.mark.parametrize("kind", ["float32", "int8", "float16", "uint8"])
+def test_s_in_and_s_out_equal_brute_force(kind):
+    model = Model(build(kind))
+    xs = random_inputs(6, SAMPLE, seed=7)
+    amap = ActivationMap(model)
+    runner = Runner(model, amap.watched, mode="preserve")
+    seen = [runner.run(x) for x in xs]
+    for values in seen:
+        amap.update(values)
+    assert amap.count == len(xs)
+    kinds = set()
+    for i, layer in enumerate(amap.layers):
+        x = np.concatenate([v[layer.input] for v in seen]).astype(np.float64)
+        y = np.concatenate([v[layer.output] for v in seen]).astype(np.float64)
+        if layer.spatial:
+            expected = ref.im2col_s_in(
+                x, *layer.kernel, layer.stride, layer.padding, layer.dilation
+            )
+        else:
+            expected = np.abs(x).reshape(-1, layer.in_features).sum(axis=0)
+        np.testing.assert_allclose(amap.s_in(i), expected, rtol=1e-9)
+        np.testing.assert_allclose(
+            amap.s_out(i), np.abs(y).reshape(-1, y.shape[-1]).sum(0), rtol=1e-9
+        )
+        kinds.add((layer.kind, layer.padding, layer.stride, layer.dilation))
+    # The model covers stride 2 SAME, dilation 2 VALID, depthwise and dense.
+    assert ("conv", "SAME", (2, 2), (1, 1)) in kinds and (
+        "conv",
+        "VALID",
+        (1, 1),
+        (2, 2),
+    ) in kinds
+    assert {k[0] for k in kinds} == {"conv", "depthwise", "dense"}
+
+
+def test_fold_matches_brute_force_on_odd_geometry():
+    """Uneven SAME padding, stride 3, dilation 2 and a non-square kernel: folding must agree."""
+    from edgeprune.layers import OPS, Layer
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 11, 8, 2))
+    for padding in ("SAME", "VALID"):
+        layer = Layer(
+            0,
+            "CONV_2D",
+            OPS["CONV_2D"],
+            0,
+            1,
+            2,
+            None,
+            (4, 3, 2, 2),
+            (3, 2),
+            (2, 1),
+            padding,
+        )
+        oh = ref.output_size(11, 3, 3, 2, padding)
+        ow = ref.output_size(8, 2, 2, 1, padding)
+        folded = layer.fold_input(layer.reduce_input(np.abs(x)), (oh, ow))
+        expected = ref.im2col_s_in(x, 3, 2, (3, 2), padding, (2, 1))
+        np.testing.assert_allclose(folded, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["float32", "dynamic", "int8", "float16"])
+def test_both_runner_modes_give_the_same_map(kind):
+    model = Model(build(kind))
+    xs = random_inputs(5, SAMPLE, seed=1)
+    a, b = record(model, xs, mode="instrument"), record(model, xs, mode="preserve")
+    for i in range(len(a.layers)):
+        np.testing.assert_array_equal(a.s_in(i), b.s_in(i))
+        np.testing.assert_array_equal(a.s_out(i), b.s_out(i))
+
+
+def test_merge_of_halves_equals_whole_and_save_load(tmp_path):
+    model = Model(build("int8"))
+    xs = random_inputs(10, SAMPLE, seed=2)
+    whole = record(model, xs)
+    first = record(model, xs[:4])
+    first.save(tmp_path / "half.npz")
+    merged = ActivationMap.load(tmp_path / "half.npz", model).merge(
+        record(model, xs[4:])
+    )
+    resumed = record(
+        model, xs[4:], amap=ActivationMap.load(tmp_path / "half.npz", model)
+    )
+    assert merged.count == resumed.count == whole.count == 10
+    for i in range(len(whole.layers)):
+        np.testing.assert_allclose(merged.s_in(i), whole.s_in(i), rtol=1e-12)
+        np.testing.assert_allclose(resumed.s_in(i), whole.s_in(i), rtol=1e-12)
+        np.testing.assert_allclose(merged.s_out(i), whole.s_out(i), rtol=1e-12)
+
+
+def test_map_of_another_model_is_refused(tmp_path):
+    record(Model(build("float32")), random_inputs(2, SAMPLE)).save(tmp_path / "m.npz")
+    other = Model(build("float32", "small_cnn"))
+    with pytest.raises(EdgepruneError, match="different model"):
+        ActivationMap.load(tmp_path / "m.npz", other)
+
+
+def test_update_memory_does_not_grow_with_samples():
+    model = Model(build("float32"))
+    amap = ActivationMap(model)
+    runner = Runner(model, amap.watched)
+    values = [runner.run(x) for x in random_inputs(2, SAMPLE, seed=4)]
+    amap.update(values[0])  # allocates the accumulators
+    tracemalloc.start()
+    try:
+        amap.update(values[1])
+        after_one = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            amap.update(values[1])
+        after_many = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert amap.count == 302
+    assert after_many - after_one < 1024  # bytes: nothing is kept per sample
