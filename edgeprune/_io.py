@@ -14,9 +14,7 @@ from typing import BinaryIO
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temp file beside `path` for writing; on success fsync and rename it over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -29,9 +27,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write_bytes(
-    path: str | os.PathLike, data: bytes | bytearray | memoryview
-) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
     """Write `data` to `path` atomically."""
     with atomic_open(path) as f:
         f.write(data)

@@ -29,14 +29,10 @@ class ActivationMap:
     def __init__(self, model: Model, layers: Sequence[Layer] | None = None):
         self.layers = tuple(scan(model).layers if layers is None else layers)
         self.count = 0
-        self._output_hw = [
-            model.tensor(layer.output).shape[1:3] for layer in self.layers
-        ]
+        self._output_hw = [model.tensor(layer.output).shape[1:3] for layer in self.layers]
         self._raw: list[np.ndarray | None] = [None] * len(self.layers)
         self._s_in = [np.zeros(self._s_in_shape(layer)) for layer in self.layers]
-        self._s_out = [
-            np.zeros(layer.weight_shape[layer.out_axis]) for layer in self.layers
-        ]
+        self._s_out = [np.zeros(layer.weight_shape[layer.out_axis]) for layer in self.layers]
 
     @staticmethod
     def _s_in_shape(layer: Layer) -> tuple[int, ...]:
@@ -48,11 +44,7 @@ class ActivationMap:
     @property
     def watched(self) -> list[int]:
         """Tensors the runner must expose: every layer's input and output."""
-        return list(
-            dict.fromkeys(
-                t for layer in self.layers for t in (layer.input, layer.output)
-            )
-        )
+        return list(dict.fromkeys(t for layer in self.layers for t in (layer.input, layer.output)))
 
     def update(self, activations: dict[int, np.ndarray], samples: int = 1) -> None:
         """Add one invocation's tensors ({tensor index: real values}) holding `samples` samples."""
@@ -127,9 +119,7 @@ class ActivationMap:
                 amap.count = int(meta["count"])
                 for i in range(len(amap.layers)):
                     amap._s_in[i] = _same_shape(npz[f"s_in_{i}"], amap._s_in[i], path)
-                    amap._s_out[i] = _same_shape(
-                        npz[f"s_out_{i}"], amap._s_out[i], path
-                    )
+                    amap._s_out[i] = _same_shape(npz[f"s_out_{i}"], amap._s_out[i], path)
         except (OSError, ValueError, KeyError) as e:
             raise EdgepruneError(f"cannot read activation map {path}: {e}") from e
         return amap
@@ -141,9 +131,7 @@ def _signature(layers: Sequence[Layer]) -> list:
 
 def _same_shape(loaded: np.ndarray, expected: np.ndarray, path) -> np.ndarray:
     if loaded.shape != expected.shape:
-        raise EdgepruneError(
-            f"{path}: array of shape {loaded.shape}, expected {expected.shape}"
-        )
+        raise EdgepruneError(f"{path}: array of shape {loaded.shape}, expected {expected.shape}")
     return loaded.astype(np.float64)
 
 

@@ -55,18 +55,14 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_record(args: argparse.Namespace) -> None:
     model = Model.load(args.model)
     samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
-    amap = (
-        ActivationMap.load(args.resume, model) if args.resume else ActivationMap(model)
-    )
+    amap = ActivationMap.load(args.resume, model) if args.resume else ActivationMap(model)
     runner = Runner(model, amap.watched, mode=args.mode, num_threads=args.threads)
     for sample in tqdm(
         samples, total=len(samples), desc="record", unit="sample", disable=args.quiet
     ):
         amap.update(runner.run(sample))
     amap.save(args.output)
-    print(
-        f"recorded {amap.count} samples over {len(amap.layers)} layers -> {args.output}"
-    )
+    print(f"recorded {amap.count} samples over {len(amap.layers)} layers -> {args.output}")
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -109,9 +105,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def _sparsity(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(
-            "sparsity is a fraction between 0 and 1, e.g. 0.5"
-        )
+        raise argparse.ArgumentTypeError("sparsity is a fraction between 0 and 1, e.g. 0.5")
     return value
 
 
@@ -123,24 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "inspect", help="operators, prunable layers, parameters and quantization"
-    )
+    p = sub.add_parser("inspect", help="operators, prunable layers, parameters and quantization")
     p.add_argument("model", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
-        "record", help="run unlabeled samples and save the activation map"
-    )
+    p = sub.add_parser("record", help="run unlabeled samples and save the activation map")
     p.add_argument("model", help=".tflite file")
     p.add_argument(
         "data",
         help="a .npy/.npz file or folder of them: one sample or a stack per array",
     )
-    p.add_argument(
-        "-o", "--output", required=True, help="activation map to write (.npz)"
-    )
+    p.add_argument("-o", "--output", required=True, help="activation map to write (.npz)")
     p.add_argument(
         "--resume",
         metavar="MAP",
@@ -159,12 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="write a pruned copy of a model")
     p.add_argument("model", help=".tflite file")
-    p.add_argument(
-        "map", nargs="?", help="activation map from `record` (needed for --score fine)"
-    )
-    p.add_argument(
-        "--sparsity", type=_sparsity, required=True, help="fraction of weights to zero"
-    )
+    p.add_argument("map", nargs="?", help="activation map from `record` (needed for --score fine)")
+    p.add_argument("--sparsity", type=_sparsity, required=True, help="fraction of weights to zero")
     p.add_argument(
         "--score",
         choices=prune_mod.SCORES,
@@ -183,9 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="weight",
         help="weight (default) or whole output channels ranked by S_out",
     )
-    p.add_argument(
-        "--keep-classifier", action="store_true", help="leave the final layer unpruned"
-    )
+    p.add_argument("--keep-classifier", action="store_true", help="leave the final layer unpruned")
     p.add_argument("--seed", type=int, default=0, help="seed for --score random")
     p.add_argument("-o", "--output", required=True, help=".tflite file to write")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

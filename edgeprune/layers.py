@@ -14,9 +14,7 @@ import tflite
 
 from .model import Model, Operator
 
-_ACTIVATIONS = {
-    v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()
-}
+_ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
 _PADDINGS = {v: k for k, v in vars(tflite.Padding).items() if k.isupper()}
 
 
@@ -28,9 +26,7 @@ class OpSpec:
     activation: int  # position of the activation input in op.inputs
     weight: int  # position of the weight input
     bias: int | None  # position of the bias input, if the op has one
-    layout: (
-        str  # weight axes: o = output channel, i = input channel, h/w = kernel offsets
-    )
+    layout: str  # weight axes: o = output channel, i = input channel, h/w = kernel offsets
 
 
 OPS: dict[str, OpSpec] = {
@@ -57,9 +53,7 @@ class Layer:
     spec: OpSpec
     input: int  # activation input tensor
     output: int  # output tensor (after the fused activation)
-    weight: (
-        int  # constant tensor holding the stored weights (a DEQUANTIZE's input if any)
-    )
+    weight: int  # constant tensor holding the stored weights (a DEQUANTIZE's input if any)
     bias: int | None
     weight_shape: tuple[int, ...]
     stride: tuple[int, int] = (1, 1)
@@ -128,16 +122,12 @@ class Layer:
                 s_in[i, j] = padded[rows, cols].sum(axis=(0, 1))
         return s_in
 
-    def padding_before(
-        self, in_hw: tuple[int, int], out_hw: tuple[int, int]
-    ) -> tuple[int, int]:
+    def padding_before(self, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[int, int]:
         """Zero rows/columns the op adds before the input (TFLite's SAME rule; 0 for VALID)."""
         if self.padding != "SAME":
             return 0, 0
         pads = []
-        for size, out, k, s, d in zip(
-            in_hw, out_hw, self.kernel, self.stride, self.dilation
-        ):
+        for size, out, k, s, d in zip(in_hw, out_hw, self.kernel, self.stride, self.dilation):
             pads.append(max((out - 1) * s + (k - 1) * d + 1 - size, 0) // 2)
         return pads[0], pads[1]
 
@@ -211,11 +201,7 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
     if users.get(w.buffer, 0) > 1:
         return "weight buffer shared with another tensor"
     bias = None
-    if (
-        spec.bias is not None
-        and len(op.inputs) > spec.bias
-        and op.inputs[spec.bias] >= 0
-    ):
+    if spec.bias is not None and len(op.inputs) > spec.bias and op.inputs[spec.bias] >= 0:
         bias = _stored(model, op.inputs[spec.bias], producers)
         if bias is None:
             return "bias is not a constant tensor"
@@ -227,9 +213,7 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
     opts: dict[str, Any] = op.options
     x = model.tensor(op.inputs[spec.activation])
     geometry: dict[str, Any] = {
-        "activation": _ACTIVATIONS.get(
-            opts.get("fused_activation_function", 0), "NONE"
-        ),
+        "activation": _ACTIVATIONS.get(opts.get("fused_activation_function", 0), "NONE"),
     }
     if spec.kind in ("conv", "depthwise"):
         if len(w.shape) != 4 or len(x.shape) != 4:

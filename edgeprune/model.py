@@ -28,9 +28,7 @@ _MAX_RANK = 16
 
 def _enum_names(enum_class: type) -> dict[int, str]:
     return {
-        v: k
-        for k, v in vars(enum_class).items()
-        if not k.startswith("_") and isinstance(v, int)
+        v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)
     }
 
 
@@ -68,9 +66,7 @@ class _Table:
             self.fail(f"bad vtable at byte {self.vt}")
 
     def fail(self, why: str) -> None:
-        raise ModelError(
-            f"corrupt or truncated .tflite: {self.what}: {why}; re-export the model"
-        )
+        raise ModelError(f"corrupt or truncated .tflite: {self.what}: {why}; re-export the model")
 
     def _read(self, fmt: struct.Struct, pos: int) -> Any:
         if pos < 0 or pos + fmt.size > len(self.buf):
@@ -220,9 +216,7 @@ def _read_options(table: _Table | None, options_type: int) -> dict[str, Any]:
     return options
 
 
-def _read_quantization(
-    table: _Table | None, shape: tuple[int, ...]
-) -> Quantization | None:
+def _read_quantization(table: _Table | None, shape: tuple[int, ...]) -> Quantization | None:
     if table is None:
         return None
     scale = table.array(2, "<f4")
@@ -235,9 +229,7 @@ def _read_quantization(
     if zero_point.size != scale.size:
         table.fail(f"{scale.size} scales but {zero_point.size} zero points")
     if scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size):
-        table.fail(
-            f"{scale.size} per-channel scales do not fit shape {shape} on axis {axis}"
-        )
+        table.fail(f"{scale.size} per-channel scales do not fit shape {shape} on axis {axis}")
     if not np.all(np.isfinite(scale)):
         table.fail("non-finite quantization scale")
     return Quantization(scale.astype(np.float32), zero_point.astype(np.int64), axis)
@@ -258,16 +250,12 @@ def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
         shape=shape,
         type_name=_TYPE_NAMES.get(type_code, f"TYPE_{type_code}"),
         buffer=buffer,
-        quantization=_read_quantization(
-            table.table(4, f"quantization of tensor {index}"), shape
-        ),
+        quantization=_read_quantization(table.table(4, f"quantization of tensor {index}"), shape),
         sparse=bool(table.field(6)),
     )
 
 
-def _indices(
-    table: _Table, slot: int, limit: int, what: str, optional_ok: bool = False
-):
+def _indices(table: _Table, slot: int, limit: int, what: str, optional_ok: bool = False):
     values = table.array(slot, "<i4")
     low = -1 if optional_ok else 0
     if values.size and (values.min() < low or values.max() >= limit):
@@ -319,9 +307,7 @@ class Model:
         offset, external = table.scalar(1, _U64), table.scalar(2, _U64)
         if offset > 1:
             if offset + external > len(self._data):
-                table.fail(
-                    f"external buffer at {offset}+{external} runs past the end of the file"
-                )
+                table.fail(f"external buffer at {offset}+{external} runs past the end of the file")
             start, size = offset, external
         return start, size
 
@@ -333,17 +319,14 @@ class Model:
 
     def _subgraph(self, table: _Table) -> Subgraph:
         tensors = tuple(
-            _read_tensor(t, i, len(self._buffers))
-            for i, t in enumerate(table.tables(0, "tensor"))
+            _read_tensor(t, i, len(self._buffers)) for i, t in enumerate(table.tables(0, "tensor"))
         )
         n = len(tensors)
         operators = []
         for i, op in enumerate(table.tables(3, "operator")):
             code = op.scalar(0, _U32)
             if code >= len(self.opcodes):
-                op.fail(
-                    f"opcode index {code} but the model has {len(self.opcodes)} opcodes"
-                )
+                op.fail(f"opcode index {code} but the model has {len(self.opcodes)} opcodes")
             name, custom = self.opcodes[code]
             operators.append(
                 Operator(
@@ -351,9 +334,7 @@ class Model:
                     opcode=name,
                     inputs=_indices(op, 1, n, f"{name} input", optional_ok=True),
                     outputs=_indices(op, 2, n, f"{name} output"),
-                    options=_read_options(
-                        op.table(4, f"{name} options"), op.scalar(3, _U8)
-                    ),
+                    options=_read_options(op.table(4, f"{name} options"), op.scalar(3, _U8)),
                     custom=custom,
                 )
             )
@@ -368,9 +349,7 @@ class Model:
     def _check_constant_sizes(self) -> None:
         for sg in self.subgraphs:
             for t in sg.tensors:
-                size = (
-                    self._buffers[t.buffer][1] if t.buffer < len(self._buffers) else 0
-                )
+                size = self._buffers[t.buffer][1] if t.buffer < len(self._buffers) else 0
                 if (
                     size
                     and t.dtype is not None
@@ -408,14 +387,10 @@ class Model:
         """A writable view of a constant tensor's stored values (quantized, as in the file)."""
         t = self.tensor(ref)
         if not self.is_constant(t):
-            raise UnsupportedError(
-                f"tensor {t.name!r} is not a constant: it has no data to view"
-            )
+            raise UnsupportedError(f"tensor {t.name!r} is not a constant: it has no data to view")
         if t.dtype is None or t.sparse:
             kind = "sparse" if t.sparse else t.type_name
-            raise UnsupportedError(
-                f"tensor {t.name!r} is stored as {kind}, which is not supported"
-            )
+            raise UnsupportedError(f"tensor {t.name!r} is stored as {kind}, which is not supported")
         start = self._buffers[t.buffer][0]
         return np.frombuffer(self._data, t.dtype, t.size, start).reshape(t.shape)
 
@@ -423,11 +398,7 @@ class Model:
         """A constant tensor's real values as float64."""
         t = self.tensor(ref)
         data = self.tensor_data(t)
-        return (
-            t.quantization.dequantize(data)
-            if t.quantization
-            else data.astype(np.float64)
-        )
+        return t.quantization.dequantize(data) if t.quantization else data.astype(np.float64)
 
     def buffer_users(self) -> dict[int, int]:
         """How many tensors (over all subgraphs) point at each non-empty buffer."""
@@ -465,19 +436,13 @@ class Model:
         re-pointed at it, so everything else keeps its bytes and offsets.
         """
         if not self._outputs_field:
-            raise UnsupportedError(
-                f"{self.name}: the main subgraph has no outputs field to extend"
-            )
-        outputs = list(self.main.outputs) + [
-            t for t in tensors if t not in self.main.outputs
-        ]
+            raise UnsupportedError(f"{self.name}: the main subgraph has no outputs field to extend")
+        outputs = list(self.main.outputs) + [t for t in tensors if t not in self.main.outputs]
         data = bytearray(self._data)
         data += bytes(-len(data) % 4)
         start = len(data)
         data += _U32.pack(len(outputs)) + np.asarray(outputs, "<i4").tobytes()
         if start - self._outputs_field >= 2**32:
-            raise UnsupportedError(
-                "model too large to instrument (outputs beyond 4 GB)"
-            )
+            raise UnsupportedError("model too large to instrument (outputs beyond 4 GB)")
         _U32.pack_into(data, self._outputs_field, start - self._outputs_field)
         return Model(data, name=f"{self.name} (instrumented)")

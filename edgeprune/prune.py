@@ -32,9 +32,7 @@ class Mask:
 
 def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise EdgepruneError(
-            f"unknown {name} {value!r}: choose one of {', '.join(allowed)}"
-        )
+        raise EdgepruneError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
 
 
 def weight_scores(
@@ -57,17 +55,11 @@ def channel_scores(
         return amap.s_out(i)
     if score == "magnitude":
         w = np.abs(model.dequantized(layer.weight))
-        return (
-            np.moveaxis(w, layer.out_axis, 0)
-            .reshape(w.shape[layer.out_axis], -1)
-            .sum(axis=1)
-        )
+        return np.moveaxis(w, layer.out_axis, 0).reshape(w.shape[layer.out_axis], -1).sum(axis=1)
     return rng.random(layer.weight_shape[layer.out_axis])
 
 
-def _keep_top(
-    scores: list[np.ndarray], sparsity: float, sizes: list[int] | None = None
-):
+def _keep_top(scores: list[np.ndarray], sparsity: float, sizes: list[int] | None = None):
     """Keep-masks dropping the lowest scores over all arrays together until `sparsity` of the
     weights is gone; sizes[k] is how many weights one entry of scores[k] stands for (a channel)."""
     flat = np.concatenate([s.ravel() for s in scores])
@@ -81,10 +73,12 @@ def _keep_top(
     else:
         weight = np.concatenate([np.full(s.size, n) for s, n in zip(scores, sizes)])
         order = np.argsort(flat, kind="stable")
-        dropped = np.cumsum(weight[order])
-        keep[
-            order[: np.searchsorted(dropped, sparsity * dropped[-1], side="right")]
-        ] = False
+        dropped = np.concatenate([[0], np.cumsum(weight[order])])
+        target = sparsity * dropped[-1]
+        k = int(np.searchsorted(dropped, target))  # the first count reaching the target...
+        if k and target - dropped[k - 1] < dropped[k] - target:
+            k -= 1  # ...or one channel fewer, whichever lands closer
+        keep[order[:k]] = False
     out, start = [], 0
     for s in scores:
         out.append(keep[start : start + s.size].reshape(s.shape))
@@ -110,9 +104,7 @@ def masks(
     if not 0.0 <= sparsity <= 1.0:
         raise EdgepruneError(f"sparsity must be between 0 and 1, got {sparsity}")
     if score == "fine" and amap is None:
-        raise EdgepruneError(
-            "score 'fine' needs an activation map: run `edgeprune record` first"
-        )
+        raise EdgepruneError("score 'fine' needs an activation map: run `edgeprune record` first")
     rng = np.random.default_rng(seed)
     chosen = [(i, layer) for i, layer in enumerate(layers)]
     if keep_classifier and chosen:
@@ -125,8 +117,7 @@ def masks(
         keeps = _keep_top(scores, sparsity)
     else:
         sizes = [
-            int(np.prod(layer.weight_shape)) // s.size
-            for (_, layer), s in zip(chosen, scores)
+            int(np.prod(layer.weight_shape)) // s.size for (_, layer), s in zip(chosen, scores)
         ]
         keeps = _keep_top(scores, sparsity, sizes)
     if granularity == "weight":
@@ -147,11 +138,7 @@ def _write_zeros(model: Model, tensor: int, keep: np.ndarray) -> None:
     """Set the pruned entries of a constant tensor to the stored value that dequantizes to 0.0."""
     data = model.tensor_data(tensor)
     q = model.tensor(tensor).quantization
-    zero = (
-        q.zero_like(data.ndim).astype(data.dtype)
-        if q is not None
-        else data.dtype.type(0)
-    )
+    zero = q.zero_like(data.ndim).astype(data.dtype) if q is not None else data.dtype.type(0)
     np.copyto(data, np.broadcast_to(zero, data.shape), where=~keep)
 
 

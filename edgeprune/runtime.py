@@ -56,31 +56,23 @@ class Runner:
         runtime: str | None = None,
     ):
         if mode not in MODES:
-            raise EdgepruneError(
-                f"unknown runner mode {mode!r}: choose one of {', '.join(MODES)}"
-            )
+            raise EdgepruneError(f"unknown runner mode {mode!r}: choose one of {', '.join(MODES)}")
         if len(model.main.inputs) != 1:
             raise UnsupportedError(
                 f"{model.name} has {len(model.main.inputs)} inputs; edgeprune needs 1"
             )
         cls, self.runtime = interpreter_class(runtime)
-        extra = (
-            {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
-        )
+        extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
         try:
-            with (
-                warnings.catch_warnings()
-            ):  # preserve mode warns that it is for debugging
+            with warnings.catch_warnings():  # preserve mode warns that it is for debugging
                 warnings.simplefilter("ignore", UserWarning)
                 self.interpreter = cls(
                     model_content=content.to_bytes(), num_threads=num_threads, **extra
                 )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise EdgepruneError(
-                f"the interpreter cannot load {model.name}: {e}"
-            ) from e
+            raise EdgepruneError(f"the interpreter cannot load {model.name}: {e}") from e
         self.mode = mode
         self.model = model
         self.input = model.tensor(model.main.inputs[0])
@@ -101,10 +93,7 @@ class Runner:
             return sample
         if t.quantization is not None and t.dtype.kind in "iu":
             info = np.iinfo(t.dtype)
-            q = (
-                np.round(sample / t.quantization.scale[0])
-                + t.quantization.zero_point[0]
-            )
+            q = np.round(sample / t.quantization.scale[0]) + t.quantization.zero_point[0]
             return np.clip(q, info.min, info.max).astype(t.dtype)
         return sample.astype(t.dtype)
 

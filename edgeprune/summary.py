@@ -58,9 +58,7 @@ def summarize(model: Model) -> dict[str, Any]:
         "outputs": _io(model, model.main.outputs),
         "operators": [op.opcode for op in model.operators],
         "layers": rows,
-        "skipped": [
-            {"op": i, "opcode": name, "reason": why} for i, name, why in found.skipped
-        ],
+        "skipped": [{"op": i, "opcode": name, "reason": why} for i, name, why in found.skipped],
         "totals": {
             "params": params,
             "nonzero": nonzero,

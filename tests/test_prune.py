@@ -1,0 +1,152 @@
+"""Pruning: masks by score/scope/granularity, zeros that dequantize to exactly 0.0, and pruned
+models that run in a fresh interpreter and match a NumPy forward pass of the masked network."""
+
+import numpy as np
+import pytest
+
+from edgeprune import prune
+from edgeprune.activations import record
+from edgeprune.errors import EdgepruneError
+from edgeprune.model import Model
+from edgeprune.runtime import Runner
+from tests.forward import layer_forward, network_forward
+from tests.models import INPUT_SHAPES, build, random_inputs
+
+SAMPLE = INPUT_SHAPES["mixed"][1:]
+KINDS = ("float32", "dynamic", "int8", "float16", "uint8")
+SETTINGS = [("weight", "layer"), ("weight", "global"), ("channel", "layer"), ("channel", "global")]
+
+
+def recorded(kind):
+    model = Model(build(kind))
+    return model, record(model, random_inputs(8, SAMPLE, seed=5))
+
+
+def output_tolerance(model, tensor, y):
+    """How far the interpreter may be from float64 NumPy: one quantization step for quantized
+    outputs, on-the-fly input quantization for dynamic-range ops, float rounding otherwise."""
+    q = model.tensor(tensor).quantization
+    if q is not None:
+        return float(q.scale[0]) * 1.01
+    return 1e-4 * max(1.0, float(np.abs(y).max()))
+
+
+@pytest.mark.parametrize("granularity,scope", SETTINGS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_pruned_model_is_exactly_masked_and_matches_numpy(kind, granularity, scope):
+    model, amap = recorded(kind)
+    masks = prune.masks(model, amap.layers, amap, 0.5, scope=scope, granularity=granularity)
+    pruned = Model(prune.apply(model, masks).to_bytes())  # as a fresh file would load
+    zeros, total = prune.measured_sparsity(pruned, amap.layers)
+    slack = 0.08 if granularity == "channel" else 0.02  # a channel holds up to 8% of weights
+    assert abs(zeros / total - 0.5) <= slack
+    for m in masks:
+        before, after = model.tensor_data(m.layer.weight), pruned.tensor_data(m.layer.weight)
+        assert np.all(pruned.dequantized(m.layer.weight)[~m.keep] == 0.0)
+        np.testing.assert_array_equal(after[m.keep], before[m.keep])
+        if granularity == "channel" and m.layer.bias is not None:
+            bias = pruned.dequantized(m.layer.bias)
+            assert np.all(bias[~m.keep_bias] == 0.0)
+            np.testing.assert_array_equal(
+                bias[m.keep_bias], model.dequantized(m.layer.bias)[m.keep_bias]
+            )
+    runner = Runner(pruned, amap.watched, mode="preserve")
+    dynamic = kind == "dynamic"
+    for x in random_inputs(3, SAMPLE, seed=9):
+        values = runner.run(x)
+        for layer in amap.layers:
+            y = values[layer.output]
+            expected = layer_forward(pruned, layer, values[layer.input]).reshape(y.shape)
+            if dynamic and pruned.tensor(layer.weight).dtype == np.int8:
+                # Hybrid ops quantize their input to int8 on the fly: one input step per MAC.
+                tol = 0.02 * max(1.0, float(np.abs(y).max()))
+            else:
+                tol = output_tolerance(pruned, layer.output, y)
+            assert np.abs(expected - y).max() <= tol, (
+                layer.opcode,
+                np.abs(expected - y).max(),
+                tol,
+            )
+        if kind in ("float32", "float16"):
+            out = pruned.main.outputs[0]
+            np.testing.assert_allclose(
+                values[out], network_forward(pruned, x[None]), rtol=1e-4, atol=1e-4
+            )
+
+
+def test_uint8_zero_is_the_zero_point():
+    model, amap = recorded("uint8")
+    masks = prune.masks(model, amap.layers, amap, 0.5)
+    pruned = prune.apply(model, masks)
+    nonzero_points = 0
+    for m in masks:
+        q = model.tensor(m.layer.weight).quantization
+        stored = pruned.tensor_data(m.layer.weight)
+        assert np.all(stored[~m.keep] == q.zero_point[0])
+        nonzero_points += int(q.zero_point[0] != 0)
+    assert nonzero_points == len(masks)  # the legacy model really has asymmetric weights
+
+
+def test_fine_scores_are_eq1_and_layer_scope_keeps_the_top():
+    model, amap = recorded("float32")
+    rng = np.random.default_rng(0)
+    for i, layer in enumerate(amap.layers):
+        scores = prune.weight_scores(model, layer, i, amap, "fine", rng)
+        w = np.abs(model.dequantized(layer.weight))
+        s_in = amap.s_in(i)
+        if layer.kind == "dense":
+            expected = w * s_in[None, :]
+        elif layer.kind == "conv":
+            expected = w * s_in[None]
+        else:
+            expected = w * np.repeat(s_in, layer.depth_multiplier, axis=-1)[None]
+        np.testing.assert_allclose(scores, expected)
+    masks = prune.masks(model, amap.layers, amap, 0.3, scope="layer")
+    for i, m in enumerate(masks):
+        scores = prune.weight_scores(model, m.layer, i, amap, "fine", rng)
+        assert (~m.keep).sum() == round(0.3 * m.keep.size)
+        assert scores[m.keep].min() >= scores[~m.keep].max()
+
+
+def test_global_scope_uses_one_threshold():
+    model, amap = recorded("float32")
+    masks = prune.masks(model, amap.layers, amap, 0.5, scope="global")
+    rng = np.random.default_rng(0)
+    scores = [
+        prune.weight_scores(model, m.layer, i, amap, "fine", rng) for i, m in enumerate(masks)
+    ]
+    kept = min(s[m.keep].min() for s, m in zip(scores, masks) if m.keep.any())
+    dropped = max(s[~m.keep].max() for s, m in zip(scores, masks) if (~m.keep).any())
+    assert kept >= dropped
+    per_layer = [1 - m.keep.mean() for m in masks]
+    assert max(per_layer) - min(per_layer) > 0.1  # not the same sparsity everywhere
+
+
+def test_keep_classifier_and_baseline_scores():
+    model, amap = recorded("int8")
+    classifier = amap.layers[-1]
+    masks = prune.masks(model, amap.layers, amap, 0.6, keep_classifier=True)
+    assert classifier not in [m.layer for m in masks]
+    pruned = prune.apply(model, masks)
+    np.testing.assert_array_equal(
+        pruned.tensor_data(classifier.weight), model.tensor_data(classifier.weight)
+    )
+    magnitude = prune.masks(model, amap.layers, None, 0.5, score="magnitude")
+    for m in magnitude:
+        w = np.abs(model.dequantized(m.layer.weight))
+        assert w[m.keep].min() >= w[~m.keep].max()
+    a, b, c = (
+        prune.masks(model, amap.layers, None, 0.5, score="random", seed=s) for s in (1, 1, 2)
+    )
+    assert all(np.array_equal(x.keep, y.keep) for x, y in zip(a, b))
+    assert not all(np.array_equal(x.keep, z.keep) for x, z in zip(a, c))
+
+
+def test_bad_requests_are_clear():
+    model, amap = recorded("float32")
+    with pytest.raises(EdgepruneError, match="needs an activation map"):
+        prune.masks(model, amap.layers, None, 0.5)
+    with pytest.raises(EdgepruneError, match="between 0 and 1"):
+        prune.masks(model, amap.layers, amap, 1.5)
+    with pytest.raises(EdgepruneError, match="unknown scope"):
+        prune.masks(model, amap.layers, amap, 0.5, scope="model")
