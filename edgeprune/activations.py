@@ -109,7 +109,12 @@ class ActivationMap:
         """Read a map saved by `save` and check that it belongs to `model`."""
         amap = cls(model)
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            npz = np.load(path, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile) or "meta" not in npz.files:
+                raise EdgepruneError(
+                    f"{path} is not an activation map: make one with `edgeprune record`"
+                )
+            with npz:
                 meta = json.loads(str(npz["meta"]))
                 if meta.get("format") != _FORMAT:
                     raise EdgepruneError(

@@ -36,12 +36,13 @@ class Samples:
     def _scan(self):
         for f in self.files:
             try:
-                if f.suffix == ".npy":
-                    yield f, None, np.load(f, mmap_mode="r", allow_pickle=False)
-                else:
-                    with np.load(f, allow_pickle=False) as npz:
-                        for key in npz.files:
-                            yield f, key, npz[key]
+                loaded = np.load(f, mmap_mode="r", allow_pickle=False)
+                if isinstance(loaded, np.ndarray):
+                    yield f, None, loaded
+                    continue
+                with loaded as npz:
+                    for key in npz.files:
+                        yield f, key, npz[key]
             except (OSError, ValueError) as e:
                 raise EdgepruneError(f"cannot read samples from {f}: {e}") from e
 
