@@ -34,20 +34,15 @@ def cmd_inspect(args: argparse.Namespace) -> None:
             print(f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}")
     ops = Counter(info["operators"])
     print("operators: " + ", ".join(f"{name}×{n}" for name, n in ops.most_common()))
-    print(
-        f"\n{'op':>4} {'layer':<10} {'weights':<16} {'params':>10} {'nonzero':>10} {'bytes':>10}  quantization"
-    )
+    row = "{:>4} {:<10} {:<16} {:>10} {:>10} {:>10}  {}".format
+    print("\n" + row("op", "layer", "weights", "params", "nonzero", "bytes", "quantization"))
     for r in info["layers"]:
         shape = "x".join(map(str, r["weight_shape"]))
-        print(
-            f"{r['op']:>4} {r['opcode'][:10]:<10} {shape:<16} {r['params']:>10,} {r['nonzero']:>10,}"
-            f" {r['weight_bytes']:>10,}  {r['weights']}"
-        )
+        numbers = (f"{r[k]:,}" for k in ("params", "nonzero", "weight_bytes"))
+        print(row(r["op"], r["opcode"][:10], shape, *numbers, r["weights"]))
     t = info["totals"]
-    print(
-        f"{'':>4} {'total':<10} {'':<16} {t['params']:>10,} {t['nonzero']:>10,} "
-        f"{t['weight_bytes']:>10,}  sparsity {t['sparsity']:.1%}"
-    )
+    numbers = (f"{t[k]:,}" for k in ("params", "nonzero", "weight_bytes"))
+    print(row("", "total", "", *numbers, f"sparsity {t['sparsity']:.1%}"))
     for s in info["skipped"]:
         print(f"skipped op {s['op']} {s['opcode']}: {s['reason']}")
 

@@ -1,4 +1,4 @@
-"""The one table of op semantics: which operators are prunable layers and how their weights are used.
+"""The one table of op semantics: which ops are prunable layers and how they use their weights.
 
 Everything that needs to know an op's layout — activation statistics, scores, masks, profiles —
 asks a `Layer` from this module instead of testing op names itself.
@@ -62,6 +62,7 @@ class Layer:
     activation: str = "NONE"
     depth_multiplier: int = 1
     transpose_weight: bool = False  # BATCH_MATMUL with adj_y: weight is [out, in]
+    output_hw: tuple[int, int] = (1, 1)  # spatial output size of conv layers
 
     @property
     def kind(self) -> str:
@@ -91,22 +92,17 @@ class Layer:
 
     # ----- statistics ----------------------------------------------------------------------
 
-    def reduce_input(self, abs_x: np.ndarray) -> np.ndarray:
-        """Per-sample reduction of |input| that the map accumulates (cheap: one pass over x).
+    def s_in(self, sum_abs_x: np.ndarray) -> np.ndarray:
+        """S_in from Σ_samples |x| (the input tensor without its batch axis).
 
-        Spatial ops keep H×W×C, summed over the batch; the kernel windows are folded later by
-        `fold_input`, because summing over samples commutes with the strided window sums.
+        Spatial layers give [kh, kw, c_in]: the kernel windows are folded here, once, because
+        summing over samples commutes with the strided window sums. Others give [in].
         """
-        if self.spatial:
-            return abs_x.reshape((-1, *abs_x.shape[-3:])).sum(axis=0, dtype=np.float64)
-        return abs_x.reshape(-1, self.in_features).sum(axis=0, dtype=np.float64)
-
-    def fold_input(self, reduced: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
-        """S_in from the accumulated reduction: [kh, kw, c_in] for spatial ops, [c_in] otherwise."""
         if not self.spatial:
-            return reduced
+            return sum_abs_x.reshape(-1, self.in_features).sum(axis=0)
+        reduced = sum_abs_x.reshape(sum_abs_x.shape[-3:])
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
-        (h, w), (oh, ow) = reduced.shape[:2], output_hw
+        (h, w), (oh, ow) = reduced.shape[:2], self.output_hw
         pad_h, pad_w = self.padding_before((h, w), (oh, ow))
         rows_needed = (oh - 1) * sh + (kh - 1) * dh + 1
         cols_needed = (ow - 1) * sw + (kw - 1) * dw + 1
@@ -141,9 +137,9 @@ class Layer:
             return s_in[:, None]
         return s_in[None, :]
 
-    def reduce_output(self, abs_y: np.ndarray) -> np.ndarray:
-        """S_out contribution of one sample: Σ |y| over everything but the channel axis."""
-        return abs_y.reshape(-1, abs_y.shape[-1]).sum(axis=0, dtype=np.float64)
+    def s_out(self, sum_abs_y: np.ndarray) -> np.ndarray:
+        """S_out[c] from Σ_samples |y| (the output tensor without its batch axis)."""
+        return sum_abs_y.reshape(-1, self.weight_shape[self.out_axis]).sum(axis=0)
 
 
 @dataclass(frozen=True)
@@ -218,7 +214,11 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
     if spec.kind in ("conv", "depthwise"):
         if len(w.shape) != 4 or len(x.shape) != 4:
             return f"expected 4-D input and weight, got {x.shape} and {w.shape}"
+        y = model.tensor(op.outputs[0])
+        if len(y.shape) != 4:
+            return f"expected a 4-D output, got {y.shape}"
         geometry.update(
+            output_hw=(y.shape[1], y.shape[2]),
             stride=(opts.get("stride_h") or 1, opts.get("stride_w") or 1),
             dilation=(
                 opts.get("dilation_h_factor") or 1,

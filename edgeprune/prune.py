@@ -1,4 +1,4 @@
-"""Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a model copy.
+"""Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a copy.
 
 Scores: "fine" (Eq. 1, A(w) = |w| · S_in), "magnitude" (|w|) and "random" (seeded). Masks keep the
 highest scores, either per layer (the same sparsity everywhere) or under one global threshold, for
@@ -50,7 +50,7 @@ def weight_scores(
 def channel_scores(
     model: Model, layer: Layer, i: int, amap: ActivationMap | None, score: str, rng
 ) -> np.ndarray:
-    """One score per output channel of layer i: S_out for "fine", the channel's L1 norm, or random."""
+    """One score per output channel of layer i: S_out ("fine"), its L1 norm, or random."""
     if score == "fine":
         return amap.s_out(i)
     if score == "magnitude":

@@ -1,4 +1,4 @@
-"""Find a TFLite interpreter and run samples through it, reading the tensors we are asked to watch."""
+"""Find a TFLite interpreter and run samples through it, reading the tensors asked for."""
 
 from __future__ import annotations
 
@@ -97,14 +97,20 @@ class Runner:
             return np.clip(q, info.min, info.max).astype(t.dtype)
         return sample.astype(t.dtype)
 
-    def run(self, sample: np.ndarray) -> dict[int, np.ndarray]:
-        """Invoke on one sample; returns {tensor index: real-valued array} for outputs and watches."""
+    def run(self, sample: np.ndarray, raw: bool = False) -> dict[int, np.ndarray]:
+        """Invoke on one sample; returns {tensor index: values} for the outputs and watches.
+
+        By default the values are real-valued copies. With raw=True they are the stored values
+        (quantized where the tensor is), as zero-copy views valid only until the next run.
+        """
         interp = self.interpreter
         interp.set_tensor(self.input.index, self._feed(sample))
         interp.invoke()
+        if raw:
+            return {index: interp.tensor(index)() for index in self.read}
         values = {}
         for index in self.read:
-            raw = interp.get_tensor(index)
+            stored = interp.get_tensor(index)
             q = self.model.tensor(index).quantization
-            values[index] = q.dequantize(raw) if q is not None else raw
+            values[index] = q.dequantize(stored) if q is not None else stored
         return values

@@ -1,4 +1,4 @@
-"""What `edgeprune inspect` reports: operators, prunable layers, parameters, sparsity, quantization."""
+"""What `edgeprune inspect` reports: operators, layers, parameters, sparsity, quantization."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ def describe_quantization(t: Tensor) -> str:
     q = t.quantization
     if q is None:
         return t.type_name
-    if q.scale.size > 1:
-        kind = f"per-channel (axis {q.axis})"
-    else:
-        kind = "per-tensor"
+    kind = f"per-channel (axis {q.axis})" if q.scale.size > 1 else "per-tensor"
     zero = "symmetric" if not np.any(q.zero_point) else "asymmetric"
     return f"{t.type_name} {kind} {zero}"
 

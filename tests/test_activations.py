@@ -1,5 +1,6 @@
 """ActivationMap: exact S_in/S_out, both runner modes, merge, save/load, constant memory."""
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -21,9 +22,10 @@ def test_s_in_and_s_out_equal_brute_force(kind):
     xs = random_inputs(6, SAMPLE, seed=7)
     amap = ActivationMap(model)
     runner = Runner(model, amap.watched, mode="preserve")
-    seen = [runner.run(x) for x in xs]
-    for values in seen:
-        amap.update(values)
+    seen = []
+    for x in xs:
+        amap.update(runner.run(x, raw=True))
+        seen.append(runner.run(x))
     assert amap.count == len(xs)
     kinds = set()
     for i, layer in enumerate(amap.layers):
@@ -57,22 +59,11 @@ def test_fold_matches_brute_force_on_odd_geometry():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 11, 8, 2))
     for padding in ("SAME", "VALID"):
-        layer = Layer(
-            0,
-            "CONV_2D",
-            OPS["CONV_2D"],
-            0,
-            1,
-            2,
-            None,
-            (4, 3, 2, 2),
-            (3, 2),
-            (2, 1),
-            padding,
-        )
-        oh = ref.output_size(11, 3, 3, 2, padding)
-        ow = ref.output_size(8, 2, 2, 1, padding)
-        folded = layer.fold_input(layer.reduce_input(np.abs(x)), (oh, ow))
+        out_hw = (ref.output_size(11, 3, 3, 2, padding), ref.output_size(8, 2, 2, 1, padding))
+        spec = OPS["CONV_2D"]
+        layer = Layer(0, "CONV_2D", spec, 0, 1, 2, None, (4, 3, 2, 2), (3, 2), (2, 1), padding)
+        layer = dataclasses.replace(layer, output_hw=out_hw)
+        folded = layer.s_in(np.abs(x).sum(axis=0))
         expected = ref.im2col_s_in(x, 3, 2, (3, 2), padding, (2, 1))
         np.testing.assert_allclose(folded, expected, rtol=1e-12)
 
@@ -93,12 +84,8 @@ def test_merge_of_halves_equals_whole_and_save_load(tmp_path):
     whole = record(model, xs)
     first = record(model, xs[:4])
     first.save(tmp_path / "half.npz")
-    merged = ActivationMap.load(tmp_path / "half.npz", model).merge(
-        record(model, xs[4:])
-    )
-    resumed = record(
-        model, xs[4:], amap=ActivationMap.load(tmp_path / "half.npz", model)
-    )
+    merged = ActivationMap.load(tmp_path / "half.npz", model).merge(record(model, xs[4:]))
+    resumed = record(model, xs[4:], amap=ActivationMap.load(tmp_path / "half.npz", model))
     assert merged.count == resumed.count == whole.count == 10
     for i in range(len(whole.layers)):
         np.testing.assert_allclose(merged.s_in(i), whole.s_in(i), rtol=1e-12)
@@ -117,7 +104,7 @@ def test_update_memory_does_not_grow_with_samples():
     model = Model(build("float32"))
     amap = ActivationMap(model)
     runner = Runner(model, amap.watched)
-    values = [runner.run(x) for x in random_inputs(2, SAMPLE, seed=4)]
+    values = [dict(runner.run(x)) for x in random_inputs(2, SAMPLE, seed=4)]
     amap.update(values[0])  # allocates the accumulators
     tracemalloc.start()
     try:
