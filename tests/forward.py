@@ -1,4 +1,4 @@
-"""NumPy forward passes of a model's prunable layers, read from the model's (masked) weight bytes."""
+"""NumPy forward passes of a model's layers, read from its (masked) weight bytes."""
 
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ def network_forward(model: Model, x: np.ndarray) -> np.ndarray:
             out = layer_forward(model, layer, values[layer.input])
             values[layer.output] = out.reshape(model.tensor(layer.output).shape)
         elif op.opcode == "RESHAPE":
-            values[op.outputs[0]] = values[op.inputs[0]].reshape(
-                model.tensor(op.outputs[0]).shape
-            )
+            values[op.outputs[0]] = values[op.inputs[0]].reshape(model.tensor(op.outputs[0]).shape)
         elif op.opcode != "DEQUANTIZE":
             raise NotImplementedError(op.opcode)
     return values[model.main.outputs[0]]

@@ -143,7 +143,8 @@ def test_core_imports_without_host_libraries():
     and without any interpreter it says which pip command to run."""
     code = (
         "import sys\n"
-        "for name in ('tensorflow', 'paramiko', 'serial', 'matplotlib', 'ai_edge_litert', 'tflite_runtime'):\n"
+        "host = ('tensorflow', 'paramiko', 'serial', 'matplotlib')\n"
+        "for name in host + ('ai_edge_litert', 'tflite_runtime'):\n"
         "    sys.modules[name] = None\n"
         "import edgeprune, edgeprune.cli\n"
         "from edgeprune.runtime import interpreter_class\n"

@@ -38,9 +38,7 @@ def test_tensors_match_the_interpreter(kind):
             np.testing.assert_array_equal(t.quantization.zero_point, qp["zero_points"])
             assert t.quantization.axis == qp["quantized_dimension"]
     # Constant data read through our views equals the interpreter's copy.
-    constants = [
-        t for t in model.tensors if model.is_constant(t) and t.dtype is not None
-    ]
+    constants = [t for t in model.tensors if model.is_constant(t) and t.dtype is not None]
     assert constants
     interp.allocate_tensors()
     for t in constants:
@@ -66,9 +64,7 @@ def test_weight_view_is_writable_and_saved_atomically(tmp_path):
     view[...] = 0.5
     path = tmp_path / "m.tflite"
     model.save(path)
-    assert [p.name for p in tmp_path.iterdir()] == [
-        "m.tflite"
-    ]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]  # no temp file left behind
     reloaded = Model.load(path)
     assert np.all(reloaded.tensor_data(weight) == 0.5)
     assert not np.array_equal(original, reloaded.tensor_data(weight))
@@ -108,9 +104,7 @@ def _externalize_buffers(data: bytes) -> bytes:
         if buf.data is not None and len(buf.data):
             payloads[i] = bytes(np.asarray(buf.data, np.uint8))
             buf.data, buf.offset, buf.size = None, 1 << 40, len(payloads[i])
-    head = len(
-        pack(m)
-    )  # the placeholder offsets are written, so the size will not change
+    head = len(pack(m))  # the placeholder offsets are written, so the size will not change
     cursor, tail = head + (-head % 16), b""
     for i, payload in payloads.items():
         m.buffers[i].offset = cursor

@@ -1,0 +1,269 @@
+"""Small TFLite models for tests, built with TensorFlow and cached per process.
+
+Only this module imports TensorFlow, and only inside functions, so that importing it (for
+``random_inputs``) costs nothing on a machine without TensorFlow.
+
+``build(kind, arch)`` returns the bytes of a converted ``.tflite`` model:
+
+kinds
+    ``float32``  plain float model.
+    ``dynamic``  dynamic-range quantization: float activations, and per-channel symmetric int8
+                 weights for every weight of >= 1024 elements (the converter's fixed threshold;
+                 smaller weights stay float32, so use arch ``mixed_wide`` to get them all).
+    ``int8``     full integer quantization: per-channel symmetric int8 weights (conv and dense
+                 along axis 0, depthwise along axis 3), int32 biases, int8 activations, int8
+                 model input and output.
+    ``float16``  fp16 weights and biases, each feeding a DEQUANTIZE op whose float32 output is
+                 the weight (or bias) input of the conv/depthwise/fully-connected op.
+    ``uint8``    legacy (TF1-style) quantization: asymmetric per-tensor uint8 weights with
+                 non-zero zero points, int32 biases, uint8 input and output, no SignatureDef;
+                 made from a fake-quant graph, only for arch ``mixed`` (same float weights).
+archs
+    ``mixed``                16x16x3 input; conv 8 (stride 2, SAME, relu), conv 8 (dilation 2,
+                             VALID, relu6), depthwise (multiplier 2, SAME, relu), 1x1 conv 8,
+                             flatten, dense 16 relu, dense 10 (logits).
+    ``mixed_wide``           the same layers with widths 40, 64, 128 (depthwise), 8, dense 128, 10:
+                             every weight has >= 1024 elements, the converter's threshold for
+                             dynamic-range quantization (in ``mixed`` only the 16x128 dense
+                             weight is big enough; the others stay float32).
+    ``small_cnn``            32x32x3 input; four 3x3 convs, dense 32, dense 10 (benchmarks).
+    ``mobilenet_v2_shaped``  Keras MobileNetV2, 96x96x3, alpha 0.35, 10 classes with softmax;
+                             float32 is the kind meant for it (about 11 s to build).
+
+Weights are drawn from a seeded NumPy generator, biases are non-zero (the converter folds and
+deduplicates all-zero bias tensors, which would hide bias effects), so every build of a (kind,
+arch) gives the same bytes, in any process and any order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import tempfile
+
+import numpy as np
+
+KINDS = ("float32", "dynamic", "int8", "float16", "uint8")
+ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped")
+INPUT_SHAPES = {
+    "mixed": (1, 16, 16, 3),
+    "mixed_wide": (1, 16, 16, 3),
+    "small_cnn": (1, 32, 32, 3),
+    "mobilenet_v2_shaped": (1, 96, 96, 3),
+}
+CALIBRATION_SAMPLES = 32
+SEED = 1234
+
+# Legacy uint8 model: the float input x maps to uint8 q as x = (q - MEAN) / STD.
+UINT8_INPUT_MEAN = 128.0
+UINT8_INPUT_STD = 32.0
+
+
+def random_inputs(n: int, shape, seed: int = 0, dtype=np.float32) -> np.ndarray:
+    """``n`` seeded samples of ``shape`` (one sample, e.g. ``(1, 16, 16, 3)`` or ``(16, 16, 3)``).
+
+    Returns an array of shape ``(n, *shape)``; values are standard normal, the distribution the
+    quantized models are calibrated on.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *tuple(shape))).astype(dtype)
+
+
+def import_tensorflow():
+    """TensorFlow, imported quietly (only the test helpers that build models need it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    return tf
+
+
+def _keras_model(arch: str):
+    tf = import_tensorflow()
+    tf.keras.backend.clear_session()  # restart layer numbering: same tensor names every build
+    layers = tf.keras.layers
+    shape = INPUT_SHAPES[arch][1:]
+    if arch in ("mixed", "mixed_wide"):
+        c1, c2, d1 = (8, 8, 16) if arch == "mixed" else (40, 64, 128)
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape, batch_size=1),
+                layers.Conv2D(c1, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2D(c2, 3, dilation_rate=2, padding="valid", activation="relu6"),
+                layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
+                layers.Conv2D(8, 1),
+                layers.Flatten(),
+                layers.Dense(d1, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
+    elif arch == "small_cnn":
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape, batch_size=1),
+                layers.Conv2D(16, 3, padding="same", activation="relu"),
+                layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+                layers.Flatten(),
+                layers.Dense(32, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
+    elif arch == "mobilenet_v2_shaped":
+        model = tf.keras.applications.MobileNetV2(
+            input_shape=shape, alpha=0.35, weights=None, classes=10
+        )
+    else:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    _seed_weights(model)
+    return model
+
+
+def _seed_weights(model) -> None:
+    """Overwrite every weight with seeded values: He-normal kernels, non-zero biases, and batch
+    norm statistics away from identity (so folded biases are non-zero too)."""
+    depthwise = import_tensorflow().keras.layers.DepthwiseConv2D
+    rng = np.random.default_rng(SEED)
+    for layer in model.layers:
+        for var in layer.weights:
+            shape = tuple(var.shape)
+            name = var.path.rsplit("/", 1)[-1]
+            if name == "kernel":
+                # Keras layouts: conv [kh, kw, in, out], depthwise [kh, kw, in, m], dense [in, out].
+                fan_in = np.prod(shape[:2] if isinstance(layer, depthwise) else shape[:-1])
+                value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            elif name in ("bias", "beta", "moving_mean"):
+                value = rng.uniform(0.05, 0.2, shape) * rng.choice([-1.0, 1.0], shape)
+            elif name == "gamma":
+                value = rng.uniform(0.8, 1.2, shape)
+            elif name == "moving_variance":
+                value = rng.uniform(0.5, 1.5, shape)
+            else:
+                raise ValueError(f"unexpected weight {var.path} in test model")
+            var.assign(value.astype(np.float32))
+
+
+def _saved_model(model, directory: str) -> None:
+    """Export the model's inference call (training=False) as a SavedModel.
+
+    This is what ``TFLiteConverter.from_keras_model`` does for Keras 3 models, minus its silent
+    fallback to the legacy path on any error and its chatty print."""
+    tf = import_tensorflow()
+    archive = tf.keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    with contextlib.redirect_stdout(io.StringIO()):
+        archive.write_out(directory, verbose=False)
+
+
+def build(kind: str, arch: str = "mixed") -> bytes:
+    """Bytes of a ``.tflite`` model of ``arch`` converted as ``kind`` (see module docstring).
+
+    Built once per process: ``build("int8")`` and ``build(kind="int8", arch="mixed")`` share
+    the cache entry."""
+    return _build(kind, arch)
+
+
+@functools.cache
+def _build(kind: str, arch: str) -> bytes:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    if kind == "uint8":
+        if arch != "mixed":
+            raise ValueError("kind 'uint8' is only built for arch 'mixed'")
+        return _build_uint8_legacy()
+    tf = import_tensorflow()
+    model = _keras_model(arch)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-savedmodel-") as directory:
+        _saved_model(model, directory)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        if kind == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif kind == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif kind == "int8":
+            samples = random_inputs(CALIBRATION_SAMPLES, INPUT_SHAPES[arch], seed=SEED)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([s] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return bytes(converter.convert())
+
+
+def _build_uint8_legacy() -> bytes:
+    """The ``mixed`` network (same weights as the float model) as a TF1 graph with fake-quant
+    ops, converted by the v1 converter with ``inference_type=tf.uint8``: every weight is
+    asymmetric per-tensor uint8 with a non-zero zero point, biases are int32, and the model's
+    input and output are uint8."""
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    weights = [layer.get_weights() for layer in _keras_model("mixed").layers if layer.weights]
+    samples = random_inputs(CALIBRATION_SAMPLES, INPUT_SHAPES["mixed"], seed=SEED)
+
+    # Pass 1: the float graph, to calibrate the range of every activation.
+    with tf.Graph().as_default(), tf1.Session() as session:
+        x = tf1.placeholder(tf.float32, INPUT_SHAPES["mixed"], name="input")
+        _, activations = _mixed_tf1_graph(x, weights, None)
+        values = [session.run(activations, {x: sample}) for sample in samples]
+    ranges = [
+        (
+            min(0.0, min(float(v[i].min()) for v in values)),
+            max(0.0, max(float(v[i].max()) for v in values)),
+        )
+        for i in range(len(activations))
+    ]
+    # The input range is the one quantized_input_stats implies: x = (q - mean) / std.
+    ranges[0] = (
+        -UINT8_INPUT_MEAN / UINT8_INPUT_STD,
+        (255 - UINT8_INPUT_MEAN) / UINT8_INPUT_STD,
+    )
+
+    # Pass 2: the same graph with fake-quant ops at those ranges, converted to uint8.
+    with tf.Graph().as_default(), tf1.Session() as session:
+        x = tf1.placeholder(tf.float32, INPUT_SHAPES["mixed"], name="input")
+        y, _ = _mixed_tf1_graph(x, weights, ranges)
+        converter = tf1.lite.TFLiteConverter.from_session(session, [x], [y])
+        converter.inference_type = tf.uint8
+        converter.inference_input_type = tf.uint8
+        converter.quantized_input_stats = {"input": (UINT8_INPUT_MEAN, UINT8_INPUT_STD)}
+        return bytes(converter.convert())
+
+
+def _mixed_tf1_graph(x, weights, ranges):
+    """The ``mixed`` network in TF ops. With ``ranges`` (one (min, max) per activation), weights
+    and activations pass through fake-quant ops as a TF1 quantization-aware graph has them.
+    Returns the logits and the list of activations (input first)."""
+    tf = import_tensorflow()
+    activations = []
+
+    def act(h):
+        if ranges is not None:
+            lo, hi = ranges[len(activations)]
+            h = tf.quantization.fake_quant_with_min_max_args(h, min=lo, max=hi)
+        activations.append(h)
+        return h
+
+    def weight(w):
+        if ranges is None:
+            return tf.constant(w)
+        lo, hi = min(0.0, float(w.min())), max(0.0, float(w.max()))
+        return tf.quantization.fake_quant_with_min_max_args(tf.constant(w), min=lo, max=hi)
+
+    (k1, b1), (k2, b2), (k3, b3), (k4, b4), (k5, b5), (k6, b6) = weights
+    h = act(x)
+    h = act(tf.nn.relu(tf.nn.conv2d(h, weight(k1), 2, "SAME") + b1))
+    h = act(tf.nn.relu6(tf.nn.conv2d(h, weight(k2), 1, "VALID", dilations=2) + b2))
+    h = act(tf.nn.relu(tf.nn.depthwise_conv2d(h, weight(k3), [1, 1, 1, 1], "SAME") + b3))
+    h = act(tf.nn.conv2d(h, weight(k4), 1, "VALID") + b4)
+    h = tf.reshape(h, [h.shape[0], -1])
+    h = act(tf.nn.relu(tf.matmul(h, weight(k5)) + b5))
+    h = act(tf.matmul(h, weight(k6)) + b6)
+    return h, activations
