@@ -1,16 +1,16 @@
 """ActivationMap: streaming sums of |activation| per prunable layer, in memory independent of N.
 
 For layer l, S_in is Σ_samples Σ_positions |x| at the input index each weight multiplies
-(DESIGN.md, Eq. 1) and S_out[c] is Σ_samples Σ_positions |y[..., c]|. The map keeps one running
-Σ_samples |t| per watched tensor t (its size, not N, bounds the memory) and derives S_in and S_out
-from it when they are read: the kernel-window and position sums are linear, so folding once
-equals folding every sample, at a fraction of the per-sample cost. Quantized tensors are summed
-as |q − zero_point| and scaled when read.
+(DESIGN.md, Eq. 1) and S_out[c] is Σ_samples Σ_positions |y[..., c]|. Per sample the map only adds
+|t| into a float32 running sum per watched tensor; every `FOLD_EVERY` samples (and whenever S_in
+or S_out is read) those partial sums are folded into float64 S_in and S_out. Window and position
+sums are linear, so folding a sum of samples equals folding each one, at a fraction of the cost.
+Memory: one float32 copy of each watched tensor plus O(parameters), whatever the sample count.
+Quantized tensors are summed exactly as |q − zero_point| and scaled when folded.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -25,40 +25,45 @@ from .runtime import Runner
 
 _FORMAT = 1
 _NONNEGATIVE = ("RELU", "RELU6")
+FOLD_EVERY = 64  # samples per float32 partial sum: relative rounding stays below 1e-5
 
 
 class _AbsSum:
-    """Σ_samples |values| of one tensor, summed over its batch axis, in its stored units."""
+    """Σ |values| of one tensor over recent samples and its batch axis, in its stored units."""
 
-    __slots__ = ("scale", "zero_point", "nonnegative", "total")
+    __slots__ = ("scale", "zero_point", "nonnegative", "partial", "scratch")
 
     def __init__(self, model: Model, tensor: int, nonnegative: bool):
-        q = model.tensor(tensor).quantization
+        t = model.tensor(tensor)
+        q = t.quantization
         self.scale = float(q.scale[0]) if q is not None else 1.0
         self.zero_point = int(q.zero_point[0]) if q is not None else None
         self.nonnegative = nonnegative and q is None
-        self.total: np.ndarray | None = None
+        shape = t.shape[1:] if len(t.shape) > 1 else t.shape
+        self.partial = np.zeros(shape, np.float32)
+        self.scratch = np.empty(shape, np.float32)
 
     def add(self, stored: np.ndarray) -> None:
-        if self.zero_point is not None:
-            stored = np.abs(stored.astype(np.int32) - self.zero_point)
-        elif not self.nonnegative:
-            stored = np.abs(stored)
-        if stored.ndim > 1:
+        if len(stored.shape) > self.partial.ndim:  # drop the batch axis
             stored = stored[0] if stored.shape[0] == 1 else stored.sum(axis=0)
-        if self.total is None:
-            self.total = stored.astype(np.float64)
-        else:
-            np.add(self.total, stored, out=self.total)
+        if self.zero_point is not None:
+            stored = np.abs(np.subtract(stored, self.zero_point, dtype=np.int32))
+        elif not self.nonnegative:
+            stored = np.abs(stored, out=self.scratch)
+        np.add(self.partial, stored, out=self.partial)
 
-    def emptied(self) -> _AbsSum:
+    def fresh(self) -> _AbsSum:
         """A sum of the same tensor with nothing added yet."""
-        empty = copy.copy(self)
-        empty.total = None
-        return empty
+        new = object.__new__(_AbsSum)
+        new.scale, new.zero_point, new.nonnegative = self.scale, self.zero_point, self.nonnegative
+        new.partial, new.scratch = np.zeros_like(self.partial), np.empty_like(self.scratch)
+        return new
 
-    def real(self, shape: tuple[int, ...]) -> np.ndarray:
-        return self.total * self.scale if self.total is not None else np.zeros(shape)
+    def take(self) -> np.ndarray:
+        """The real-valued partial sum as float64; the partial sum starts again from zero."""
+        real = self.partial.astype(np.float64) * self.scale
+        self.partial[...] = 0
+        return real
 
 
 class ActivationMap:
@@ -67,16 +72,15 @@ class ActivationMap:
     def __init__(self, model: Model, layers: Sequence[Layer] | None = None):
         self.layers = tuple(scan(model).layers if layers is None else layers)
         self.count = 0
+        self._pending = 0
         nonnegative = {x.output for x in self.layers if x.activation in _NONNEGATIVE}
         self._sums = {
             t: _AbsSum(model, t, t in nonnegative)
             for layer in self.layers
             for t in (layer.input, layer.output)
         }
-        self._shapes = {t: model.tensor(t).shape[1:] for t in self._sums}
-        # S_in / S_out loaded from a file or merged from other maps, added to what _sums holds.
-        self._base_in = [None] * len(self.layers)
-        self._base_out = [None] * len(self.layers)
+        self._s_in = [np.zeros(_s_in_shape(layer)) for layer in self.layers]
+        self._s_out = [np.zeros(layer.weight_shape[layer.out_axis]) for layer in self.layers]
 
     @property
     def watched(self) -> list[int]:
@@ -88,31 +92,40 @@ class ActivationMap:
         for tensor, total in self._sums.items():
             total.add(stored[tensor])
         self.count += samples
+        self._pending += samples
+        if self._pending >= FOLD_EVERY:
+            self._fold()
 
-    def _sum(self, tensor: int) -> np.ndarray:
-        return self._sums[tensor].real(self._shapes[tensor])
+    def _fold(self) -> None:
+        """Move the partial sums into S_in and S_out."""
+        if not self._pending:
+            return
+        sums = {t: total.take() for t, total in self._sums.items()}
+        for i, layer in enumerate(self.layers):
+            self._s_in[i] += layer.s_in(sums[layer.input])
+            self._s_out[i] += layer.s_out(sums[layer.output])
+        self._pending = 0
 
     def s_in(self, i: int) -> np.ndarray:
         """S_in of layer i: [kh, kw, c_in] for spatial layers, [in] for dense ones."""
-        layer = self.layers[i]
-        s_in = layer.s_in(self._sum(layer.input))
-        return s_in if self._base_in[i] is None else s_in + self._base_in[i]
+        self._fold()
+        return self._s_in[i].copy()
 
     def s_out(self, i: int) -> np.ndarray:
         """S_out of layer i: one sum per output channel."""
-        layer = self.layers[i]
-        s_out = layer.s_out(self._sum(layer.output))
-        return s_out if self._base_out[i] is None else s_out + self._base_out[i]
+        self._fold()
+        return self._s_out[i].copy()
 
     def merge(self, other: ActivationMap) -> ActivationMap:
         """A new map of both sample sets together (both maps must come from the same model)."""
         self._check_signature(_signature(other.layers))
         merged = object.__new__(ActivationMap)
-        merged.layers, merged._shapes = self.layers, self._shapes
-        merged._sums = {t: total.emptied() for t, total in self._sums.items()}
+        merged.__dict__.update(self.__dict__)
+        merged._sums = {t: total.fresh() for t, total in self._sums.items()}
+        merged._pending = 0
         merged.count = self.count + other.count
-        merged._base_in = [self.s_in(i) + other.s_in(i) for i in range(len(self.layers))]
-        merged._base_out = [self.s_out(i) + other.s_out(i) for i in range(len(self.layers))]
+        merged._s_in = [self.s_in(i) + other.s_in(i) for i in range(len(self.layers))]
+        merged._s_out = [self.s_out(i) + other.s_out(i) for i in range(len(self.layers))]
         return merged
 
     def _check_signature(self, signature: list) -> None:
@@ -152,11 +165,17 @@ class ActivationMap:
                 amap._check_signature(meta["layers"])
                 amap.count = int(meta["count"])
                 for i in range(len(amap.layers)):
-                    amap._base_in[i] = _same_shape(npz[f"s_in_{i}"], amap.s_in(i), path)
-                    amap._base_out[i] = _same_shape(npz[f"s_out_{i}"], amap.s_out(i), path)
+                    amap._s_in[i] = _same_shape(npz[f"s_in_{i}"], amap._s_in[i], path)
+                    amap._s_out[i] = _same_shape(npz[f"s_out_{i}"], amap._s_out[i], path)
         except (OSError, ValueError, KeyError) as e:
             raise EdgepruneError(f"cannot read activation map {path}: {e}") from e
         return amap
+
+
+def _s_in_shape(layer: Layer) -> tuple[int, ...]:
+    if layer.spatial:
+        return (*layer.kernel, layer.weight_shape[3] // layer.depth_multiplier)
+    return (layer.in_features,)
 
 
 def _signature(layers: Sequence[Layer]) -> list:

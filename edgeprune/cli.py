@@ -11,12 +11,12 @@ from typing import Any
 from tqdm import tqdm
 
 from . import prune as prune_mod
-from .activations import ActivationMap
+from .activations import ActivationMap, record
 from .data import Samples
 from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
-from .runtime import MODES, Runner
+from .runtime import MODES
 from .summary import summarize
 
 
@@ -51,11 +51,8 @@ def cmd_record(args: argparse.Namespace) -> None:
     model = Model.load(args.model)
     samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
     amap = ActivationMap.load(args.resume, model) if args.resume else ActivationMap(model)
-    runner = Runner(model, amap.watched, mode=args.mode, num_threads=args.threads)
-    for sample in tqdm(
-        samples, total=len(samples), desc="record", unit="sample", disable=args.quiet
-    ):
-        amap.update(runner.run(sample))
+    progress = tqdm(samples, total=len(samples), desc="record", unit="sample", disable=args.quiet)
+    record(model, progress, amap, mode=args.mode, num_threads=args.threads)
     amap.save(args.output)
     print(f"recorded {amap.count} samples over {len(amap.layers)} layers -> {args.output}")
 
