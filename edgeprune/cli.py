@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         choices=prune_mod.SCOPES,
         default="layer",
-        help="layer: same sparsity in every layer (default); global: one threshold",
+        help="layer: same sparsity in every layer (default); global: one threshold; "
+        "global_normalized: one threshold on scores divided by their layer mean",
     )
     p.add_argument(
         "--granularity",

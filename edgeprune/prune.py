@@ -1,8 +1,10 @@
 """Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a copy.
 
 Scores: "fine" (Eq. 1, A(w) = |w| · S_in), "magnitude" (|w|) and "random" (seeded). Masks keep the
-highest scores, either per layer (the same sparsity everywhere) or under one global threshold, for
-single weights or for whole output channels (ranked by S_out, bias included).
+highest scores, either per layer (the same sparsity everywhere), under one global threshold, or
+under one threshold on scores divided by their layer's mean ("global_normalized": raw Eq. 1 scores
+are scale-dependent across layers), for single weights or for whole output channels (ranked by
+S_out, bias included).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .layers import Layer
 from .model import Model
 
 SCORES = ("fine", "magnitude", "random")
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "global_normalized")
 GRANULARITIES = ("weight", "channel")
 
 
@@ -86,6 +88,60 @@ def _keep_top(scores: list[np.ndarray], sparsity: float, sizes: list[int] | None
     return out
 
 
+@dataclass(frozen=True)
+class Scores:
+    """Scores of every prunable weight (or channel), computed once, cut at any sparsity."""
+
+    layers: tuple[Layer, ...]
+    values: tuple[np.ndarray, ...]
+    granularity: str
+
+    def masks(self, sparsity: float, scope: str = "layer") -> list[Mask]:
+        """Keep-masks that remove `sparsity` of the weights with the lowest scores."""
+        _choose("scope", scope, SCOPES)
+        if not 0.0 <= sparsity <= 1.0:
+            raise EdgepruneError(f"sparsity must be between 0 and 1, got {sparsity}")
+        values = list(self.values)
+        if scope == "layer":
+            keeps = [_keep_top([v], sparsity)[0] for v in values]
+        else:
+            if scope == "global_normalized":  # make layers comparable: divide by the layer mean
+                values = [v / v.mean() if v.mean() > 0 else v for v in values]
+            sizes = None
+            if self.granularity == "channel":
+                sizes = [
+                    int(np.prod(x.weight_shape)) // v.size for x, v in zip(self.layers, values)
+                ]
+            keeps = _keep_top(values, sparsity, sizes)
+        if self.granularity == "weight":
+            return [Mask(layer, keep) for layer, keep in zip(self.layers, keeps)]
+        return [
+            Mask(layer, _channel_to_weights(layer, keep), keep)
+            for layer, keep in zip(self.layers, keeps)
+        ]
+
+
+def compute_scores(
+    model: Model,
+    layers: tuple[Layer, ...],
+    amap: ActivationMap | None,
+    score: str = "fine",
+    granularity: str = "weight",
+    keep_classifier: bool = False,
+    seed: int = 0,
+) -> Scores:
+    """Scores for `layers` (those of `amap`, in its order), minus the classifier if it is kept."""
+    _choose("score", score, SCORES)
+    _choose("granularity", granularity, GRANULARITIES)
+    if score == "fine" and amap is None:
+        raise EdgepruneError("score 'fine' needs an activation map: run `edgeprune record` first")
+    rng = np.random.default_rng(seed)
+    chosen = list(enumerate(layers))[: -1 if keep_classifier else None]
+    scorer = weight_scores if granularity == "weight" else channel_scores
+    values = tuple(scorer(model, layer, i, amap, score, rng) for i, layer in chosen)
+    return Scores(tuple(layer for _, layer in chosen), values, granularity)
+
+
 def masks(
     model: Model,
     layers: tuple[Layer, ...],
@@ -97,35 +153,10 @@ def masks(
     keep_classifier: bool = False,
     seed: int = 0,
 ) -> list[Mask]:
-    """Keep-masks for `layers` (those of `amap`, in its order) at the requested sparsity."""
-    _choose("score", score, SCORES)
+    """Keep-masks for `layers` at the requested sparsity (`compute_scores`, then `Scores.masks`)."""
     _choose("scope", scope, SCOPES)
-    _choose("granularity", granularity, GRANULARITIES)
-    if not 0.0 <= sparsity <= 1.0:
-        raise EdgepruneError(f"sparsity must be between 0 and 1, got {sparsity}")
-    if score == "fine" and amap is None:
-        raise EdgepruneError("score 'fine' needs an activation map: run `edgeprune record` first")
-    rng = np.random.default_rng(seed)
-    chosen = [(i, layer) for i, layer in enumerate(layers)]
-    if keep_classifier and chosen:
-        chosen = chosen[:-1]
-    scorer = weight_scores if granularity == "weight" else channel_scores
-    scores = [scorer(model, layer, i, amap, score, rng) for i, layer in chosen]
-    if scope == "layer":
-        keeps = [_keep_top([s], sparsity)[0] for s in scores]
-    elif granularity == "weight":
-        keeps = _keep_top(scores, sparsity)
-    else:
-        sizes = [
-            int(np.prod(layer.weight_shape)) // s.size for (_, layer), s in zip(chosen, scores)
-        ]
-        keeps = _keep_top(scores, sparsity, sizes)
-    if granularity == "weight":
-        return [Mask(layer, keep) for (_, layer), keep in zip(chosen, keeps)]
-    return [
-        Mask(layer, _channel_to_weights(layer, keep), keep)
-        for (_, layer), keep in zip(chosen, keeps)
-    ]
+    scores = compute_scores(model, layers, amap, score, granularity, keep_classifier, seed)
+    return scores.masks(sparsity, scope)
 
 
 def _channel_to_weights(layer: Layer, keep_channels: np.ndarray) -> np.ndarray:

@@ -151,3 +151,15 @@ def test_bad_requests_are_clear():
         prune.masks(model, amap.layers, amap, 1.5)
     with pytest.raises(EdgepruneError, match="unknown scope"):
         prune.masks(model, amap.layers, amap, 0.5, scope="model")
+
+
+def test_global_normalized_thresholds_scores_relative_to_their_layer():
+    model, amap = recorded("float32")
+    scores = prune.compute_scores(model, amap.layers, amap)
+    masks = scores.masks(0.5, scope="global_normalized")
+    normalized = [v / v.mean() for v in scores.values]
+    kept = min(v[m.keep].min() for v, m in zip(normalized, masks) if m.keep.any())
+    dropped = max(v[~m.keep].max() for v, m in zip(normalized, masks) if (~m.keep).any())
+    assert kept >= dropped
+    zeros = sum(int((~m.keep).sum()) for m in masks)
+    assert zeros == round(0.5 * sum(m.keep.size for m in masks))
