@@ -12,10 +12,11 @@ from tqdm import tqdm
 
 from . import prune as prune_mod
 from .activations import ActivationMap, record
-from .data import Samples
+from .data import Samples, load_labelled
 from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
+from .personalize import RULES, personalize, write_report
 from .runtime import MODES
 from .summary import summarize
 
@@ -94,8 +95,46 @@ def cmd_prune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_personalize(args: argparse.Namespace) -> None:
+    model = Model.load(args.model)
+    samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
+    fixed = None if args.sparsity == "auto" else _sparsity(args.sparsity)
+    progress = tqdm(samples, total=len(samples), desc="record", unit="sample", disable=args.quiet)
+    chosen, report = personalize(
+        model,
+        progress,
+        rule="fixed" if fixed is not None else args.rule,
+        fixed=fixed,
+        agreement=args.agreement,
+        labelled=load_labelled(args.labels) if args.labels else None,
+        test=load_labelled(args.test) if args.test else None,
+        score=args.score,
+        scope=args.scope,
+        granularity=args.granularity,
+        keep_classifier=not args.prune_classifier,
+        evaluation_size=args.eval_samples,
+        mode=args.mode,
+    )
+    chosen.save(args.output)
+    written = write_report(report, args.report, str(args.output)) if args.report else []
+    if args.json:
+        return _print_json({**report.to_dict(), "output": str(args.output)})
+    best, source = report.best, report.candidates[0]
+    print(
+        f"wrote {args.output}: rule {report.rule} chose sparsity {best.sparsity:.2f} "
+        f"(measured {best.measured_sparsity:.1%}), agreement with the source {best.agreement:.1%}"
+    )
+    if best.test_accuracy is not None:
+        print(f"held-out accuracy: source {source.test_accuracy:.1%} -> {best.test_accuracy:.1%}")
+    for path in written:
+        print(f"report: {path}")
+
+
 def _sparsity(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("sparsity is a fraction between 0 and 1, e.g. 0.5")
     return value
@@ -165,6 +204,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".tflite file to write")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_prune)
+    p = sub.add_parser(
+        "personalize",
+        help="record, sweep sparsities, choose one without labels, write the model and a report",
+        description="One pass over unlabeled samples builds the activation map; candidate "
+        "sparsities are cut from it and judged on a sample of the data by a selection rule.",
+    )
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("data", help="unlabeled samples: a .npy/.npz file or folder of them")
+    p.add_argument("-o", "--output", required=True, help="personalized .tflite to write")
+    p.add_argument("--sparsity", default="auto", help="auto (a selection rule decides) or 0..1")
+    p.add_argument(
+        "--rule",
+        choices=[r for r in RULES if r != "fixed"],
+        default="fidelity",
+        help="fidelity: largest sparsity agreeing with the source on --agreement of "
+        "the samples (default); infomax: confident and diverse predictions; labels: "
+        "best accuracy on --labels",
+    )
+    p.add_argument("--agreement", type=float, default=0.95, help="threshold of rule fidelity")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help=".npz (x, y): a few labelled samples, held out from DATA, for --rule labels",
+    )
+    p.add_argument(
+        "--test",
+        metavar="FILE",
+        help=".npz (x, y): held-out samples to report accuracy on; never used to choose",
+    )
+    p.add_argument("--report", metavar="DIR", help="write report.json, report.md and sweep.png")
+    p.add_argument("--score", choices=prune_mod.SCORES, default="fine")
+    p.add_argument("--scope", choices=prune_mod.SCOPES, default="layer")
+    p.add_argument("--granularity", choices=prune_mod.GRANULARITIES, default="weight")
+    p.add_argument(
+        "--prune-classifier",
+        action="store_true",
+        help="also prune the final layer (kept by default)",
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=256,
+        help="how many samples (a uniform reservoir) judge each candidate",
+    )
+    p.add_argument("--mode", choices=MODES, default="instrument", help="runner mode")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_personalize)
     return parser
 
 

@@ -94,3 +94,17 @@ class Samples:
     def __iter__(self) -> Iterator[np.ndarray]:
         for array, n in self._arrays:
             yield from array.samples(n, self.sample_shape)
+
+
+def load_labelled(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled samples from an .npz holding `x` (samples stacked on axis 0) and `y` (class ids)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            x, y = npz["x"], npz["y"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EdgepruneError(
+            f"cannot read labelled samples from {path}: expected an .npz with arrays x and y ({e})"
+        ) from e
+    if len(x) != len(y) or y.ndim != 1 or y.dtype.kind not in "iu":
+        raise EdgepruneError(f"{path}: y must be {len(x)} integer class ids, one per sample in x")
+    return x, y

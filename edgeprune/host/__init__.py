@@ -1,0 +1,1 @@
+"""The laptop side of edgeprune: may import TensorFlow, matplotlib, paramiko and pyserial."""
