@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections import Counter
@@ -140,6 +141,11 @@ def _sparsity(text: str) -> float:
     return value
 
 
+# More subcommands live beside the code they drive: each module has `register(subparsers)`, which
+# only declares arguments (heavy or host-only imports happen inside the command functions).
+COMMAND_GROUPS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeprune",
@@ -252,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_personalize)
+
+    for group in COMMAND_GROUPS:
+        importlib.import_module(group).register(sub)
     return parser
 
 
