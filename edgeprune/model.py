@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,12 @@ class Quantization:
     def zero_like(self, ndim: int) -> np.ndarray:
         """The stored value that dequantizes to exactly 0.0, broadcastable to a tensor of `ndim`."""
         return self._along(self.zero_point, ndim)
+
+    def quantize(self, x: np.ndarray, dtype: np.dtype, low: int, high: int) -> np.ndarray:
+        """The stored values nearest to real `x`, clipped to [low, high]."""
+        scale = self._along(self.scale.astype(np.float64), np.ndim(x))
+        q = np.round(x / scale) + self._along(self.zero_point, np.ndim(x))
+        return np.clip(q, low, high).astype(dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         scale = self._along(self.scale.astype(np.float64), q.ndim)
@@ -428,6 +434,29 @@ class Model:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically: a crash never leaves a half-written file."""
         atomic_write_bytes(path, self._data)
+
+    def set_scales(self, ref: int | Tensor, scale: np.ndarray) -> None:
+        """Rewrite a quantized tensor's scales in place (same count; zero points unchanged).
+
+        Used to widen a per-channel scale when rewritten weights no longer fit the old one.
+        """
+        t = self.tensor(ref)
+        if t.quantization is None or t.quantization.scale.size != np.size(scale):
+            raise UnsupportedError(
+                f"tensor {t.name!r} has no quantization with {np.size(scale)} scales"
+            )
+        buf = memoryview(self._data)
+        root = _Table(buf, _U32.unpack_from(buf, 0)[0], "model")
+        start, _ = root.tables(2, "subgraph")[0].span(0, 4)
+        at = start + 4 * t.index
+        quantization = _Table(buf, at + _U32.unpack_from(buf, at)[0], "tensor").table(4, "quant")
+        scale_start, _ = quantization.span(2, 4)
+        new_scale = np.asarray(scale, "<f4").reshape(-1)
+        np.frombuffer(self._data, "<f4", new_scale.size, scale_start)[:] = new_scale
+        updated = replace(t, quantization=replace(t.quantization, scale=new_scale.copy()))
+        tensors = list(self.main.tensors)
+        tensors[t.index] = updated
+        self.subgraphs = (replace(self.main, tensors=tuple(tensors)), *self.subgraphs[1:])
 
     def with_outputs(self, tensors: list[int]) -> Model:
         """A copy whose main subgraph also outputs `tensors` (after its own outputs).

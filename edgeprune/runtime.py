@@ -93,8 +93,7 @@ class Runner:
             return sample
         if t.quantization is not None and t.dtype.kind in "iu":
             info = np.iinfo(t.dtype)
-            q = np.round(sample / t.quantization.scale[0]) + t.quantization.zero_point[0]
-            return np.clip(q, info.min, info.max).astype(t.dtype)
+            return t.quantization.quantize(sample, t.dtype, info.min, info.max)
         return sample.astype(t.dtype)
 
     def run(self, sample: np.ndarray, raw: bool = False) -> dict[int, np.ndarray]:
