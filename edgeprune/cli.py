@@ -17,7 +17,7 @@ from .data import Samples, load_labelled
 from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
-from .personalize import RULES, personalize, write_report
+from .personalize import RULES, STAGES, personalize, write_report
 from .runtime import MODES
 from .summary import summarize
 
@@ -113,6 +113,9 @@ def cmd_personalize(args: argparse.Namespace) -> None:
         scope=args.scope,
         granularity=args.granularity,
         keep_classifier=not args.prune_classifier,
+        stages=tuple(args.stages.split(",")) if args.stages else (),
+        min_tv=args.min_tv,
+        support_size=args.support_size,
         evaluation_size=args.eval_samples,
         mode=args.mode,
     )
@@ -125,8 +128,17 @@ def cmd_personalize(args: argparse.Namespace) -> None:
         f"wrote {args.output}: rule {report.rule} chose sparsity {best.sparsity:.2f} "
         f"(measured {best.measured_sparsity:.1%}), agreement with the source {best.agreement:.1%}"
     )
-    if best.test_accuracy is not None:
-        print(f"held-out accuracy: source {source.test_accuracy:.1%} -> {best.test_accuracy:.1%}")
+    for stage in report.stages[1:]:
+        result = "applied" if stage.applied else "left the model unchanged"
+        accuracy = (
+            "" if stage.test_accuracy is None else f", held-out acc. {stage.test_accuracy:.1%}"
+        )
+        print(
+            f"  {stage.name}: {result}; agreement with the source {stage.agreement:.1%}{accuracy}"
+        )
+    final = report.stages[-1]
+    if final.test_accuracy is not None:
+        print(f"held-out accuracy: source {source.test_accuracy:.1%} -> {final.test_accuracy:.1%}")
     for path in written:
         print(f"report: {path}")
 
@@ -247,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune-classifier",
         action="store_true",
         help="also prune the final layer (kept by default)",
+    )
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help="comma-separated stages, run in this order: prune (Eq. 1), prior (label-shift EM "
+        "folded into the final bias), prototypes (T3A-like final layer)",
+    )
+    p.add_argument(
+        "--min-tv",
+        type=float,
+        default=0.25,
+        help="prior stage: smallest total-variation shift worth correcting",
+    )
+    p.add_argument(
+        "--support-size", type=int, default=20, help="prototype stage: features kept per class"
     )
     p.add_argument(
         "--eval-samples",

@@ -23,15 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from . import prune
+from . import prior, prototypes, prune
 from ._io import atomic_write_bytes
 from .activations import ActivationMap
+from .classifier import Classifier
 from .errors import EdgepruneError
 from .model import Model
 from .runtime import Runner
 
 RULES = ("fidelity", "infomax", "labels", "fixed")
+STAGES = ("prune", "prior", "prototypes")
 DEFAULT_SPARSITIES = tuple(round(0.1 * i, 1) for i in range(10))
+PRIOR_SAMPLES = 4096  # logits kept (a uniform reservoir) for the prior's EM
 
 
 class Reservoir:
@@ -81,6 +84,17 @@ class Candidate:
 
 
 @dataclass
+class StageResult:
+    """What one stage did, judged like the candidates (agreement on the reservoir, test set)."""
+
+    name: str
+    applied: bool
+    agreement: float
+    test_accuracy: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Report:
     rule: str
     chosen: int
@@ -88,6 +102,7 @@ class Report:
     evaluated_on: int
     settings: dict[str, Any]
     candidates: list[Candidate] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
 
     @property
     def best(self) -> Candidate:
@@ -95,6 +110,30 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "chosen_sparsity": self.best.sparsity}
+
+
+class _Evaluator:
+    """Judges a model on the reservoir (against the source model) and on the labelled sets."""
+
+    def __init__(self, source: Model, reservoir: list, labelled=None, test=None):
+        self.reservoir, self.labelled, self.test = reservoir, labelled, test
+        self.source = probabilities(source, reservoir).argmax(axis=1)
+
+    def __call__(self, model: Model) -> dict[str, Any]:
+        p = probabilities(model, self.reservoir)
+        scored = {}
+        for name, data in (("labelled_accuracy", self.labelled), ("test_accuracy", self.test)):
+            scored[name] = _accuracy(probabilities(model, data[0]), data[1]) if data else None
+        return dict(
+            agreement=float(np.mean(p.argmax(axis=1) == self.source)),
+            confidence=float(p.max(axis=1).mean()),
+            infomax=float(_entropy(p.mean(axis=0)) - _entropy(p).mean()),
+            **scored,
+        )
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"agreement": metrics["agreement"], "test_accuracy": metrics["test_accuracy"]}
 
 
 def _accuracy(p: np.ndarray, labels: np.ndarray) -> float:
@@ -112,10 +151,47 @@ def _choose(rule: str, candidates: list[Candidate], agreement: float, fixed: flo
     return max(range(len(candidates)), key=lambda i: (getattr(candidates[i], key), -i))
 
 
+def _real(model: Model, tensor: int, stored: np.ndarray) -> np.ndarray:
+    q = model.tensor(tensor).quantization
+    return q.dequantize(stored) if q is not None else stored.astype(np.float64)
+
+
+class _Pass:
+    """Everything the one pass over the samples collects, in memory bounded independently of N."""
+
+    def __init__(self, model: Model, evaluation_size: int, classifier: Classifier | None, m: int):
+        self.amap = ActivationMap(model)
+        self.samples = Reservoir(evaluation_size, seed=0)
+        self.classifier = classifier
+        if classifier is not None:
+            self.logits = Reservoir(PRIOR_SAMPLES, seed=1)
+            self.supports = prototypes.Supports(classifier.classes, classifier.weight.shape[1], m)
+
+    def run(self, model: Model, samples: Iterable[np.ndarray], mode: str) -> None:
+        runner = Runner(model, self.amap.watched, mode=mode)
+        for x in samples:
+            # The raw views must be gone before the next invoke: pass them, never keep them.
+            self._take(model, runner.run(x, raw=True))
+            self.samples.add(np.array(x))
+        if not self.amap.count:
+            raise EdgepruneError("no samples to personalize on")
+
+    def _take(self, model: Model, stored: dict[int, np.ndarray]) -> None:
+        self.amap.update(stored)
+        c = self.classifier
+        if c is not None:
+            features = _real(model, c.layer.input, stored[c.layer.input])
+            logits = _real(model, c.layer.output, stored[c.layer.output]).reshape(-1, c.classes)
+            self.supports.add(features.reshape(-1, c.weight.shape[1]), logits)
+            for row in logits:
+                self.logits.add(row)
+
+
 def personalize(
     model: Model,
     samples: Iterable[np.ndarray],
     *,
+    stages: tuple[str, ...] = STAGES,
     rule: str = "fidelity",
     sparsities: tuple[float, ...] = DEFAULT_SPARSITIES,
     fixed: float | None = None,
@@ -126,63 +202,102 @@ def personalize(
     scope: str = "layer",
     granularity: str = "weight",
     keep_classifier: bool = True,
+    min_tv: float = 0.25,
+    support_size: int = 20,
     evaluation_size: int = 256,
     mode: str = "instrument",
     seed: int = 0,
 ) -> tuple[Model, Report]:
-    """Fine-prune `model` for the user behind `samples`; returns the chosen model and the report."""
-    if rule not in RULES:
-        raise EdgepruneError(f"unknown rule {rule!r}: choose one of {', '.join(RULES)}")
+    """Personalize `model` to the user behind `samples`: prune (Eq. 1) → prior → prototypes, each
+    stage switchable; returns the rewritten model and the report."""
+    unknown = set(stages) - set(STAGES)
+    if unknown or rule not in RULES:
+        raise EdgepruneError(
+            f"unknown stage or rule {sorted(unknown) or rule!r}: stages are {', '.join(STAGES)}, "
+            f"rules {', '.join(RULES)}"
+        )
     if rule == "labels" and labelled is None:
         raise EdgepruneError("rule 'labels' needs a few labelled samples: pass --labels FILE.npz")
-    if rule == "fixed":
-        if fixed is None:
-            raise EdgepruneError("rule 'fixed' needs a sparsity")
+    if rule == "fixed" and fixed is None:
+        raise EdgepruneError("rule 'fixed' needs a sparsity")
+    if "prune" not in stages:
+        sparsities = (0.0,)
+    elif rule == "fixed":
         sparsities = (0.0, fixed) if fixed else (0.0,)
-    amap = ActivationMap(model)
-    runner = Runner(model, amap.watched, mode=mode)
-    reservoir = Reservoir(evaluation_size, seed)
-    for x in samples:
-        amap.update(runner.run(x, raw=True))
-        reservoir.add(np.array(x))
-    if not amap.count:
-        raise EdgepruneError("no samples to personalize on")
+    needs_classifier = bool({"prior", "prototypes"} & set(stages))
+    collected = _Pass(
+        model, evaluation_size, Classifier.of(model) if needs_classifier else None, support_size
+    )
+    collected.run(model, samples, mode)
+    evaluate = _Evaluator(model, collected.samples.items, labelled, test)
+
+    amap = collected.amap
     scores = prune.compute_scores(
         model, amap.layers, amap, score, granularity, keep_classifier, seed
     )
-    source = probabilities(model, reservoir.items)
     candidates, models = [], []
     for s in sparsities:
         m = prune.apply(model, scores.masks(s, scope)) if s else model
-        p = probabilities(m, reservoir.items)
         zeros, total = prune.measured_sparsity(m, amap.layers)
-        mean = p.mean(axis=0)
         candidates.append(
             Candidate(
-                sparsity=float(s),
-                measured_sparsity=zeros / total if total else 0.0,
-                agreement=float(np.mean(p.argmax(1) == source.argmax(1))),
-                confidence=float(p.max(axis=1).mean()),
-                infomax=float(_entropy(mean) - _entropy(p).mean()),
-                labelled_accuracy=_accuracy(probabilities(m, labelled[0]), labelled[1])
-                if labelled is not None
-                else None,
-                test_accuracy=_accuracy(probabilities(m, test[0]), test[1]) if test else None,
+                sparsity=float(s), measured_sparsity=zeros / total if total else 0.0, **evaluate(m)
             )
         )
         models.append(m)
     chosen = _choose(rule, candidates, agreement, fixed)
+    current = models[chosen]
+    best = candidates[chosen]
+    history = [StageResult("source", True, candidates[0].agreement, candidates[0].test_accuracy)]
+    if "prune" in stages:
+        history.append(
+            StageResult(
+                "prune",
+                best.sparsity > 0,
+                best.agreement,
+                best.test_accuracy,
+                {"sparsity": best.sparsity, "measured": best.measured_sparsity},
+            )
+        )
+    present = None
+    if "prior" in stages:
+        probs = prototypes.softmax(np.array(collected.logits.items))
+        shift = prior.estimate(probs, min_tv=min_tv)
+        current = prior.apply(current, Classifier.of(current), shift)
+        present = shift.present()
+        history.append(
+            StageResult(
+                "prior", shift.significant, **_summary(evaluate(current)), details=shift.to_dict()
+            )
+        )
+    if "prototypes" in stages:
+        current = prototypes.rewrite(current, Classifier.of(current), collected.supports, present)
+        details = {
+            "support_size": support_size,
+            "classes": int(np.sum(present))
+            if present is not None
+            else collected.classifier.classes,
+            "supported": collected.supports.counts().tolist(),
+        }
+        history.append(
+            StageResult("prototypes", True, **_summary(evaluate(current)), details=details)
+        )
     settings = dict(
+        stages=list(stages),
         score=score,
         scope=scope,
         granularity=granularity,
         keep_classifier=keep_classifier,
         agreement=agreement,
+        min_tv=min_tv,
+        support_size=support_size,
         mode=mode,
         seed=seed,
     )
-    report = Report(rule, chosen, amap.count, len(reservoir.items), settings, candidates)
-    return models[chosen], report
+    report = Report(
+        rule, chosen, amap.count, len(collected.samples.items), settings, candidates, history
+    )
+    return current, report
 
 
 def write_report(report: Report, directory: str | os.PathLike, model_path: str = "") -> list:
@@ -224,5 +339,11 @@ def _markdown(report: Report, model_path: str) -> str:
             f"{c.confidence:.3f} | {c.infomax:.3f} | {cell(c.labelled_accuracy)} | "
             f"{cell(c.test_accuracy)} |"
         )
-    lines += ["", "Test accuracy (when given) is reported only; no rule sees it."]
+    lines += ["", "| stage | applied | agreement | test acc. |", "|---|---|---:|---:|"]
+    for st in report.stages:
+        lines.append(
+            f"| {st.name} | {'yes' if st.applied else 'no'} | {st.agreement:.3f} | "
+            f"{cell(st.test_accuracy)} |"
+        )
+    lines += ["", "Test accuracy (when given) is reported only; no rule or stage sees it."]
     return "\n".join(lines) + "\n"

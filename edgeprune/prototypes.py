@@ -1,0 +1,77 @@
+"""Prototype classifier: re-estimate the final layer from the user's own penultimate features.
+
+After T3A (Iwasawa & Matsuo, NeurIPS 2021): each class's support set starts with the source
+classifier's normalized weight vector and takes the M most confident (lowest-entropy)
+pseudo-labelled target features, normalized; the prototype is the normalized sum of the support,
+and the logits are features · prototype. `rewrite` writes the prototypes into the final
+FULLY_CONNECTED, so the rewritten model's argmax is the prototype classifier's. The support sets
+stream: memory is classes × M × features, whatever the number of samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .classifier import Classifier
+from .model import Model
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Supports:
+    """Per class, the M lowest-entropy normalized features seen so far."""
+
+    def __init__(self, classes: int, features: int, m: int = 20):
+        self.entropy = np.full((classes, m), np.inf)
+        self.features = np.zeros((classes, m, features), np.float32)
+        self.norms = np.zeros((classes, m))
+
+    def add(self, features: np.ndarray, logits: np.ndarray) -> None:
+        """Offer one batch of penultimate features [n, D] with their source logits [n, C]."""
+        probs = softmax(logits.astype(np.float64))
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=1)
+        norms = np.linalg.norm(features, axis=1)
+        for f, norm, c, h in zip(features, norms, probs.argmax(axis=1), entropy):
+            worst = int(self.entropy[c].argmax())
+            if h < self.entropy[c, worst] and norm > 0:
+                self.entropy[c, worst] = h
+                self.features[c, worst] = f / norm
+                self.norms[c, worst] = norm
+
+    def kept(self) -> np.ndarray:
+        """The kept features as they were seen (not normalized), [k, D]."""
+        valid = np.isfinite(self.entropy)
+        return self.features[valid] * self.norms[valid][:, None]
+
+    def counts(self) -> np.ndarray:
+        return np.isfinite(self.entropy).sum(axis=1)
+
+    def prototypes(self, source_weight: np.ndarray) -> np.ndarray:
+        """Unit prototypes [C, D]: normalized source weights plus the supports, renormalized."""
+        norms = np.linalg.norm(source_weight, axis=1, keepdims=True)
+        total = source_weight / np.where(norms > 0, norms, 1) + self.features.sum(axis=1)
+        lengths = np.linalg.norm(total, axis=1, keepdims=True)
+        return total / np.where(lengths > 0, lengths, 1)
+
+
+def rewrite(
+    model: Model, classifier: Classifier, supports: Supports, present: np.ndarray | None = None
+) -> Model:
+    """`model` whose final layer is the prototype classifier, restricted to `present` classes.
+
+    Prototypes are scaled to the source weights' mean norm, and shrunk further if a quantized
+    output could not hold the logits of the kept features (argmax does not care; int8 outputs
+    saturate). Absent classes get a zero weight and a bias below any reachable logit.
+    """
+    present = np.ones(classifier.classes, bool) if present is None else present
+    kept = supports.kept()
+    weight = supports.prototypes(classifier.weight)
+    weight *= float(np.linalg.norm(classifier.weight, axis=1).mean())
+    weight *= classifier.output_fit(model, kept @ weight.T)
+    weight[~present] = 0.0
+    bias = np.zeros(classifier.classes)
+    bias[~present] = -2.0 * np.abs(kept @ weight.T).max(initial=1.0)
+    return classifier.rewrite(model, weight, bias)
