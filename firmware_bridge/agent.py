@@ -1,0 +1,274 @@
+"""The agent's request loop: decode frames, answer them, run one operation at a time.
+
+The transport is two callables (read some bytes, write all bytes), so the same loop serves a
+serial port and the stdin/stdout of an SSH exec channel. Replies are remembered by request id
+for the session, so a request the host resends after losing its reply is answered again rather
+than done twice. A handler that fails answers ERROR; nothing a host sends stops the agent.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from . import __version__, info, operations
+from . import protocol as p
+from .files import WorkDir
+
+REPLY_CACHE = 64  # replies remembered for resent requests
+RUN_GRACE = 5.0  # seconds a running operation gets to stop when the link closes
+
+
+class Agent:
+    """Serves one link until it reaches end of file."""
+
+    def __init__(
+        self,
+        workdir: WorkDir,
+        read: Callable[[], bytes],
+        write: Callable[[bytes], None],
+        keepalive: float = 2.0,
+        max_payload: int = p.DEFAULT_MAX_PAYLOAD,
+    ):
+        self.workdir = workdir
+        self._read = read
+        self._write = write
+        self.keepalive = keepalive
+        self.max_payload = max_payload
+        self.session_max = max_payload
+        self._lock = threading.Lock()  # guards writes, the reply cache and the running op
+        self._last_sent = time.monotonic()
+        self._replies: OrderedDict[int, bytes] = OrderedDict()
+        self._run: tuple[int, threading.Thread, threading.Event] | None = None
+        self._busy = False  # a request handler is working (e.g. hashing a large file)
+        self._stopped = threading.Event()
+        self._handlers = {
+            p.HELLO: self._hello,
+            p.INFO: self._info,
+            p.PING: lambda frame: (p.OK, {}),
+            p.PUT_OPEN: self._put_open,
+            p.PUT_DATA: self._put_data,
+            p.PUT_CLOSE: self._put_close,
+            p.GET_OPEN: self._get_open,
+            p.GET_DATA: self._get_data,
+            p.RUN: self._start_run,
+            p.CANCEL: self._cancel,
+        }
+
+    # ----- the loop ----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer frames until the link ends; then cancel and wait for a running operation."""
+        decoder = p.Decoder(self.max_payload)
+        ticker = threading.Thread(target=self._keepalive_loop, daemon=True)
+        ticker.start()
+        try:
+            while data := self._read():
+                decoder.feed(data)
+                for item in decoder.items():
+                    if isinstance(item, p.Damaged):
+                        self._damaged(item)
+                    else:
+                        self._handle(item)
+        finally:
+            self._stopped.set()
+            running = self._run
+            if running:
+                running[2].set()
+                running[1].join(RUN_GRACE)
+
+    def _send(self, frame: bytes, cache_for: int | None = None) -> None:
+        with self._lock:
+            if cache_for is not None:
+                self._replies[cache_for] = frame
+                while len(self._replies) > REPLY_CACHE:
+                    self._replies.popitem(last=False)
+            self._write(frame)
+            self._last_sent = time.monotonic()
+
+    def _reply(self, request_id: int, type_: int, body: dict[str, Any] | bytes) -> None:
+        if isinstance(body, bytes):
+            frame = p.encode(type_, request_id, body)
+        else:
+            frame = p.encode_json(type_, request_id, body)
+        self._send(frame, None if type_ == p.DATA else request_id)
+
+    def _error(self, request_id: int, code: str, message: str, **extra: Any) -> None:
+        self._reply(request_id, p.ERROR, {"code": code, "message": message, **extra})
+
+    def _damaged(self, item: p.Damaged) -> None:
+        if item.type not in p.REQUESTS:
+            return
+        if item.reason == "too_large":
+            message = f"frame of {item.length} bytes is over the limit of {self.max_payload}"
+            self._error(item.request_id, "too_large", message, max_payload=self.max_payload)
+        elif item.reason == "version":
+            message = f"protocol version {item.version} is not spoken here"
+            self._error(item.request_id, "version", message, versions=list(p.VERSIONS))
+        else:
+            self._error(item.request_id, "corrupt", "frame damaged in transit", retry=True)
+
+    def _handle(self, frame: p.Frame) -> None:
+        if frame.type == p.KEEPALIVE:
+            return
+        with self._lock:
+            cached = self._replies.get(frame.request_id)
+            if cached is not None and frame.type != p.HELLO:
+                self._write(cached)
+                return
+        handler = self._handlers.get(frame.type)
+        self._busy = True
+        try:
+            if handler is None:
+                raise p.ProtocolError("unknown_type", f"unknown frame type 0x{frame.type:02x}")
+            reply = handler(frame)
+        except p.ProtocolError as e:
+            return self._error(frame.request_id, e.code, str(e), **e.extra)
+        except OSError as e:
+            return self._error(frame.request_id, "os", f"on the board: {e}")
+        except Exception as e:  # a bug must not end the session: report it and go on
+            traceback.print_exc(file=sys.stderr)
+            return self._error(frame.request_id, "internal", f"agent error: {e!r}")
+        finally:
+            self._busy = False
+        if reply is not None:
+            self._reply(frame.request_id, *reply)
+
+    def _keepalive_loop(self) -> None:
+        while not self._stopped.wait(self.keepalive / 2):
+            if (self._run or self._busy) and time.monotonic() - self._last_sent >= self.keepalive:
+                self._send(p.encode(p.KEEPALIVE, 0))
+
+    # ----- handlers: each returns (reply type, body) or None when it replies later -----
+
+    def _hello(self, frame: p.Frame):
+        body = frame.json()
+        theirs = body.get("versions", [])
+        common = [v for v in p.VERSIONS if v in theirs]
+        if not common:
+            raise p.ProtocolError(
+                "version",
+                f"the agent speaks protocol versions {list(p.VERSIONS)}, the host {theirs}: "
+                "install the same edgeprune release on both",
+            )
+        wanted = body.get("max_payload", p.DEFAULT_MAX_PAYLOAD)
+        if not isinstance(wanted, int) or wanted < 1024:
+            raise p.ProtocolError("bad_request", "max_payload must be an integer >= 1024")
+        with self._lock:
+            self._replies.clear()  # request ids are per session
+        self.session_max = min(wanted, self.max_payload)
+        return p.OK, {
+            "version": common[-1],
+            "max_payload": self.session_max,
+            "keepalive": self.keepalive,
+            "agent": __version__,
+        }
+
+    def _info(self, frame: p.Frame):
+        body = info.collect(self.workdir.root)
+        try:
+            body["operations"] = operations.available()
+        except ImportError as e:
+            body["operations"] = []
+            body["problem"] = f"edgeprune cannot be imported on the board: {e}"
+        body["protocol"] = p.VERSION
+        return p.OK, body
+
+    def _put_open(self, frame: p.Frame):
+        body = frame.json()
+        have = self.workdir.put_open(body.get("path"), body.get("size"), body.get("sha256"))
+        return p.OK, {"offset": have}
+
+    def _put_data(self, frame: p.Frame):
+        head = p.SHA256_SIZE + p.OFFSET.size
+        if len(frame.payload) < head:
+            raise p.ProtocolError("bad_request", "PUT_DATA needs a sha256 and an offset")
+        sha256 = frame.payload[: p.SHA256_SIZE].hex()
+        (offset,) = p.OFFSET.unpack_from(frame.payload, p.SHA256_SIZE)
+        size = self.workdir.put_data(sha256, offset, frame.payload[head:])
+        return p.OK, {"size": size}
+
+    def _put_close(self, frame: p.Frame):
+        body = frame.json()
+        path, size = self.workdir.put_close(body.get("path"), body.get("sha256"))
+        return p.OK, {"path": self.workdir.relative(path), "size": size, "sha256": body["sha256"]}
+
+    def _get_open(self, frame: p.Frame):
+        path = self.workdir.resolve(frame.json().get("path"), must_exist=True)
+        digest = self.workdir.digest(path)
+        return p.OK, {
+            "path": self.workdir.relative(path),
+            "size": path.stat().st_size,
+            "sha256": digest,
+        }
+
+    def _get_data(self, frame: p.Frame):
+        body = frame.json()
+        length = body.get("length")
+        limit = self.session_max - p.OFFSET.size
+        if not isinstance(length, int) or not 0 < length <= limit:
+            raise p.ProtocolError("bad_request", f"length must be between 1 and {limit}")
+        offset = body.get("offset")
+        data = self.workdir.read(body.get("path"), body.get("sha256"), offset, length)
+        return p.DATA, p.OFFSET.pack(offset) + data
+
+    def _start_run(self, frame: p.Frame):
+        body = frame.json()
+        name, args = body.get("operation"), body.get("args", [])
+        outputs = operations.check_arguments(name, args, self.workdir)
+        with self._lock:
+            if self._run is not None and self._run[0] == frame.request_id:
+                return None  # a resent RUN: the running one will answer
+            if self._run is not None:
+                raise p.ProtocolError(
+                    "busy", f"operation {self._run[0]} is running; CANCEL it or wait"
+                )
+            cancelled = threading.Event()
+            thread = threading.Thread(
+                target=self._run_thread,
+                args=(frame.request_id, name, args, outputs, cancelled),
+                daemon=True,
+            )
+            self._run = (frame.request_id, thread, cancelled)
+        thread.start()
+        return None
+
+    def _run_thread(self, request_id, name, args, outputs, cancelled) -> None:
+        def emit(event: dict[str, Any]) -> None:
+            self._send(p.encode_json(p.EVENT, request_id, event))
+
+        last_error = [""]
+
+        def remember(event: dict[str, Any]) -> None:
+            if event.get("stream") == "stderr" and event["text"].strip():
+                last_error[0] = event["text"].strip()
+            emit(event)
+
+        emit({"kind": "started", "operation": name, "outputs": outputs})
+        try:
+            code = operations.run(name, args, remember, cancelled)
+        except Exception as e:  # the operation itself crashed: report, keep serving
+            traceback.print_exc(file=sys.stderr)
+            code, last_error[0] = 1, f"{name} crashed on the board: {e!r}"
+        with self._lock:
+            self._run = None
+        if code == 0:
+            done = [o for o in outputs if (self.workdir.root / o).exists()]
+            return self._reply(request_id, p.OK, {"exit_code": 0, "outputs": done})
+        if cancelled.is_set():
+            return self._error(request_id, "cancelled", f"{name} was cancelled; nothing written")
+        message = last_error[0] or f"{name} exited with status {code}"
+        self._error(request_id, "failed", message, exit_code=code)
+
+    def _cancel(self, frame: p.Frame):
+        target = frame.json().get("request_id")
+        running = self._run
+        hit = running is not None and running[0] == target
+        if hit:
+            running[2].set()
+        return p.OK, {"cancelled": hit}

@@ -1,0 +1,188 @@
+"""The agent's work directory: confined paths, resumable uploads, checksummed downloads.
+
+Every path a host names is relative to the work directory and must resolve (symlinks followed)
+to a place inside it; the agent's own state lives in `.edgeprune/` there, which hosts cannot
+name. An upload is written to `.edgeprune/partial/<sha256>` and renamed over its destination
+only once its sha256 matches, so a destination is never half-written and a broken upload
+resumes from the bytes already on the board.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from .protocol import ProtocolError
+
+STATE_DIR = ".edgeprune"
+PARTIAL_MAX_AGE = 7 * 24 * 3600  # seconds an abandoned upload is kept for resuming
+# Temp files of edgeprune's atomic writes (tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")).
+ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_READ_BLOCK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_sha256(value: object) -> str:
+    """`value` if it is a lowercase hex sha256, else ProtocolError."""
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ProtocolError("bad_request", "sha256 must be 64 lowercase hex digits")
+    return value
+
+
+class WorkDir:
+    """A directory the agent owns; resolves host paths inside it and stores transfers."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.state = self.root / STATE_DIR
+        self.partial = self.state / "partial"
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self._hashers: dict[str, hashlib._Hash] = {}  # sha256 -> running hash of its partial
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256
+
+    def resolve(self, name: object, *, must_exist: bool = False) -> Path:
+        """The absolute path of host path `name`, or ProtocolError("path") if it leaves the root."""
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise ProtocolError("path", "a path must be a non-empty string")
+        rel = Path(name)
+        if rel.is_absolute():
+            raise ProtocolError(
+                "path", f"{name}: paths on the device are relative to its work directory"
+            )
+        if rel.parts and rel.parts[0] == STATE_DIR:
+            raise ProtocolError("path", f"{name}: {STATE_DIR}/ belongs to the agent")
+        path = (self.root / rel).resolve()
+        if path == self.root or self.root not in path.parents:
+            raise ProtocolError("path", f"{name}: outside the work directory of the agent")
+        if must_exist and not path.is_file():
+            raise ProtocolError("not_found", f"{name}: no such file in the work directory")
+        return path
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # ----- uploads -----------------------------------------------------------------------
+
+    def put_open(self, name: object, size: object, sha256: object) -> int:
+        """Prepare an upload; returns how many of its bytes the board already has."""
+        self.resolve(name)
+        sha256 = check_sha256(sha256)
+        if not isinstance(size, int) or size < 0:
+            raise ProtocolError("bad_request", "size must be a non-negative integer")
+        part = self.partial / sha256
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:  # cannot be a prefix of this content
+            part.unlink()
+            have = 0
+        if sha256 not in self._hashers:
+            hasher = hashlib.sha256()
+            if have:
+                with open(part, "rb") as f:
+                    while block := f.read(_READ_BLOCK):
+                        hasher.update(block)
+            else:
+                part.touch()
+            self._hashers[sha256] = hasher
+        return have
+
+    def put_data(self, sha256: str, offset: int, data: bytes) -> int:
+        """Write `data` at `offset` of the upload; returns the contiguous size now on the board.
+
+        Bytes the board already has are skipped (a resent chunk), a chunk beyond the end is a
+        gap: ProtocolError("gap") tells the host where to go back to.
+        """
+        hasher = self._hashers.get(sha256)
+        if hasher is None:
+            raise ProtocolError("bad_request", "PUT_DATA before PUT_OPEN for this sha256")
+        part = self.partial / sha256
+        have = part.stat().st_size
+        if offset > have:
+            raise ProtocolError("gap", f"the board has {have} bytes; resend from there", size=have)
+        new = data[have - offset :]
+        if new:
+            with open(part, "ab") as f:
+                f.write(new)
+            hasher.update(new)
+            have += len(new)
+        return have
+
+    def put_close(self, name: object, sha256: object) -> tuple[Path, int]:
+        """Check the upload's sha256, then move it over its destination atomically."""
+        path = self.resolve(name)
+        sha256 = check_sha256(sha256)
+        part = self.partial / sha256
+        hasher = self._hashers.pop(sha256, None)
+        if hasher is None or not part.exists():
+            if path.is_file() and self.digest(path) == sha256:  # a resent PUT_CLOSE
+                return path, path.stat().st_size
+            raise ProtocolError("bad_request", "PUT_CLOSE without an open upload")
+        if hasher.hexdigest() != sha256:
+            part.unlink()
+            raise ProtocolError(
+                "checksum", "the uploaded bytes do not match their sha256; push again"
+            )
+        with open(part, "rb+") as f:
+            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.resolve(name)  # the parents just created must not have changed where it points
+        os.replace(part, path)
+        _fsync_dir(path.parent)
+        return path, path.stat().st_size
+
+    # ----- downloads ---------------------------------------------------------------------
+
+    def digest(self, path: Path) -> str:
+        """sha256 of a file, cached while its size, mtime and inode stay the same."""
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in self._digests:
+            hasher = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(_READ_BLOCK):
+                    hasher.update(block)
+            self._digests[key] = hasher.hexdigest()
+        return self._digests[key]
+
+    def read(self, name: object, sha256: object, offset: object, length: int) -> bytes:
+        """Up to `length` bytes at `offset` of a file that must still have content `sha256`."""
+        path = self.resolve(name, must_exist=True)
+        if not isinstance(offset, int) or offset < 0:
+            raise ProtocolError("bad_request", "offset must be a non-negative integer")
+        if self.digest(path) != check_sha256(sha256):
+            raise ProtocolError("changed", f"{name} changed on the board during the download")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    # ----- after a crash -----------------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        """Delete what a killed agent can leave: atomic-write temp files, stale partials."""
+        removed = []
+        for directory, dirs, files in os.walk(self.root):
+            if Path(directory) == self.root and STATE_DIR in dirs:
+                dirs.remove(STATE_DIR)
+            for name in files:
+                if ATOMIC_TEMP.match(name):
+                    path = Path(directory, name)
+                    path.unlink()
+                    removed.append(self.relative(path))
+        old = time.time() - PARTIAL_MAX_AGE
+        for part in self.partial.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < old:
+                    part.unlink()
+                    removed.append(f"{STATE_DIR}/partial/{part.name}")
+        return removed

@@ -1,0 +1,186 @@
+"""Frames of the device link (PROTOCOL.md): encode them, and decode them from a byte stream.
+
+Standard library only: the agent runs on boards that may have nothing but Python. The decoder
+resynchronizes on the magic after any damage, so dropped or flipped bytes cost frames, not the
+session; which frames were lost is the job of the request/response layer above.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+MAGIC = b"EP"
+VERSIONS = (1,)  # protocol versions this code speaks, oldest first
+VERSION = VERSIONS[-1]
+HEADER = struct.Struct(">2sBBII")  # magic, version, type, request id, payload length
+HEADER_SIZE = HEADER.size + 4  # ... followed by the CRC32 of those 12 bytes
+TRAILER_SIZE = 4  # CRC32 of header and payload
+OVERHEAD = HEADER_SIZE + TRAILER_SIZE
+DEFAULT_MAX_PAYLOAD = 1 << 20
+HARD_MAX_PAYLOAD = 16 << 20  # no side may announce more than this in HELLO
+OFFSET = struct.Struct(">Q")  # file offsets inside binary payloads
+SHA256_SIZE = 32
+
+# Requests (host -> agent).
+HELLO, INFO, PING = 0x01, 0x02, 0x03
+PUT_OPEN, PUT_DATA, PUT_CLOSE = 0x10, 0x11, 0x12
+GET_OPEN, GET_DATA = 0x18, 0x19
+RUN, CANCEL = 0x20, 0x21
+# Replies and unsolicited frames (agent -> host).
+OK, ERROR, EVENT, DATA, KEEPALIVE = 0x80, 0x81, 0x82, 0x83, 0x8F
+
+NAMES = {
+    HELLO: "HELLO",
+    INFO: "INFO",
+    PING: "PING",
+    PUT_OPEN: "PUT_OPEN",
+    PUT_DATA: "PUT_DATA",
+    PUT_CLOSE: "PUT_CLOSE",
+    GET_OPEN: "GET_OPEN",
+    GET_DATA: "GET_DATA",
+    RUN: "RUN",
+    CANCEL: "CANCEL",
+    OK: "OK",
+    ERROR: "ERROR",
+    EVENT: "EVENT",
+    DATA: "DATA",
+    KEEPALIVE: "KEEPALIVE",
+}
+REQUESTS = frozenset(t for t in NAMES if t < 0x80)
+FINAL = frozenset({OK, ERROR, DATA})  # replies that end a request
+
+
+class ProtocolError(Exception):
+    """A frame or payload that breaks PROTOCOL.md; `code` is the ERROR code to answer with."""
+
+    def __init__(self, code: str, message: str, **extra: object):
+        super().__init__(message)
+        self.code = code
+        self.extra = extra  # more fields of the ERROR payload, e.g. the board's size on a gap
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One intact frame: its type, request id, payload and the protocol version it was sent in."""
+
+    type: int
+    request_id: int
+    payload: bytes = b""
+    version: int = VERSION
+
+    def json(self) -> dict[str, Any]:
+        """The payload as a JSON object; ProtocolError("bad_request") when it is not one."""
+        try:
+            value = json.loads(self.payload or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ProtocolError("bad_request", f"payload is not JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise ProtocolError("bad_request", "payload must be a JSON object")
+        return value
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A frame whose header was intact but whose payload was not: the sender should resend it.
+
+    `reason` is "crc" (payload damaged), "too_large" (over the limit) or "version" (a protocol
+    version this side does not speak). The header is covered by its own CRC, so the type and
+    request id can be trusted.
+    """
+
+    type: int
+    request_id: int
+    reason: str
+    length: int
+    version: int
+
+
+def encode(
+    type_: int, request_id: int, payload: bytes | bytearray | memoryview = b"", version=VERSION
+) -> bytes:
+    """The bytes of one frame."""
+    head = HEADER.pack(MAGIC, version, type_, request_id, len(payload))
+    head += zlib.crc32(head).to_bytes(4, "big")
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return b"".join((head, payload, crc.to_bytes(4, "big")))
+
+
+def encode_json(type_: int, request_id: int, obj: dict[str, Any]) -> bytes:
+    """A frame whose payload is `obj` as compact UTF-8 JSON."""
+    return encode(type_, request_id, json.dumps(obj, separators=(",", ":")).encode())
+
+
+class Decoder:
+    """Turns a byte stream into Frame and Damaged items, skipping garbage between frames.
+
+    Feed it whatever the link delivered; iterate `items()` for what is complete. Bytes that do
+    not start a valid header are dropped one at a time until a magic with a valid header CRC is
+    found, so a damaged frame never takes the frames after it down with it.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, versions=VERSIONS):
+        self.max_payload = max_payload
+        self.versions = frozenset(versions)
+        self._buf = bytearray()
+        self._pos = 0
+        self.skipped = 0  # bytes dropped while resynchronizing
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos > 1 << 16 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def pending(self) -> int:
+        """Bytes received but not yet part of a decoded item."""
+        return len(self._buf) - self._pos
+
+    def items(self):
+        """Yield every complete Frame or Damaged item in the buffer, in order."""
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            yield item
+
+    def _skip(self, n: int) -> None:
+        self._pos += n
+        self.skipped += n
+
+    def _next(self) -> Frame | Damaged | None:
+        buf = self._buf
+        while True:
+            start = buf.find(MAGIC, self._pos)
+            if start < 0:  # keep a trailing first magic byte: it may start the next header
+                keep = 1 if buf.endswith(MAGIC[:1]) else 0
+                self._skip(len(buf) - keep - self._pos)
+                return None
+            self._skip(start - self._pos)
+            if len(buf) - start < HEADER_SIZE:
+                return None
+            head = bytes(buf[start : start + HEADER.size])
+            crc = int.from_bytes(buf[start + HEADER.size : start + HEADER_SIZE], "big")
+            if zlib.crc32(head) != crc:
+                self._skip(1)
+                continue
+            _, version, type_, request_id, length = HEADER.unpack(head)
+            if length > self.max_payload or version not in self.versions:
+                self._skip(HEADER_SIZE)  # its payload is scanned, not trusted
+                reason = "too_large" if length > self.max_payload else "version"
+                return Damaged(type_, request_id, reason, length, version)
+            end = start + HEADER_SIZE + length + TRAILER_SIZE
+            if len(buf) < end:
+                return None
+            body = memoryview(buf)[start : end - TRAILER_SIZE]
+            ok = zlib.crc32(body) == int.from_bytes(buf[end - TRAILER_SIZE : end], "big")
+            payload = bytes(body[HEADER_SIZE:])
+            body.release()
+            if not ok:
+                self._skip(1)  # bytes may have been dropped: the next frame can start inside
+                return Damaged(type_, request_id, "crc", length, version)
+            self._pos = end
+            return Frame(type_, request_id, payload, version)

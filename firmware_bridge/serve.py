@@ -1,0 +1,107 @@
+"""Start the agent on a link: own the work directory, clean up after a crash, wire the bytes.
+
+One agent at a time serves a work directory (an flock on `.edgeprune/agent.lock`, released by
+the kernel when the agent dies), so cleaning up a killed predecessor's temp files is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .agent import Agent
+from .files import WorkDir
+
+DEFAULT_BAUD = 115200
+LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
+EXIT_BUSY = 3
+
+
+def default_root() -> str:
+    return os.environ.get("EDGEPRUNE_WORKDIR") or "~/edgeprune"
+
+
+def _log(message: str) -> None:
+    print(f"firmware_bridge: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def owned(root: str) -> Iterator[WorkDir | None]:
+    """The work directory, locked for this agent and swept; None if another agent keeps it."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    workdir = WorkDir(root)
+    fd = os.open(workdir.state / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    _log(f"another agent is serving {workdir.root}; stop it or use --root")
+                    yield None
+                    return
+                time.sleep(0.1)
+        for name in workdir.sweep():
+            _log(f"removed {name}, left behind by an agent that was stopped mid-write")
+        os.chdir(workdir.root)  # operations see paths relative to the work directory
+        yield workdir
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def serve_stdio(root: str, keepalive: float) -> int:
+    """Serve the frames on stdin/stdout. Anything else printing to stdout goes to stderr."""
+    frames_in, frames_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # stray prints (ours, a library's, C code's) must not corrupt the frames
+    with owned(root) as workdir:
+        if workdir is None:
+            return EXIT_BUSY
+        agent = Agent(
+            workdir,
+            read=lambda: os.read(frames_in, 1 << 20),
+            write=lambda data: _write_all(frames_out, data),
+            keepalive=keepalive,
+        )
+        agent.serve()
+    return 0
+
+
+def serve_serial(root: str, port: str, baud: int, keepalive: float) -> int:
+    """Serve the frames on a serial port (any pyserial URL) until it disappears."""
+    import serial
+
+    try:
+        link = serial.serial_for_url(port, baudrate=baud, timeout=None, exclusive=True)
+    except (serial.SerialException, ValueError) as e:
+        _log(f"cannot open {port}: {e}")
+        return 2
+
+    def read() -> bytes:
+        try:
+            data = link.read(1)
+            return data + link.read(link.in_waiting) if data else data
+        except serial.SerialException as e:
+            _log(f"{port} is gone: {e}")
+            return b""
+
+    with owned(root) as workdir, link:
+        if workdir is None:
+            return EXIT_BUSY
+        _log(f"serving {workdir.root} on {port} at {baud} baud")
+        Agent(workdir, read=read, write=link.write, keepalive=keepalive).serve()
+    return 0
