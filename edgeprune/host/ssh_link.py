@@ -1,0 +1,143 @@
+"""The agent over SSH: paramiko, host keys checked against known_hosts, agent started by exec.
+
+An unknown host key is refused, never added: the error shows its fingerprint and how to accept
+it with the ordinary ssh client. Authentication tries the key named in the URL, else the SSH
+agent and the usual ~/.ssh keys. The command sent is built from fixed words plus the URL's
+python and work directory, each checked to be one plain word and quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import shlex
+from pathlib import Path
+
+from .device_errors import DeviceError, HostKeyError, LinkError
+from .links import Link, LinkURL, StderrTail, agent_argv, explain_exit, safe_word
+
+CONNECT_TIMEOUT = 15.0
+WINDOW = 8 << 20  # bytes the agent may send before we read (downloads)
+
+
+def known_hosts_path() -> Path:
+    """$EDGEPRUNE_KNOWN_HOSTS, else ~/.ssh/known_hosts."""
+    return Path(os.environ.get("EDGEPRUNE_KNOWN_HOSTS") or "~/.ssh/known_hosts").expanduser()
+
+
+def fingerprint(key) -> str:
+    """OpenSSH's SHA256 fingerprint of a paramiko key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _ssh_command(url: LinkURL) -> str:
+    port = f"-p {url.port} " if url.port and url.port != 22 else ""
+    user = f"{url.user}@" if url.user else ""
+    return f"ssh {port}{user}{url.host}"
+
+
+def _refuse_unknown(url: LinkURL, known: Path):
+    import paramiko
+
+    class RefuseUnknown(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise HostKeyError(
+                f"{hostname} is not a known host in {known}; its {key.get_name()} key has "
+                f"fingerprint {fingerprint(key)}. If that is your board's key (on the board: "
+                f"ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), accept it by connecting "
+                f"once with `{_ssh_command(url)}` and answering yes, then try again"
+            )
+
+    return RefuseUnknown()
+
+
+def _connect(url: LinkURL):
+    import paramiko
+
+    known = known_hosts_path()
+    client = paramiko.SSHClient()
+    if known.exists():
+        client.load_host_keys(str(known))
+    client.set_missing_host_key_policy(_refuse_unknown(url, known))
+    key = url.params.get("key")
+    user = url.user or getpass.getuser()
+    where = f"{url.host}:{url.port or 22}"
+    try:
+        client.connect(
+            url.host,
+            url.port or 22,
+            user,
+            key_filename=os.path.expanduser(key) if key else None,
+            allow_agent=True,
+            look_for_keys=key is None,
+            timeout=CONNECT_TIMEOUT,
+            banner_timeout=CONNECT_TIMEOUT,
+            auth_timeout=CONNECT_TIMEOUT,
+        )
+    except DeviceError:
+        client.close()
+        raise
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise HostKeyError(
+            f"the host key of {where} CHANGED (now {fingerprint(e.key)}): someone may be "
+            f"intercepting the connection. If the board was reinstalled, remove the old key with "
+            f"`ssh-keygen -R '[{url.host}]:{url.port or 22}' -f {known}` and accept the new one"
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        raise LinkError(
+            f"ssh authentication as {user} on {where} failed: install your public key on the "
+            f"board (ssh-copy-id {'-p ' + str(url.port) + ' ' if url.port else ''}"
+            f"{user}@{url.host}), load it into ssh-agent, or name it with ?key=PATH"
+        ) from None
+    except (OSError, paramiko.SSHException, EOFError) as e:
+        client.close()
+        raise LinkError(
+            f"cannot reach {where} over ssh: {e}; is the board on and sshd running?"
+        ) from None
+    return client
+
+
+class SshLink(Link):
+    """`python3 -m firmware_bridge serve --stdio` on the board, over an SSH exec channel."""
+
+    def __init__(self, url: LinkURL):
+        self.label = url.text
+        self.python = safe_word(url.params.get("python", "python3"), "python")
+        self.client = _connect(url)
+        transport = self.client.get_transport()
+        transport.set_keepalive(15)
+        self.channel = transport.open_session(window_size=WINDOW)
+        self.channel.exec_command(shlex.join(agent_argv(self.python, url.workdir)))
+        self.stderr = StderrTail(self.channel.recv_stderr)
+
+    def read(self) -> bytes:
+        try:
+            return self.channel.recv(1 << 20)
+        except (OSError, EOFError):
+            return b""
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except (OSError, EOFError) as e:
+            raise LinkError(f"the ssh link to {self.label} is closed: {e}") from None
+
+    def close(self) -> None:
+        try:
+            self.channel.shutdown_write()  # end of file: the agent finishes and exits
+            self.channel.status_event.wait(5)
+        except (OSError, EOFError):
+            pass
+        self.client.close()
+
+    def failure(self) -> DeviceError:
+        self.channel.status_event.wait(2)
+        status = self.channel.exit_status if self.channel.exit_status_ready() else None
+        if status == -1:
+            status = None
+        return explain_exit(self.label, self.python, status, self.stderr.text())
