@@ -251,6 +251,8 @@ class Agent:
 
         emit({"kind": "started", "operation": name, "outputs": outputs})
         try:
+            for output in outputs:  # edgeprune expects an output's directory to exist
+                (self.workdir.root / output).parent.mkdir(parents=True, exist_ok=True)
             code = operations.run(name, args, remember, cancelled)
         except Exception as e:  # the operation itself crashed: report, keep serving
             traceback.print_exc(file=sys.stderr)

@@ -3,8 +3,8 @@
 Nothing but these table entries can run: an operation is the `edgeprune` subcommand of the same
 name, parsed by edgeprune's own parser and called in-process through `edgeprune.cli.main` (no
 shell, no subprocess). Every argument that names a file must be declared here as an input or an
-output and is confined to the work directory; any other string-valued option is refused, so a
-new option that takes a path cannot slip past the confinement.
+output and is confined to the work directory; any other string-valued option the host sets is
+refused, so a new option that takes a path cannot slip past the confinement.
 
 Progress comes from edgeprune's tqdm bars: while an operation runs, `tqdm.std.tqdm.display` is
 replaced by a hook that turns each refresh into a progress event and raises KeyboardInterrupt
@@ -46,7 +46,7 @@ OPERATIONS: dict[str, Operation] = {
     "personalize": Operation(
         inputs=("model", "data", "labels", "test"),
         outputs=("output", "report"),
-        values=("sparsity", "rule", "mode", *_PRUNE_CHOICES),
+        values=("sparsity", "rule", "mode", "stages", *_PRUNE_CHOICES),
     ),
     # Run only when the board's edgeprune has these subcommands (the host companion's profile
     # and bench); until then RUN answers "unknown operation".
@@ -96,17 +96,21 @@ def check_arguments(name: object, args: object, workdir: WorkDir) -> list[str]:
     from edgeprune.cli import build_parser
 
     usage = io.StringIO()
+    parser = build_parser()
     try:
         with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
-            parsed = build_parser().parse_args([name, *args])
+            parsed = parser.parse_args([name, *args])
     except SystemExit as e:
         kind = "help" if e.code == 0 else "bad_arguments"
         raise ProtocolError(kind, usage.getvalue().strip()) from None
-    spec = OPERATIONS[name]
+    spec, subparser = OPERATIONS[name], _subcommands(parser)[name]
     outputs = []
     for dest, value in vars(parsed).items():
         if dest in _INTERNAL_DESTS or dest in spec.values:
             continue
+        known = dest in spec.inputs or dest in spec.outputs
+        if not known and value == subparser.get_default(dest):
+            continue  # not set by the host: the operation's own default
         for text in _strings(value):
             if dest in spec.inputs:
                 workdir.resolve(text)

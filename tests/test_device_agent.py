@@ -1,0 +1,296 @@
+"""The agent through the local:// link (a real child process): transfers, confinement, RUN,
+CANCEL, a killed agent, hostile frames, and what INFO says about the board."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeprune.cli import main
+from edgeprune.host.client import Device
+from edgeprune.host.device_errors import LinkError, RemoteError
+from edgeprune.host.links import LocalLink, parse_url
+from firmware_bridge import info
+from firmware_bridge import protocol as p
+from tests.models import INPUT_SHAPES, random_inputs
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(root) -> list[str]:
+    """Files in the work directory other than the agent's own state."""
+    found = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".edgeprune"]
+        found += [os.path.relpath(os.path.join(directory, f), root) for f in files]
+    return sorted(found)
+
+
+@pytest.fixture
+def board(tmp_path):
+    """(Device on local:// with its own work directory, that directory)."""
+    root = tmp_path / "board"
+    with Device(f"local://{root}") as device:
+        yield device, root
+
+
+def put_many_samples(root) -> None:
+    """A sparse .npy of 40,000 zero samples on the board: recording it takes seconds, writing
+    it none (it is made in place: these tests are about RUN, not transfers)."""
+    root.mkdir(exist_ok=True)
+    shape = (40_000, *INPUT_SHAPES["mixed"][1:])
+    np.lib.format.open_memmap(root / "many.npy", mode="w+", dtype=np.float32, shape=shape).flush()
+
+
+def test_push_pull_round_trip_and_resume_after_an_interrupted_upload(board, tmp_path):
+    device, root = board
+    src = tmp_path / "blob.bin"
+    src.write_bytes(os.urandom(3 * 2**20 + 123))
+    digest = sha(src)
+    # Interrupt an upload by hand after two chunks, then push the file normally.
+    device.request(p.PUT_OPEN, {"path": "m/blob.bin", "size": src.stat().st_size, "sha256": digest})
+    head = bytes.fromhex(digest)
+    step = 2**20 - 64
+    for offset in (0, step):
+        chunk = src.read_bytes()[offset : offset + step]
+        device.request(p.PUT_DATA, head + p.OFFSET.pack(offset) + chunk)
+    assert not (root / "m" / "blob.bin").exists()
+    device.reconnect()
+    result = device.put(src, "m/blob.bin")
+    assert result["resumed_from"] == 2 * step and result["sha256"] == digest
+    assert sha(root / "m" / "blob.bin") == digest
+    assert list((root / ".edgeprune" / "partial").iterdir()) == []
+
+    back = device.get("m/blob.bin", tmp_path)
+    assert back["path"] == str(tmp_path / "blob.bin") and sha(tmp_path / "blob.bin") == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin", "board"]
+
+
+def test_paths_outside_the_work_directory_are_refused(board, tmp_path):
+    device, root = board
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    root.mkdir(exist_ok=True)
+    (root / "escape").symlink_to(outside)
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"payload")
+    for target in ("../x.bin", "/tmp/x.bin", "escape/x.bin", ".edgeprune/x.bin", "a/../../x"):
+        with pytest.raises(RemoteError) as e:
+            device.put(src, target)
+        assert e.value.code == "path", target
+    with pytest.raises(RemoteError) as e:
+        device.get("escape/secret", tmp_path / "got")
+    assert e.value.code == "path" and not (tmp_path / "got").exists()
+    assert sorted(os.listdir(outside)) == ["secret"] and not (tmp_path / "x.bin.partial").exists()
+
+
+def _raw_agent(root):
+    link = LocalLink(parse_url(f"local://{root}"))
+    decoder = p.Decoder()
+
+    def exchange(data: bytes, replies: int) -> list:
+        link.write(data)
+        got = []
+        while len(got) < replies:
+            decoder.feed(link.read())
+            got += [i for i in decoder.items() if isinstance(i, p.Frame)]
+        return got
+
+    return link, exchange
+
+
+def test_hostile_frames_get_errors_and_the_agent_keeps_serving(tmp_path):
+    link, exchange = _raw_agent(tmp_path / "board")
+    try:
+        hello = exchange(p.encode_json(p.HELLO, 1, {"versions": [1], "max_payload": 4096}), 1)
+        assert hello[0].json()["max_payload"] == 4096
+        oversize = p.HEADER.pack(p.MAGIC, 1, p.PUT_DATA, 2, 1 << 31)
+        oversize += (__import__("zlib").crc32(oversize)).to_bytes(4, "big")
+        damaged = bytearray(p.encode(p.PING, 5, b"x" * 50))
+        damaged[30] ^= 1
+        burst = b"".join(
+            [
+                os.urandom(300).replace(b"EP", b"ep"),
+                oversize + b"\0" * 5000,
+                p.encode(p.RUN, 3, b"{not json"),
+                p.encode(0x55, 4, b""),
+                bytes(damaged),
+                p.encode_json(p.HELLO, 6, {"versions": [7]}),
+                p.encode(p.GET_DATA, 7, b'{"path": "x", "offset": -1, "length": 999999}'),
+            ]
+        )
+        replies = exchange(burst, 6)
+        codes = {r.request_id: r.json()["code"] for r in replies}
+        assert codes == {
+            2: "too_large",
+            3: "bad_request",
+            4: "unknown_type",
+            5: "corrupt",
+            6: "version",
+            7: "bad_request",
+        }
+        assert exchange(p.encode(p.PING, 8), 1)[0].type == p.OK
+        assert link.proc.poll() is None
+    finally:
+        link.close()
+    assert link.proc.returncode == 0
+
+
+@pytest.fixture
+def model_and_data(tflite_model, tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, random_inputs(40, INPUT_SHAPES["mixed"][1:], seed=3))
+    return tflite_model("int8"), data
+
+
+def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
+    board, model_and_data, tmp_path, capsys
+):
+    device, root = board
+    model, data = model_and_data
+    device.put(model, "m.tflite")
+    device.put(data, "data/x.npy")
+    events = []
+    result = device.run("record", ["m.tflite", "data", "-o", "maps/map.npz"], events.append)
+    assert result == {"exit_code": 0, "outputs": ["maps/map.npz"]}
+    assert events[0] == {"kind": "started", "operation": "record", "outputs": ["maps/map.npz"]}
+    progress = [e for e in events if e["kind"] == "progress"]
+    assert progress[-1]["n"] == progress[-1]["total"] == 40 and progress[-1]["unit"] == "sample"
+    assert [e["text"] for e in events if e["kind"] == "output"] == [
+        "recorded 40 samples over 6 layers -> maps/map.npz"
+    ]
+    args = ["--sparsity", "0.5", "--scope", "global", "-o", "p.tflite"]
+    device.run("prune", ["m.tflite", "maps/map.npz", *args], events.append)
+    device.run(
+        "personalize", ["m.tflite", "data/x.npy", "-o", "u.tflite", "--report", "rep"], print
+    )
+    info = []
+    device.run("inspect", ["p.tflite", "--json"], info.append)
+    inspected = json.loads("\n".join(e["text"] for e in info if e["kind"] == "output"))
+    assert 0.45 < inspected["totals"]["sparsity"] < 0.55
+
+    # The same commands here give byte-identical files.
+    local = tmp_path / "local"
+    local.mkdir()
+    capsys.readouterr()
+    assert main(["record", str(model), str(data), "-o", str(local / "map.npz"), "-q"]) == 0
+    assert (
+        main(["prune", str(model), str(local / "map.npz"), *args[:-1], str(local / "p.tflite")])
+        == 0
+    )
+    device.get("p.tflite", tmp_path / "remote_p.tflite")
+    assert sha(tmp_path / "remote_p.tflite") == sha(local / "p.tflite")
+    assert {"m.tflite", "p.tflite", "u.tflite", "rep/report.json"} <= set(leftovers(root))
+
+
+def test_unknown_operations_and_escaping_arguments_are_refused(board, model_and_data):
+    device, root = board
+    model, data = model_and_data
+    device.put(model, "m.tflite")
+    runnable = device.info()["operations"]
+    assert {"inspect", "record", "prune", "personalize"} <= set(runnable)
+    for name in ["sh", "convert", *(n for n in ("profile", "bench") if n not in runnable)]:
+        with pytest.raises(RemoteError) as e:
+            device.run(name, ["m.tflite"], print)
+        assert e.value.code == "unknown_operation" and "this board runs inspect" in str(e.value)
+    refused = [
+        ["m.tflite", "x.npy", "-o", "/tmp/map.npz"],
+        ["m.tflite", "../x.npy", "-o", "map.npz"],
+        ["m.tflite", "x.npy", "-o", "map.npz", "--resume", "../../etc/passwd"],
+    ]
+    for args in refused:
+        with pytest.raises(RemoteError) as e:
+            device.run("record", args, print)
+        assert e.value.code == "path", args
+    with pytest.raises(RemoteError) as e:
+        device.run("record", ["m.tflite"], print)
+    assert e.value.code == "bad_arguments" and "required" in str(e.value)
+    assert leftovers(root) == ["m.tflite"]
+
+
+def test_cancel_stops_a_run_and_nothing_is_written(board, model_and_data):
+    device, root = board
+    device.put(model_and_data[0], "m.tflite")
+    put_many_samples(root)
+    seen = []
+
+    def interrupt_on_progress(event):
+        seen.append(event)
+        if event["kind"] == "progress":
+            raise KeyboardInterrupt  # what Ctrl-C does: Device.run sends CANCEL
+
+    with pytest.raises(KeyboardInterrupt):
+        device.run("record", ["m.tflite", "many.npy", "-o", "map.npz"], interrupt_on_progress)
+    progress = [e["n"] for e in seen if e["kind"] == "progress"]
+    said = [e["text"] for e in seen if e["kind"] == "output"]
+    assert max(progress) < 40_000 and said == ["edgeprune: interrupted; nothing was written"]
+    assert leftovers(root) == ["m.tflite", "many.npy"]
+    assert device.request(p.PING, b"").type == p.OK  # same session, agent still serving
+
+
+def test_an_agent_killed_mid_run_is_a_clear_error_and_leaves_nothing(
+    board, model_and_data, big_samples
+):
+    device, root = board
+    device.put(model_and_data[0], "m.tflite")
+    device.put(big_samples, "many.npy")
+    pid = device.info()["agent_pid"]
+
+    def kill_on_progress(event):
+        if event["kind"] == "progress":
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(LinkError) as e:
+        device.run("record", ["m.tflite", "many.npy", "-o", "out/map.npz"], kill_on_progress)
+    assert "the agent exited (status -9)" in str(e.value)
+    # What a killed writer leaves (edgeprune's atomic temp names) is swept by the next agent.
+    (root / "out").mkdir(exist_ok=True)
+    (root / "out" / ".map.npz.k2j4_x9a.tmp").write_bytes(b"half")
+    device.reconnect()
+    assert device.info()["agent_pid"] != pid
+    assert leftovers(root) == ["m.tflite", "many.npy"]
+
+
+def test_info_reports_the_board_and_edge_tpu_from_system_files(board, tmp_path):
+    device, _ = board
+    here = device.info()
+    assert here["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert here["runtime"]["name"] == "ai-edge-litert" and here["edgetpu"]["usable"] is False
+    fake = tmp_path / "sysroot"
+    usb = fake / "sys/bus/usb/devices/2-1"
+    usb.mkdir(parents=True)
+    (usb / "idVendor").write_text("18d1\n")
+    (usb / "idProduct").write_text("9302\n")
+    (fake / "proc/device-tree").mkdir(parents=True)
+    (fake / "proc/device-tree/model").write_text("Raspberry Pi 5 Model B Rev 1.0\0")
+    assert info.board_model(fake) == "Raspberry Pi 5 Model B Rev 1.0"
+    tpu = info.edgetpu(fake)
+    assert tpu["devices"] == ["usb 18d1:9302 (2-1)"] and tpu["usable"] is False
+    assert "libedgetpu1-std" in tpu["hint"]
+    lib = fake / "usr/lib/aarch64-linux-gnu"
+    lib.mkdir(parents=True)
+    (lib / "libedgetpu.so.1").write_bytes(b"")
+    assert info.edgetpu(fake)["usable"] is True
+
+
+def test_the_agent_starts_with_the_standard_library_only(tmp_path):
+    """On a board the agent must start (and answer HELLO/INFO) before numpy is imported."""
+    code = (
+        "import sys, firmware_bridge.serve, firmware_bridge.agent;"
+        "heavy = {'numpy', 'edgeprune', 'paramiko', 'serial', 'tensorflow'} & set(sys.modules);"
+        "sys.exit(f'imported {heavy}' if heavy else 0)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
+    )
