@@ -30,6 +30,7 @@ import numpy as np
 from edgeprune import prune
 from edgeprune.activations import FOLD_EVERY, ActivationMap
 from edgeprune.model import Model
+from edgeprune.preprocess.audio import AudioRecipe, features
 from edgeprune.runtime import Runner
 from tests.models import INPUT_SHAPES, build, random_inputs
 
@@ -119,9 +120,7 @@ def _write_model(directory: Path, kind: str) -> None:
 
 
 def _write_audio(directory: Path) -> None:
-    """Features of synthetic recordings under a few recipes, if the audio front end is there."""
-    from edgeprune.preprocess.audio import AudioRecipe, features
-
+    """Features of synthetic 16-bit recordings under recipes that use every option."""
     rng = np.random.default_rng(3)
     recipes = {
         # The spoken-digit recipe: 1 s at 8 kHz, log-mel 40, per-utterance normalization.
@@ -158,19 +157,10 @@ def _write_audio(directory: Path) -> None:
         (case / "info.properties").write_text(f"frames={y.shape[0]}\nbins={y.shape[1]}\n")
 
 
-def has_audio_front_end() -> bool:
-    try:
-        import edgeprune.preprocess.audio  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def write(directory: str | Path) -> Path:
     """Write every golden vector under `directory` (see the module docstring); returns it."""
     directory = Path(directory)
     for kind in KINDS:
         _write_model(directory / "models" / kind, kind)
-    if has_audio_front_end():
-        _write_audio(directory / "audio")
+    _write_audio(directory / "audio")
     return directory

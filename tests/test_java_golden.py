@@ -65,7 +65,7 @@ def test_vectors_exercise_what_they_claim(golden):
         assert np.all(pruned.tensor_data(layer.weight)[changed] == q.zero_point[0])
         zero_points.add(int(q.zero_point[0]))
     assert zero_points - {0}
-    assert (golden / "audio").is_dir() == java_golden.has_audio_front_end()
+    assert len(list((golden / "audio").iterdir())) == 3
 
 
 def test_java_golden_test_fails_on_a_wrong_byte_or_map(golden, tmp_path):

@@ -22,8 +22,6 @@ public class AudioGoldenTest {
     String root = System.getProperty("edgeprune.golden");
     Assume.assumeTrue("golden vectors: run with -Dedgeprune.golden=DIR", root != null);
     Path audio = Paths.get(root, "audio");
-    Assume.assumeTrue("no audio vectors (the Python audio front end is not installed)",
-        Files.isDirectory(audio));
     List<Path> cases;
     try (Stream<Path> s = Files.list(audio)) {
       cases = s.sorted().collect(Collectors.toList());
