@@ -46,6 +46,7 @@ class Agent:
         self._replies: OrderedDict[int, bytes] = OrderedDict()
         self._run: tuple[int, threading.Thread, threading.Event] | None = None
         self._busy = False  # a request handler is working (e.g. hashing a large file)
+        self._deaf = False  # writing to the host failed: replies are dropped from then on
         self._stopped = threading.Event()
         self._handlers = {
             p.HELLO: self._hello,
@@ -88,7 +89,12 @@ class Agent:
                 self._replies[cache_for] = frame
                 while len(self._replies) > REPLY_CACHE:
                     self._replies.popitem(last=False)
-            self._write(frame)
+            if self._deaf:
+                return
+            try:
+                self._write(frame)
+            except OSError:  # the host is gone; keep reading: uploads keep what still arrives
+                self._deaf = True
             self._last_sent = time.monotonic()
 
     def _reply(self, request_id: int, type_: int, body: dict[str, Any] | bytes) -> None:
@@ -118,9 +124,8 @@ class Agent:
             return
         with self._lock:
             cached = self._replies.get(frame.request_id)
-            if cached is not None and frame.type != p.HELLO:
-                self._write(cached)
-                return
+        if cached is not None and frame.type != p.HELLO:
+            return self._send(cached)
         handler = self._handlers.get(frame.type)
         self._busy = True
         try:

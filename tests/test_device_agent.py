@@ -236,12 +236,10 @@ def test_cancel_stops_a_run_and_nothing_is_written(board, model_and_data):
     assert device.request(p.PING, b"").type == p.OK  # same session, agent still serving
 
 
-def test_an_agent_killed_mid_run_is_a_clear_error_and_leaves_nothing(
-    board, model_and_data, big_samples
-):
+def test_an_agent_killed_mid_run_is_a_clear_error_and_leaves_nothing(board, model_and_data):
     device, root = board
     device.put(model_and_data[0], "m.tflite")
-    device.put(big_samples, "many.npy")
+    put_many_samples(root)
     pid = device.info()["agent_pid"]
 
     def kill_on_progress(event):

@@ -186,16 +186,11 @@ class Device:
         body = {"operation": operation, "args": list(args)}
         session.send(p.RUN, request_id, body)
         heard = time.monotonic()
-        interrupted = False
-        while True:
-            try:
-                item = session.receive(session.resend_after() or 1.0)
-            except KeyboardInterrupt:
-                if interrupted:
-                    raise
-                interrupted = True
-                session.send(p.CANCEL, session.new_id(), {"request_id": request_id})
-                continue
+
+        def step() -> p.Frame | None:
+            """Wait a little for the run's next frame; its final reply, or None."""
+            nonlocal heard
+            item = session.receive(session.resend_after() or 1.0)
             now = time.monotonic()
             if item is None:
                 if now - heard > session.silence:
@@ -203,23 +198,41 @@ class Device:
                 resend = session.resend_after()
                 if resend is not None and now - heard > resend + session.keepalive:
                     session.send(p.RUN, request_id, body)  # answered from the agent's cache
-                continue
+                return None
             heard = now
             if item.request_id != request_id:
-                continue
+                return None
             if isinstance(item, p.Damaged) or _is_corrupt(item):
                 if item.type in p.FINAL:
                     session.send(p.RUN, request_id, body)
-            elif item.type == p.EVENT:
+                return None
+            if item.type == p.EVENT:
                 on_event(item.json())
-            elif item.type == p.ERROR:
+                return None
+            return item if item.type in (p.OK, p.ERROR) else None
+
+        interrupted = False
+        while True:
+            try:
+                reply = step()
+            except LinkError as e:
+                raise LinkError(
+                    f"{operation} did not finish on {self.label} (edgeprune writes its outputs "
+                    f"atomically, so none is half-written): {e}"
+                ) from None
+            except KeyboardInterrupt:
                 if interrupted:
-                    raise KeyboardInterrupt
-                raise error_of(item)
-            elif item.type == p.OK:
-                if interrupted:
-                    raise KeyboardInterrupt
-                return item.json()
+                    raise
+                interrupted = True
+                session.send(p.CANCEL, session.new_id(), {"request_id": request_id})
+                continue
+            if reply is None:
+                continue
+            if interrupted:
+                raise KeyboardInterrupt
+            if reply.type == p.ERROR:
+                raise error_of(reply)
+            return reply.json()
 
     def put(self, local: str | Path, remote: str, progress=None) -> dict[str, Any]:
         from .transfers import put

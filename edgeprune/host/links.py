@@ -173,6 +173,8 @@ def explain_exit(label: str, python: str, status: int | None, stderr: str) -> De
             "give this device another work directory in its URL"
         )
     last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+    if status is None:
+        return LinkError(f"{label}: the agent stopped (killed, or the link dropped): {last[0]}")
     return LinkError(f"{label}: the agent exited (status {status}): {last[0]}")
 
 

@@ -87,15 +87,14 @@ def _connect(url: LinkURL):
             f"intercepting the connection. If the board was reinstalled, remove the old key with "
             f"`ssh-keygen -R '[{url.host}]:{url.port or 22}' -f {known}` and accept the new one"
         ) from None
-    except paramiko.AuthenticationException:
+    except (paramiko.SSHException, OSError, EOFError) as e:
         client.close()
-        raise LinkError(
-            f"ssh authentication as {user} on {where} failed: install your public key on the "
-            f"board (ssh-copy-id {'-p ' + str(url.port) + ' ' if url.port else ''}"
-            f"{user}@{url.host}), load it into ssh-agent, or name it with ?key=PATH"
-        ) from None
-    except (OSError, paramiko.SSHException, EOFError) as e:
-        client.close()
+        if isinstance(e, paramiko.AuthenticationException) or "authentication" in str(e):
+            raise LinkError(
+                f"ssh authentication as {user} on {where} failed: install your public key on "
+                f"the board (ssh-copy-id {'-p ' + str(url.port) + ' ' if url.port else ''}"
+                f"{user}@{url.host}), load it into ssh-agent, or name it with ?key=PATH"
+            ) from None
         raise LinkError(
             f"cannot reach {where} over ssh: {e}; is the board on and sshd running?"
         ) from None

@@ -130,7 +130,7 @@ def put(device: Device, local: Path, remote: str, progress: Progress | None = No
     if not local.is_file():
         raise DeviceError(f"{local}: no such file")
     size, digest = local.stat().st_size, sha256_file(local)
-    first: list[int] = []
+    first: list[int] = []  # where each attempt started
 
     def attempt() -> dict[str, Any]:
         opened = device.request(p.PUT_OPEN, {"path": remote, "size": size, "sha256": digest})
@@ -139,7 +139,7 @@ def put(device: Device, local: Path, remote: str, progress: Progress | None = No
         with open(local, "rb") as f:
             _send_chunks(device.session, f, digest, offset, size, progress)
         done = device.request(p.PUT_CLOSE, {"path": remote, "sha256": digest}).json()
-        return {**done, "resumed_from": first[0]}
+        return {**done, "resumed_from": first[0], "reconnected_at": first[1:]}
 
     return _with_reconnects(device, attempt, "push")
 
@@ -188,6 +188,7 @@ def get(device: Device, remote: str, local: Path, progress: Progress | None = No
     later pull of the same file resumes; the destination is replaced only after the sha256
     matched.
     """
+    first: list[int] = []  # where each attempt started
 
     def attempt() -> dict[str, Any]:
         meta = device.request(p.GET_OPEN, {"path": remote}).json()
@@ -201,8 +202,8 @@ def get(device: Device, remote: str, local: Path, progress: Progress | None = No
             f.seek(0)
             while block := f.read(1 << 20):
                 hasher.update(block)
-            start = f.tell()
-            _receive_chunks(device.session, f, hasher, remote, digest, start, size, progress)
+            first.append(f.tell())
+            _receive_chunks(device.session, f, hasher, remote, digest, first[-1], size, progress)
             f.flush()
             os.fsync(f.fileno())
         if hasher.hexdigest() != digest:
@@ -210,6 +211,12 @@ def get(device: Device, remote: str, local: Path, progress: Progress | None = No
             raise DeviceError(f"{remote}: the downloaded bytes do not match its sha256; pull again")
         os.replace(partial, dest)
         _fsync_dir(dest.parent)
-        return {"path": str(dest), "size": size, "sha256": digest, "resumed_from": start}
+        return {
+            "path": str(dest),
+            "size": size,
+            "sha256": digest,
+            "resumed_from": first[0],
+            "reconnected_at": first[1:],
+        }
 
     return _with_reconnects(device, attempt, "pull")
