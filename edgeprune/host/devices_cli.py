@@ -76,17 +76,31 @@ def _device(name_or_url: str):
 
 
 def _bytes_bar(quiet: bool, desc: str):
-    """A progress callback drawing a byte bar on stderr, and a function closing it."""
+    """A progress callback drawing a byte bar on stderr once bytes move, and its closer."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=quiet)
+    bars = []
 
     def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=desc,
+                    disable=quiet,
+                )
+            )
+        bars[0].n = done
+        bars[0].refresh()
 
-    return update, bar.close
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
 
 
 def cmd_device_add(args: argparse.Namespace) -> None:
