@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ._io import atomic_open
-from .errors import EdgepruneError
+from .errors import EdgepruneError, UnsupportedError
 from .layers import Layer, scan
 from .model import Model
 from .runtime import Runner
@@ -36,6 +36,8 @@ class _AbsSum:
     def __init__(self, model: Model, tensor: int, nonnegative: bool):
         t = model.tensor(tensor)
         q = t.quantization
+        if q is not None and q.scale.size > 1:
+            raise UnsupportedError(f"activation {t.name!r} is quantized per channel: not supported")
         self.scale = float(q.scale[0]) if q is not None else 1.0
         self.zero_point = int(q.zero_point[0]) if q is not None else None
         self.nonnegative = nonnegative and q is None
@@ -44,12 +46,15 @@ class _AbsSum:
         self.scratch = np.empty(shape, np.float32)
 
     def add(self, stored: np.ndarray) -> None:
-        if len(stored.shape) > self.partial.ndim:  # drop the batch axis
-            stored = stored[0] if stored.shape[0] == 1 else stored.sum(axis=0)
+        batched = stored.ndim > self.partial.ndim
+        if batched and stored.shape[0] == 1:
+            stored, batched = stored[0], False
         if self.zero_point is not None:
             stored = np.abs(np.subtract(stored, self.zero_point, dtype=np.int32))
         elif not self.nonnegative:
-            stored = np.abs(stored, out=self.scratch)
+            stored = np.abs(stored) if batched else np.abs(stored, out=self.scratch)
+        if batched:  # |x| first, then the sum over the batch
+            stored = stored.sum(axis=0)
         np.add(self.partial, stored, out=self.partial)
 
     def fresh(self) -> _AbsSum:

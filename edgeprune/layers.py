@@ -185,7 +185,7 @@ def _stored(model: Model, tensor: int, producers: dict[int, Operator]) -> int | 
 
 
 def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer | str:
-    if len(op.inputs) <= spec.weight or not op.outputs:
+    if len(op.inputs) <= spec.weight or op.inputs[spec.weight] < 0 or not op.outputs:
         return "missing operands"
     weight = _stored(model, op.inputs[spec.weight], producers)
     if weight is None:

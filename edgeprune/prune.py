@@ -69,7 +69,12 @@ def _keep_top(scores: list[np.ndarray], sparsity: float, sizes: list[int] | None
     if sizes is None:
         drop = round(sparsity * flat.size)
         if 0 < drop < flat.size:
-            keep[np.argpartition(flat, drop - 1)[:drop]] = False
+            # Everything below the drop-th smallest score goes, then ties in order of position.
+            threshold = np.partition(flat, drop - 1)[drop - 1]
+            below = flat < threshold
+            tied = np.flatnonzero(flat == threshold)[: drop - int(below.sum())]
+            keep[below] = False
+            keep[tied] = False
         elif drop:
             keep[:] = False
     else:

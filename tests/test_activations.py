@@ -117,3 +117,19 @@ def test_update_memory_does_not_grow_with_samples():
         tracemalloc.stop()
     assert amap.count == 302
     assert after_many - after_one < 1024  # bytes: nothing is kept per sample
+
+
+def test_a_batch_update_equals_one_update_per_sample():
+    model = Model(build("int8"))
+    runner = Runner(model, ActivationMap(model).watched)
+    raw = []
+    for x in random_inputs(2, SAMPLE, seed=6):
+        raw.append({t: v.copy() for t, v in runner.run(x, raw=True).items()})
+    one_by_one, batched = ActivationMap(model), ActivationMap(model)
+    for stored in raw:
+        one_by_one.update(stored)
+    batched.update({t: np.concatenate([r[t] for r in raw]) for t in raw[0]}, samples=2)
+    assert batched.count == one_by_one.count == 2
+    for i in range(len(batched.layers)):
+        np.testing.assert_allclose(batched.s_in(i), one_by_one.s_in(i), rtol=1e-6)
+        np.testing.assert_allclose(batched.s_out(i), one_by_one.s_out(i), rtol=1e-6)

@@ -163,3 +163,11 @@ def test_global_normalized_thresholds_scores_relative_to_their_layer():
     assert kept >= dropped
     zeros = sum(int((~m.keep).sum()) for m in masks)
     assert zeros == round(0.5 * sum(m.keep.size for m in masks))
+
+
+def test_ties_at_the_cut_are_dropped_in_order_of_position():
+    scores = np.array([3.0, 1.0, 2.0, 1.0, 1.0, 5.0])
+    keep = prune._keep_top([scores], 0.5)[0]  # drop 3 of 6: the 1.0s, in order
+    assert keep.tolist() == [True, False, True, False, False, True]
+    keep = prune._keep_top([scores], 2 / 6)[0]  # drop 2: the first two 1.0s
+    assert keep.tolist() == [True, False, True, False, True, True]
