@@ -156,16 +156,46 @@ def _real(model: Model, tensor: int, stored: np.ndarray) -> np.ndarray:
     return q.dequantize(stored) if q is not None else stored.astype(np.float64)
 
 
-class _Pass:
-    """Everything the one pass over the samples collects, in memory bounded independently of N."""
+class _ClassifierStats:
+    """What the prior and prototype stages need: the final layer's logits (a reservoir, for EM)
+    and its most confident input features per class (the prototype supports)."""
 
-    def __init__(self, model: Model, evaluation_size: int, classifier: Classifier | None, m: int):
+    def __init__(self, classifier: Classifier, support_size: int):
+        self.classifier = classifier
+        self.logits = Reservoir(PRIOR_SAMPLES, seed=1)
+        self.supports = prototypes.Supports(
+            classifier.classes, classifier.weight.shape[1], support_size
+        )
+
+    def take(self, model: Model, stored: dict[int, np.ndarray]) -> None:
+        """Add one invocation's final-layer input and output (stored values of `model`)."""
+        layer, classes = self.classifier.layer, self.classifier.classes
+        features = _real(model, layer.input, stored[layer.input])
+        logits = _real(model, layer.output, stored[layer.output]).reshape(-1, classes)
+        self.supports.add(features.reshape(-1, self.classifier.weight.shape[1]), logits)
+        for row in logits:
+            self.logits.add(row)
+
+    @classmethod
+    def of(cls, model: Model, samples: list[np.ndarray], support_size: int) -> _ClassifierStats:
+        """The statistics of `model` itself over `samples` (a pruned model has its own)."""
+        stats = cls(Classifier.of(model), support_size)
+        layer = stats.classifier.layer
+        runner = Runner(model, [layer.input, layer.output])
+        for x in samples:
+            stats.take(model, runner.run(x, raw=True))
+        return stats
+
+
+class _Pass:
+    """The one pass over the samples: the activation map, a reservoir of samples to judge
+    candidates on and, when later stages need them, the source model's classifier statistics.
+    All of it in memory bounded independently of the number of samples."""
+
+    def __init__(self, model: Model, evaluation_size: int, stats: _ClassifierStats | None):
         self.amap = ActivationMap(model)
         self.samples = Reservoir(evaluation_size, seed=0)
-        self.classifier = classifier
-        if classifier is not None:
-            self.logits = Reservoir(PRIOR_SAMPLES, seed=1)
-            self.supports = prototypes.Supports(classifier.classes, classifier.weight.shape[1], m)
+        self.stats = stats
 
     def run(self, model: Model, samples: Iterable[np.ndarray], mode: str) -> None:
         runner = Runner(model, self.amap.watched, mode=mode)
@@ -178,13 +208,8 @@ class _Pass:
 
     def _take(self, model: Model, stored: dict[int, np.ndarray]) -> None:
         self.amap.update(stored)
-        c = self.classifier
-        if c is not None:
-            features = _real(model, c.layer.input, stored[c.layer.input])
-            logits = _real(model, c.layer.output, stored[c.layer.output]).reshape(-1, c.classes)
-            self.supports.add(features.reshape(-1, c.weight.shape[1]), logits)
-            for row in logits:
-                self.logits.add(row)
+        if self.stats is not None:
+            self.stats.take(model, stored)
 
 
 def personalize(
@@ -225,9 +250,8 @@ def personalize(
     elif rule == "fixed":
         sparsities = (0.0, fixed) if fixed else (0.0,)
     needs_classifier = bool({"prior", "prototypes"} & set(stages))
-    collected = _Pass(
-        model, evaluation_size, Classifier.of(model) if needs_classifier else None, support_size
-    )
+    stats = _ClassifierStats(Classifier.of(model), support_size) if needs_classifier else None
+    collected = _Pass(model, evaluation_size, stats)
     collected.run(model, samples, mode)
     evaluate = _Evaluator(model, collected.samples.items, labelled, test)
 
@@ -259,29 +283,10 @@ def personalize(
                 {"sparsity": best.sparsity, "measured": best.measured_sparsity},
             )
         )
-    present = None
-    if "prior" in stages:
-        probs = prototypes.softmax(np.array(collected.logits.items))
-        shift = prior.estimate(probs, min_tv=min_tv)
-        current = prior.apply(current, Classifier.of(current), shift)
-        present = shift.present()
-        history.append(
-            StageResult(
-                "prior", shift.significant, **_summary(evaluate(current)), details=shift.to_dict()
-            )
-        )
-    if "prototypes" in stages:
-        current = prototypes.rewrite(current, Classifier.of(current), collected.supports, present)
-        details = {
-            "support_size": support_size,
-            "classes": int(np.sum(present))
-            if present is not None
-            else collected.classifier.classes,
-            "supported": collected.supports.counts().tolist(),
-        }
-        history.append(
-            StageResult("prototypes", True, **_summary(evaluate(current)), details=details)
-        )
+    if stats is not None and current is not model:  # statistics of the model they rewrite
+        stats = _ClassifierStats.of(current, collected.samples.items, support_size)
+    current, stage_results = _final_layer_stages(current, stages, stats, min_tv, evaluate)
+    history += stage_results
     settings = dict(
         stages=list(stages),
         score=score,
@@ -298,6 +303,29 @@ def personalize(
         rule, chosen, amap.count, len(collected.samples.items), settings, candidates, history
     )
     return current, report
+
+
+def _final_layer_stages(
+    model: Model, stages: tuple[str, ...], stats: _ClassifierStats | None, min_tv: float, evaluate
+) -> tuple[Model, list[StageResult]]:
+    """prior → prototypes on the final layer, each judged like the candidates."""
+    results, present = [], None
+    if "prior" in stages:
+        shift = prior.estimate(prototypes.softmax(np.array(stats.logits.items)), min_tv=min_tv)
+        model = prior.apply(model, Classifier.of(model), shift)
+        present = shift.present()
+        summary = _summary(evaluate(model))
+        results.append(StageResult("prior", shift.significant, **summary, details=shift.to_dict()))
+    if "prototypes" in stages:
+        model = prototypes.rewrite(model, Classifier.of(model), stats.supports, present)
+        details = {
+            "classes": int(np.sum(present)) if present is not None else stats.classifier.classes,
+            "supports_per_class": stats.supports.counts().tolist(),
+        }
+        results.append(
+            StageResult("prototypes", True, **_summary(evaluate(model)), details=details)
+        )
+    return model, results
 
 
 def write_report(report: Report, directory: str | os.PathLike, model_path: str = "") -> list:
