@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, info, operations
+from . import __version__
 from . import protocol as p
 from .files import WorkDir
 
@@ -175,6 +175,8 @@ class Agent:
         }
 
     def _info(self, frame: p.Frame):
+        from . import info, operations  # not needed to start: keep the agent's start quick
+
         body = info.collect(self.workdir.root)
         try:
             body["operations"] = operations.available()
@@ -223,6 +225,8 @@ class Agent:
         return p.DATA, p.OFFSET.pack(offset) + data
 
     def _start_run(self, frame: p.Frame):
+        from . import operations
+
         body = frame.json()
         name, args = body.get("operation"), body.get("args", [])
         outputs = operations.check_arguments(name, args, self.workdir)
@@ -253,6 +257,8 @@ class Agent:
             if event.get("stream") == "stderr" and event["text"].strip():
                 last_error[0] = event["text"].strip()
             emit(event)
+
+        from . import operations
 
         emit({"kind": "started", "operation": name, "outputs": outputs})
         try:

@@ -163,8 +163,7 @@ class Relay:
     def _pump(self, src: int, dst: int, faults: Faults) -> None:
         import select
 
-        start = time.monotonic()
-        sent = 0
+        busy_until = 0.0  # when the paced wire has sent everything it was given
         while not self._stop.is_set():
             ready, _, _ = select.select([src], [], [], 0.1)
             if not ready:
@@ -183,9 +182,9 @@ class Relay:
                     byte ^= 0x5A
                 out.append(byte)
             faults.seen += len(data)
-            if faults.rate:  # pace like a UART: never ahead of `rate` bytes per second
-                sent += len(out)
-                time.sleep(max(0.0, start + sent / faults.rate - time.monotonic()))
+            if faults.rate:  # pace like a UART: bytes leave one after another at `rate`
+                busy_until = max(busy_until, time.monotonic()) + len(out) / faults.rate
+                time.sleep(max(0.0, busy_until - time.monotonic()))
             try:
                 os.write(dst, bytes(out))
             except OSError:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ def put(device: Device, local: Path, remote: str, progress: Progress | None = No
     """Upload `local` to `remote` (relative to the agent's work directory); returns its result."""
     if not local.is_file():
         raise DeviceError(f"{local}: no such file")
-    size, digest = local.stat().st_size, sha256_file(local)
+    with ThreadPoolExecutor(1) as pool:  # hash the file while the link opens
+        hashing = pool.submit(sha256_file, local)
+        device.session  # noqa: B018 (connects)
+        size, digest = local.stat().st_size, hashing.result()
     first: list[int] = []  # where each attempt started
 
     def attempt() -> dict[str, Any]:
