@@ -168,10 +168,11 @@ class WorkDir:
 
     # ----- after a crash -----------------------------------------------------------------
 
-    def sweep(self) -> list[str]:
-        """Delete what a killed agent can leave: atomic-write temp files, stale partials."""
+    def sweep(self, everywhere: bool) -> list[str]:
+        """Delete stale partial uploads and, if `everywhere`, the temp files of atomic writes
+        that a killed agent left anywhere in the work directory."""
         removed = []
-        for directory, dirs, files in os.walk(self.root):
+        for directory, dirs, files in os.walk(self.root) if everywhere else ():
             if Path(directory) == self.root and STATE_DIR in dirs:
                 dirs.remove(STATE_DIR)
             for name in files:

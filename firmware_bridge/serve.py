@@ -1,7 +1,8 @@
 """Start the agent on a link: own the work directory, clean up after a crash, wire the bytes.
 
 One agent at a time serves a work directory (an flock on `.edgeprune/agent.lock`, released by
-the kernel when the agent dies), so cleaning up a killed predecessor's temp files is safe.
+the kernel when the agent dies), so cleaning up a killed predecessor's temp files is safe; a
+marker file that only a clean exit removes says whether there is anything to clean.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ def owned(root: str) -> Iterator[WorkDir | None]:
                     yield None
                     return
                 time.sleep(0.1)
-        for name in workdir.sweep():
+        running = workdir.state / "agent.running"  # left behind only by an agent that died
+        for name in workdir.sweep(everywhere=running.exists()):
             _log(f"removed {name}, left behind by an agent that was stopped mid-write")
+        running.touch()
         os.chdir(workdir.root)  # operations see paths relative to the work directory
         yield workdir
+        running.unlink()
     finally:
         os.close(fd)
 
