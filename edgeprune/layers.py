@@ -247,3 +247,227 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
         weight_shape=w.shape,
         **geometry,
     )
+
+
+# ----- multiply-adds ----------------------------------------------------------------------------
+#
+# Convention: one MAC is one multiply-add, a·b + c. A convolution or matrix product costs one MAC
+# per weight per position where that weight is applied (zero padding included, as published
+# figures count it); an elementwise arithmetic op costs one MAC per output element, a window or
+# reduction one per element it reads. Ops that only move, compare or look up values, and the
+# nonlinearities, cost none. An op in neither table is "not profiled" — never silently 0.
+
+
+@dataclass(frozen=True)
+class Cost:
+    """How an op's multiply-adds follow from its tensor shapes.
+
+    rule:
+      "reduction"       output elements × the weight's elements per output channel
+                        (`out_axis` names that axis of the weight)
+      "depthwise"       output elements × kernel height × kernel width
+      "matmul"          output elements × the contracted dimension of the first input
+      "input_x_weight"  input positions (input elements / channels) × weight elements
+      "output"          output elements
+      "input"           elements of the first input
+      "window"          output elements × pooling window (filter_height × filter_width)
+    weight: position of a weight input whose zero entries skip work (effective MACs), if any.
+    input: position of the activation input ("matmul", "input_x_weight", "input").
+    """
+
+    rule: str
+    weight: int | None = None
+    out_axis: int = 0
+    input: int = 0
+
+
+MACS: dict[str, Cost] = {
+    "CONV_2D": Cost("reduction", weight=1, out_axis=0),
+    "CONV_3D": Cost("reduction", weight=1, out_axis=4),
+    "DEPTHWISE_CONV_2D": Cost("depthwise", weight=1),
+    "FULLY_CONNECTED": Cost("reduction", weight=1, out_axis=0),
+    "BATCH_MATMUL": Cost("matmul", weight=1),
+    "TRANSPOSE_CONV": Cost("input_x_weight", weight=1, input=2),
+    "CONV_3D_TRANSPOSE": Cost("input_x_weight", weight=1, input=2),
+    "ADD": Cost("output"),
+    "SUB": Cost("output"),
+    "MUL": Cost("output"),
+    "DIV": Cost("output"),
+    "SQUARED_DIFFERENCE": Cost("output"),
+    "SQUARE": Cost("output"),
+    "PRELU": Cost("output"),
+    "LEAKY_RELU": Cost("output"),
+    "ADD_N": Cost("output"),
+    "AVERAGE_POOL_2D": Cost("window"),
+    "MEAN": Cost("input"),
+    "SUM": Cost("input"),
+    "L2_NORMALIZATION": Cost("input"),
+}
+# Ops that do no multiply-adds: data movement, comparisons, lookups, casts, quantization and
+# nonlinearities (evaluated by tables or polynomials whose cost is not a MAC count).
+NO_MACS = frozenset(
+    {
+        "RESHAPE",
+        "SQUEEZE",
+        "EXPAND_DIMS",
+        "TRANSPOSE",
+        "CONCATENATION",
+        "PACK",
+        "UNPACK",
+        "SPLIT",
+        "SPLIT_V",
+        "SLICE",
+        "STRIDED_SLICE",
+        "GATHER",
+        "GATHER_ND",
+        "SCATTER_ND",
+        "PAD",
+        "PADV2",
+        "MIRROR_PAD",
+        "TILE",
+        "BROADCAST_TO",
+        "SHAPE",
+        "RANK",
+        "CAST",
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RELU_0_TO_1",
+        "LOGISTIC",
+        "TANH",
+        "HARD_SWISH",
+        "SOFTMAX",
+        "LOG_SOFTMAX",
+        "GELU",
+        "ELU",
+        "EXP",
+        "LOG",
+        "SQRT",
+        "RSQRT",
+        "ABS",
+        "NEG",
+        "SIN",
+        "COS",
+        "MAXIMUM",
+        "MINIMUM",
+        "MAX_POOL_2D",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "REDUCE_ANY",
+        "REDUCE_ALL",
+        "ARG_MAX",
+        "ARG_MIN",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "SPACE_TO_DEPTH",
+        "DEPTH_TO_SPACE",
+        "SPACE_TO_BATCH_ND",
+        "BATCH_TO_SPACE_ND",
+        "ZEROS_LIKE",
+        "ONES_LIKE",
+        "FILL",
+        "RANGE",
+        "LESS",
+        "GREATER",
+        "EQUAL",
+        "NOT_EQUAL",
+        "LESS_EQUAL",
+        "GREATER_EQUAL",
+        "LOGICAL_AND",
+        "LOGICAL_OR",
+        "LOGICAL_NOT",
+        "SELECT",
+        "SELECT_V2",
+        "WHERE",
+        "REVERSE_V2",
+        "EMBEDDING_LOOKUP",
+        "FLOOR",
+        "CEIL",
+        "ROUND",
+        "SIGN",
+    }
+)
+
+# Ops whose output TFLite's memory planner may place in an input's memory: the input positions
+# it may share, and whether the op leaves the data unmodified (a reshape: the input may still
+# have other readers) or overwrites it (then the input must have no other reader).
+IN_PLACE: dict[str, tuple[tuple[int, ...], bool]] = {
+    "RESHAPE": ((0,), True),
+    "BITCAST": ((0,), True),
+    "ADD": ((0, 1), False),
+    "SUB": ((0, 1), False),
+    "MUL": ((0, 1), False),
+    "DIV": ((0, 1), False),
+}
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """Dense multiply-adds of one op, and the stored weight whose zeros would skip some."""
+
+    dense: int
+    weight: int | None  # constant tensor (a DEQUANTIZE's input if any), or None
+
+
+def count_macs(
+    model: Model,
+    op: Operator,
+    writers: dict[int, Operator],
+    shapes: list[tuple[int, ...]] | None = None,
+) -> MacCount | None:
+    """The multiply-adds of `op` for the given tensor shapes (default: the model's own), or
+    None when the op is in neither MACS nor NO_MACS: the caller reports it as not profiled.
+
+    `writers` is `producers(model)`, computed once by the caller."""
+    if op.opcode in NO_MACS and not op.custom:
+        return MacCount(0, None)
+    cost = MACS.get(op.opcode)
+    if cost is None or op.custom or not op.outputs:
+        return None
+
+    def shape(position: int) -> tuple[int, ...]:
+        index = op.inputs[position]
+        return shapes[index] if shapes is not None else model.tensor(index).shape
+
+    out = shapes[op.outputs[0]] if shapes is not None else model.tensor(op.outputs[0]).shape
+    out_elements = int(np.prod(out, dtype=np.int64))
+    weight = None
+    if cost.weight is not None:
+        if len(op.inputs) <= cost.weight or op.inputs[cost.weight] < 0:
+            return None
+        w = shape(cost.weight)
+        weight = _stored(model, op.inputs[cost.weight], writers)
+    if cost.rule == "reduction":
+        per_output = int(np.prod(w, dtype=np.int64)) // max(w[cost.out_axis], 1)
+        dense = out_elements * per_output
+    elif cost.rule == "depthwise":
+        dense = out_elements * w[1] * w[2]
+    elif cost.rule == "matmul":
+        x = shape(cost.input)
+        contracted = x[-2] if op.options.get("adj_x") else x[-1]
+        dense = out_elements * contracted
+    elif cost.rule == "input_x_weight":
+        x = shape(cost.input)
+        positions = int(np.prod(x, dtype=np.int64)) // max(x[-1], 1)
+        dense = positions * int(np.prod(w, dtype=np.int64))
+    elif cost.rule == "output":
+        dense = out_elements
+    elif cost.rule == "input":
+        dense = int(np.prod(shape(cost.input), dtype=np.int64))
+    elif cost.rule == "window":
+        window = (op.options.get("filter_height") or 1) * (op.options.get("filter_width") or 1)
+        dense = out_elements * window
+    else:
+        raise ValueError(f"unknown MAC rule {cost.rule!r} for {op.opcode}")
+    return MacCount(int(dense), weight)
+
+
+def producers(model: Model) -> dict[int, Operator]:
+    """{tensor index: the operator that writes it} for the main subgraph."""
+    return {t: op for op in model.operators for t in op.outputs}
+
+
+def stored_constant(model: Model, tensor: int, writers: dict[int, Operator]) -> int | None:
+    """The constant tensor holding `tensor`'s values: itself, or its DEQUANTIZE's input."""
+    return _stored(model, tensor, writers)

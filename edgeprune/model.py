@@ -160,6 +160,12 @@ class Tensor:
     buffer: int
     quantization: Quantization | None = None
     sparse: bool = False
+    signature: tuple[int, ...] | None = None  # shape_signature: -1 marks a dynamic dimension
+
+    @property
+    def dynamic(self) -> bool:
+        """True when the converter marked a dimension as unknown until run time."""
+        return self.signature is not None and any(d < 0 for d in self.signature)
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -246,6 +252,9 @@ def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
     if shape.size > _MAX_RANK or np.any(shape < 0):
         table.fail(f"implausible shape {shape.tolist()[: _MAX_RANK + 1]}")
     shape = tuple(int(d) for d in shape)
+    signature = table.array(7, "<i4")
+    if signature.size > _MAX_RANK or np.any(signature < -1):
+        table.fail(f"implausible shape signature {signature.tolist()[: _MAX_RANK + 1]}")
     type_code = table.scalar(1, _U8)
     buffer = table.scalar(2, _U32)
     if buffer >= max(num_buffers, 1):
@@ -258,6 +267,7 @@ def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
         buffer=buffer,
         quantization=_read_quantization(table.table(4, f"quantization of tensor {index}"), shape),
         sparse=bool(table.field(6)),
+        signature=tuple(int(d) for d in signature) if signature.size else None,
     )
 
 
