@@ -155,7 +155,10 @@ def _sparsity(text: str) -> float:
 
 # More subcommands live beside the code they drive: each module has `register(subparsers)`, which
 # only declares arguments (heavy or host-only imports happen inside the command functions).
-COMMAND_GROUPS: tuple[str, ...] = ("edgeprune.host.devices_cli",)
+COMMAND_GROUPS: tuple[str, ...] = (
+    "edgeprune.host.devices_cli",
+    "edgeprune.measure_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

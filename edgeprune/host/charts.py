@@ -1,0 +1,54 @@
+"""PNG charts for the measuring commands: compare (profiles) and bench (latency)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Ratios B / A of every total, and per-op effective MACs of both when the graphs match."""
+    plt = _pyplot()
+    rows = [r for r in result["totals"] if r["ratio"] is not None]
+    panels = 2 if result["ops"] else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.2), dpi=110, squeeze=False)
+    ax = axes[0][0]
+    ax.barh([r["metric"] for r in rows], [r["ratio"] for r in rows], color="tab:blue")
+    ax.axvline(1.0, color="grey", linestyle=":")
+    ax.invert_yaxis()
+    ax.set_xlabel("B / A")
+    ax.set_title(f"B: {Path(result['b']).name}\nvs A: {Path(result['a']).name}", fontsize=9)
+    if result["ops"]:
+        ax = axes[0][1]
+        xs = range(len(result["ops"]))
+        a = [r["effective_macs"][0] or 0 for r in result["ops"]]
+        b = [r["effective_macs"][1] or 0 for r in result["ops"]]
+        ax.bar([x - 0.2 for x in xs], a, width=0.4, label="A")
+        ax.bar([x + 0.2 for x in xs], b, width=0.4, label="B")
+        ax.set_xlabel("op (in execution order, ops with MACs or weights)")
+        ax.set_ylabel("effective MACs")
+        ax.set_title("per op", fontsize=9)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
