@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class WorkDir:
         self.partial = self.state / "partial"
         self.partial.mkdir(parents=True, exist_ok=True)
         self._hashers: dict[str, hashlib._Hash] = {}  # sha256 -> running hash of its partial
+        self._sizes: dict[str, int] = {}  # sha256 -> the size its PUT_OPEN announced
         self._digests: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256
 
     def resolve(self, name: object, *, must_exist: bool = False) -> Path:
@@ -86,6 +88,12 @@ class WorkDir:
         if have > size:  # cannot be a prefix of this content
             part.unlink()
             have = 0
+        free = shutil.disk_usage(self.partial).free
+        if size - have > free:
+            raise ProtocolError(
+                "no_space", f"the board needs {size - have:,} more bytes and has {free:,} free"
+            )
+        self._sizes[sha256] = size
         if sha256 not in self._hashers:
             hasher = hashlib.sha256()
             if have:
@@ -110,6 +118,8 @@ class WorkDir:
         have = part.stat().st_size
         if offset > have:
             raise ProtocolError("gap", f"the board has {have} bytes; resend from there", size=have)
+        if offset + len(data) > self._sizes[sha256]:
+            raise ProtocolError("bad_request", "PUT_DATA beyond the size PUT_OPEN announced")
         new = data[have - offset :]
         if new:
             with open(part, "ab") as f:

@@ -292,3 +292,18 @@ def test_the_agent_starts_with_the_standard_library_only(tmp_path):
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
     )
+
+
+def test_uploads_are_bounded_by_their_announced_size_and_the_free_disk(board):
+    device, root = board
+    digest = hashlib.sha256(b"0123456789").hexdigest()
+    with pytest.raises(RemoteError) as e:
+        device.request(p.PUT_OPEN, {"path": "huge.bin", "size": 10**18, "sha256": digest})
+    assert e.value.code == "no_space" and "more bytes" in str(e.value)
+    device.request(p.PUT_OPEN, {"path": "ten.bin", "size": 10, "sha256": digest})
+    with pytest.raises(RemoteError) as e:
+        device.request(p.PUT_DATA, bytes.fromhex(digest) + p.OFFSET.pack(0) + b"0123456789!")
+    assert e.value.code == "bad_request"
+    device.request(p.PUT_DATA, bytes.fromhex(digest) + p.OFFSET.pack(0) + b"0123456789")
+    device.request(p.PUT_CLOSE, {"path": "ten.bin", "sha256": digest})
+    assert (root / "ten.bin").read_bytes() == b"0123456789"

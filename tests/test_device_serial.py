@@ -93,3 +93,15 @@ def test_a_cable_pulled_mid_push_is_survived(serial_board, tmp_path):
     assert len(to_agent.done) == len(lost)
     assert (root / "blob.bin").read_bytes() == payload
     assert list((root / ".edgeprune" / "partial").iterdir()) == []
+
+
+def test_a_port_with_no_agent_behind_it_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(client, "SILENCE", 1.5)
+    monkeypatch.setattr(client, "RESEND_AFTER", 0.3)
+    pair = PtyPair.start(tmp_path, "empty")
+    try:
+        with pytest.raises(client.LinkError) as e:
+            Device(f"serial://{pair.a}?baud={BAUD}").info()
+    finally:
+        pair.stop()
+    assert "no agent answered" in str(e.value) and "firmware_bridge serve" in str(e.value)

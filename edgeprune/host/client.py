@@ -155,6 +155,11 @@ class Device:
             item = session.receive(wait)
             now = time.monotonic()
             if item is None:
+                if now - heard > session.silence and type_ == p.HELLO:
+                    raise LinkError(
+                        f"{self.label}: no agent answered; is `python3 -m firmware_bridge serve` "
+                        "running on the board on this link (at the same baud)?"
+                    )
                 if now - heard > session.silence:
                     raise LinkError(f"{self.label}: the agent stopped answering")
                 if session.resend_after() is not None:
