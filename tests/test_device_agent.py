@@ -177,6 +177,12 @@ def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
     inspected = json.loads("\n".join(e["text"] for e in info if e["kind"] == "output"))
     assert 0.45 < inspected["totals"]["sparsity"] < 0.55
 
+    if "profile" in device.info()["operations"]:  # the host companion's profile, passed through
+        lines = []
+        device.run("profile", ["p.tflite", "--json"], lines.append)
+        totals = json.loads("\n".join(e["text"] for e in lines if e["kind"] == "output"))["totals"]
+        assert totals["effective_macs"] < totals["macs"]
+
     # The same commands here give byte-identical files.
     local = tmp_path / "local"
     local.mkdir()
