@@ -248,26 +248,24 @@ class Agent:
         return None
 
     def _run_thread(self, request_id, name, args, outputs, cancelled) -> None:
-        def emit(event: dict[str, Any]) -> None:
-            self._send(p.encode_json(p.EVENT, request_id, event))
-
-        last_error = [""]
-
-        def remember(event: dict[str, Any]) -> None:
-            if event.get("stream") == "stderr" and event["text"].strip():
-                last_error[0] = event["text"].strip()
-            emit(event)
-
         from . import operations
+
+        last_error = ""
+
+        def emit(event: dict[str, Any]) -> None:
+            nonlocal last_error
+            if event.get("stream") == "stderr":
+                last_error = event["text"].strip()
+            self._send(p.encode_json(p.EVENT, request_id, event))
 
         emit({"kind": "started", "operation": name, "outputs": outputs})
         try:
             for output in outputs:  # edgeprune expects an output's directory to exist
                 (self.workdir.root / output).parent.mkdir(parents=True, exist_ok=True)
-            code = operations.run(name, args, remember, cancelled)
+            code = operations.run(name, args, emit, cancelled)
         except Exception as e:  # the operation itself crashed: report, keep serving
             traceback.print_exc(file=sys.stderr)
-            code, last_error[0] = 1, f"{name} crashed on the board: {e!r}"
+            code, last_error = 1, f"{name} crashed on the board: {e!r}"
         with self._lock:
             self._run = None
         if code == 0:
@@ -275,7 +273,7 @@ class Agent:
             return self._reply(request_id, p.OK, {"exit_code": 0, "outputs": done})
         if cancelled.is_set():
             return self._error(request_id, "cancelled", f"{name} was cancelled; nothing written")
-        message = last_error[0] or f"{name} exited with status {code}"
+        message = last_error or f"{name} exited with status {code}"
         self._error(request_id, "failed", message, exit_code=code)
 
     def _cancel(self, frame: p.Frame):

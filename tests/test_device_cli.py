@@ -53,6 +53,7 @@ def test_device_registry(config, tmp_path, capsys):
         (["device", "add", "x", "serial:///dev/ttyS0?baud=fast"], "baud must be a whole number"),
         (["device", "add", "x", "local:///a;rm -rf ~"], "characters a device URL does not allow"),
         (["device", "add", "../x", "local://"], "a device name is"),
+        (["device", "add", "x", "serial://dev/ttyUSB0"], "e.g. serial:///dev/ttyUSB0"),
         (["device", "remove", "ghost"], "no device named 'ghost'"),
         (["push", "ghost", "f.bin"], "edgeprune device add ghost URL"),
         (["device", "info", "serial:///dev/edgeprune-no-such-port"], "cannot open"),

@@ -39,7 +39,7 @@ class Session:
         self._ids = itertools.count(random.randrange(1, 1 << 31))
         self.ended = False
         self.max_payload = p.DEFAULT_MAX_PAYLOAD
-        self.keepalive = 2.0
+        self.keepalive = 0.0  # the agent's interval, known after HELLO
         threading.Thread(target=self._read_loop, daemon=True).start()
 
     def _read_loop(self) -> None:
@@ -89,6 +89,7 @@ class Session:
 
 
 def error_of(frame: p.Frame) -> RemoteError:
+    """The RemoteError an ERROR frame stands for."""
     body = frame.json()
     code, message = str(body.get("code", "error")), str(body.get("message", "agent error"))
     return RemoteError(code, message, body)
@@ -97,10 +98,9 @@ def error_of(frame: p.Frame) -> RemoteError:
 class Device:
     """A board reached through a device URL; use as a context manager to close the link."""
 
-    def __init__(self, url: str, label: str | None = None, opener=open_link):
+    def __init__(self, url: str, label: str | None = None):
         self.url = url
         self.label = label or url
-        self._open = opener
         self._session: Session | None = None
         self.hello: dict[str, Any] = {}
 
@@ -119,7 +119,7 @@ class Device:
     def session(self) -> Session:
         """The open session, connecting and saying HELLO first if needed."""
         if self._session is None:
-            session = Session(self._open(self.url))
+            session = Session(open_link(self.url))
             self._session = session
             try:
                 self.hello = self.request(
@@ -168,7 +168,7 @@ class Device:
             heard = now
             if item.request_id != request_id:
                 continue  # a keepalive, or a late answer to an earlier request
-            if isinstance(item, p.Damaged) or _is_corrupt(item):
+            if isinstance(item, p.Damaged) or is_corrupt(item):
                 session.send(type_, request_id, body)
             elif item.type == p.ERROR:
                 raise error_of(item)
@@ -207,7 +207,7 @@ class Device:
             heard = now
             if item.request_id != request_id:
                 return None
-            if isinstance(item, p.Damaged) or _is_corrupt(item):
+            if isinstance(item, p.Damaged) or is_corrupt(item):
                 if item.type in p.FINAL:
                     session.send(p.RUN, request_id, body)
                 return None
@@ -250,7 +250,7 @@ class Device:
         return get(self, remote, Path(local), progress)
 
 
-def _is_corrupt(frame: p.Frame | p.Damaged) -> bool:
+def is_corrupt(frame: p.Frame | p.Damaged) -> bool:
     """An ERROR saying our request was damaged in transit: resend it."""
     if not isinstance(frame, p.Frame) or frame.type != p.ERROR:
         return False

@@ -86,6 +86,11 @@ def parse_url(text: str) -> LinkURL:
         params,
         text,
     )
+    if scheme in ("local", "serial") and parts.netloc:
+        raise DeviceError(
+            f"{text}: a {scheme} URL has no host; write the path after three slashes, "
+            f"e.g. {scheme}:///{parts.netloc}{parts.path}"
+        )
     if scheme == "ssh" and not url.host:
         raise DeviceError(f"{text}: an ssh URL needs a host, e.g. ssh://pi@raspberrypi.local")
     if scheme == "serial" and not url.path:

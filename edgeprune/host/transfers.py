@@ -20,7 +20,7 @@ from typing import Any
 
 from firmware_bridge import protocol as p
 
-from .client import Device, Session, _is_corrupt, error_of
+from .client import Device, Session, error_of, is_corrupt
 from .device_errors import AgentMissingError, DeviceError, HostKeyError, LinkError
 
 RECONNECTS = 3  # times a transfer reopens a broken link before giving up
@@ -88,7 +88,7 @@ class _Window:
         self.heard = now
         if item.request_id not in self.flight:
             return None
-        if isinstance(item, p.Damaged) or _is_corrupt(item):
+        if isinstance(item, p.Damaged) or is_corrupt(item):
             self.go_back()
             return None
         return item
