@@ -229,7 +229,7 @@ class Agent:
 
         body = frame.json()
         name, args = body.get("operation"), body.get("args", [])
-        outputs = operations.check_arguments(name, args, self.workdir)
+        argv, outputs = operations.check_arguments(name, args, self.workdir)
         with self._lock:
             if self._run is not None and self._run[0] == frame.request_id:
                 return None  # a resent RUN: the running one will answer
@@ -240,7 +240,7 @@ class Agent:
             cancelled = threading.Event()
             thread = threading.Thread(
                 target=self._run_thread,
-                args=(frame.request_id, name, args, outputs, cancelled),
+                args=(frame.request_id, name, argv, outputs, cancelled),
                 daemon=True,
             )
             self._run = (frame.request_id, thread, cancelled)

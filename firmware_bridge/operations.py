@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .files import WorkDir
 from .protocol import ProtocolError
@@ -54,6 +54,7 @@ OPERATIONS: dict[str, Operation] = {
     "bench": Operation(values=("delegate", "energy", "input_shape")),
 }
 _INTERNAL_DESTS = {"command", "func", "help"}
+QUIET = ("-q", "--quiet")
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -67,7 +68,11 @@ def available() -> list[str]:
     """The operations this board can run: in the table and known to its edgeprune."""
     from edgeprune.cli import build_parser
 
-    known = _subcommands(build_parser())
+    return _runnable(build_parser())
+
+
+def _runnable(parser: argparse.ArgumentParser) -> list[str]:
+    known = _subcommands(parser)
     return [name for name in OPERATIONS if name in known]
 
 
@@ -79,24 +84,32 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def check_arguments(name: object, args: object, workdir: WorkDir) -> list[str]:
-    """Validate RUN's operation and arguments; returns the output paths (work-dir relative).
+class Checked(NamedTuple):
+    """A RUN that passed the checks: the argv to run, and the files it may write."""
+
+    argv: list[str]
+    outputs: list[str]
+
+
+def check_arguments(name: object, args: object, workdir: WorkDir) -> Checked:
+    """Validate RUN's operation and arguments against the table and the work directory.
 
     Parses with edgeprune's own parser so the board sees exactly what `edgeprune` would; a
-    usage error becomes ProtocolError("bad_arguments") carrying argparse's message.
+    usage error becomes ProtocolError("bad_arguments") carrying argparse's message. A quiet
+    flag is dropped: the host decides what to show, and progress is also how CANCEL gets in.
     """
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise ProtocolError("bad_request", "args must be a list of strings")
-    runnable = available()
+    from edgeprune.cli import build_parser
+
+    parser = build_parser()
+    runnable = _runnable(parser)
     if name not in runnable:
         raise ProtocolError(
             "unknown_operation",
             f"unknown operation {name!r}: this board runs {', '.join(runnable)}",
         )
-    from edgeprune.cli import build_parser
-
     usage = io.StringIO()
-    parser = build_parser()
     try:
         with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
             parsed = parser.parse_args([name, *args])
@@ -121,7 +134,8 @@ def check_arguments(name: object, args: object, workdir: WorkDir) -> list[str]:
                     "bad_arguments",
                     f"option {dest!r} of {name} is not allowed on a remote board",
                 )
-    return outputs
+    argv = [a for a in args if a not in QUIET] if getattr(parsed, "quiet", False) else args
+    return Checked(argv, outputs)
 
 
 @contextlib.contextmanager

@@ -233,8 +233,8 @@ def test_cancel_stops_a_run_and_nothing_is_written(board, model_and_data):
         if event["kind"] == "progress":
             raise KeyboardInterrupt  # what Ctrl-C does: Device.run sends CANCEL
 
-    with pytest.raises(KeyboardInterrupt):
-        device.run("record", ["m.tflite", "many.npy", "-o", "map.npz"], interrupt_on_progress)
+    with pytest.raises(KeyboardInterrupt):  # -q too: the board still reports progress
+        device.run("record", ["m.tflite", "many.npy", "-o", "map.npz", "-q"], interrupt_on_progress)
     progress = [e["n"] for e in seen if e["kind"] == "progress"]
     said = [e["text"] for e in seen if e["kind"] == "output"]
     assert max(progress) < 40_000 and said == ["edgeprune: interrupted; nothing was written"]
@@ -313,3 +313,24 @@ def test_uploads_are_bounded_by_their_announced_size_and_the_free_disk(board):
     device.request(p.PUT_DATA, bytes.fromhex(digest) + p.OFFSET.pack(0) + b"0123456789")
     device.request(p.PUT_CLOSE, {"path": "ten.bin", "sha256": digest})
     assert (root / "ten.bin").read_bytes() == b"0123456789"
+
+
+def test_keepalives_flow_while_a_request_takes_long(tmp_path):
+    root = tmp_path / "board"
+    root.mkdir()
+    with open(root / "big.bin", "wb") as f:  # sparse: hashing it takes a while, writing it none
+        f.truncate(128 << 20)
+    argv = [sys.executable, "-m", "firmware_bridge", "serve", "--stdio", "--root", str(root)]
+    agent = subprocess.Popen(
+        [*argv, "--keepalive", "0.02"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    decoder = p.Decoder()
+    agent.stdin.write(p.encode_json(p.GET_OPEN, 9, {"path": "big.bin"}))
+    agent.stdin.flush()
+    kinds = []
+    while not kinds or kinds[-1] != p.OK:
+        decoder.feed(os.read(agent.stdout.fileno(), 65536))
+        kinds += [item.type for item in decoder.items()]
+    agent.stdin.close()
+    assert agent.wait(10) == 0
+    assert kinds.count(p.KEEPALIVE) >= 3 and set(kinds) == {p.KEEPALIVE, p.OK}

@@ -203,13 +203,14 @@ def cmd_pull(args: argparse.Namespace) -> None:
 class _RemoteEvents:
     """Shows a running operation's events: its bars as local tqdm bars, its output as lines."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, quiet: bool):
         self.label = label
+        self.quiet = quiet
         self.bars: dict[str, Any] = {}
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
-        if kind == "progress":
+        if kind == "progress" and not self.quiet:
             self._progress(event)
         elif kind == "output":
             self.close()
@@ -242,7 +243,7 @@ def cmd_remote(args: argparse.Namespace) -> None:
     from .device_errors import RemoteError
 
     with _device(args.device) as device:
-        events = _RemoteEvents(device.label)
+        events = _RemoteEvents(device.label, quiet=bool({"-q", "--quiet"} & set(args.args)))
         try:
             result = device.run(args.operation, args.args, events)
         except RemoteError as e:
