@@ -82,6 +82,19 @@ def test_inspect_record_prune(files, capsys):
         (["inspect", "{tmp}/truncated.tflite"], "corrupt or truncated"),
         (["inspect", "{tmp}/nothing.tflite"], "cannot read model"),
         (
+            [
+                "prune",
+                "{model}",
+                "--score",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+                "-o",
+                "{tmp}/no/m.tflite",
+            ],
+            "cannot write",
+        ),
+        (
             ["record", "{model}", "{tmp}/bad.npy", "-o", "{tmp}/out.npz"],
             "does not fit the model input",
         ),
