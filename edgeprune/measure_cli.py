@@ -35,6 +35,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser(
+        "bench",
+        help="latency percentiles, init time, peak RSS, delegate; energy per inference",
+        description="Warm-up runs, then timed runs of invoke(). --energy measures energy per "
+        "inference with idle power subtracted: auto (RAPL, INA2xx hwmon, Pi 5 PMIC, else an "
+        "estimate), rapl, hwmon[:SENSOR], pi5-pmic, um24c|um25c|um34c:PORT[@BAUD], estimate.",
+    )
+    p.add_argument("model", help=".tflite file or .edgepkg package")
+    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument(
+        "--delegate",
+        choices=("xnnpack", "none", "edgetpu"),
+        default="xnnpack",
+        help="xnnpack: LiteRT's default CPU delegate; none: reference kernels; edgetpu: the "
+        "Coral Edge TPU through libedgetpu.so.1",
+    )
+    p.add_argument("--input-shape", metavar="SHAPE", help="for dynamic inputs, e.g. 1,96,96,3")
+    p.add_argument("--energy", metavar="METER", help="auto or a meter name (see above)")
+    p.add_argument(
+        "--idle-seconds", type=float, default=2.0, help="idle power window (default 2 s)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_bench)
+
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
@@ -136,3 +163,61 @@ def cmd_compare(args: argparse.Namespace) -> None:
             print(f"not profiled in {side.upper()}: {len(missing)} ops ({names})")
     if args.plot:
         print(f"plot: {result['plot']}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .bench import bench
+    from .model import Model
+    from .profile import parse_shape
+
+    model = Model.load(args.model)
+    bar = tqdm(total=args.runs, desc="bench", unit="run", disable=args.quiet, leave=False)
+    try:
+        result = bench(
+            model,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            delegate=args.delegate,
+            input_shape=parse_shape(args.input_shape) if args.input_shape else None,
+            energy=args.energy,
+            idle_seconds=args.idle_seconds,
+            progress=lambda n: bar.update(n - bar.n),
+        )
+    finally:
+        bar.close()
+    if args.json:
+        return _print_json(result)
+    lat = result["latency_ms"]
+    threads = result["threads"]
+    print(
+        f"{result['model']}: {result['runtime']}, delegate {result['delegate']}, "
+        f"{threads} thread{'s' if threads != 1 else ''}"
+    )
+    if "note" in result:
+        print(f"  note: {result['note']}")
+    print(
+        f"init {result['init_ms']:.1f} ms; {result['runs']} runs after {result['warmup']} "
+        f"warm-up: min {lat['min']:.3f}, p50 {lat['p50']:.3f}, p95 {lat['p95']:.3f}, "
+        f"max {lat['max']:.3f} ms (mean {lat['mean']:.3f} ± {lat['std']:.3f})"
+    )
+    print(f"peak RSS +{human(result['peak_rss_delta_bytes'], 'B')} ({result['rss_method']})")
+    e = result.get("energy")
+    if e is None:
+        return
+    if e["meter"] == "estimate":
+        low, high = e["range_joules"]
+        print(
+            f"energy (estimate, no meter): {e['joules_per_inference'] * 1e3:.4g} mJ per "
+            f"inference ({low * 1e3:.3g}-{high * 1e3:.3g} mJ); {e['source']}"
+        )
+        for reason in e.get("no_meter_because", []):
+            print(f"  no {reason}")
+    else:
+        print(
+            f"energy ({e['meter']}): {e['joules_per_inference'] * 1e3:.4g} mJ per inference, "
+            f"idle {e['idle_watts']:.3f} W subtracted (active {e['active_watts']:.3f} W over "
+            f"{e['active_seconds']:.1f} s, {e['inferences']} inferences); {e['method']}"
+        )

@@ -1,0 +1,83 @@
+"""`edgeprune bench`: latency statistics over real interpreter runs, delegates, peak RSS growth
+that sees the interpreter's own memory, dynamic inputs, the Edge TPU message, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeprune.bench import EDGETPU_LIBRARY, bench, latency_stats
+from edgeprune.cli import main
+from edgeprune.errors import EdgepruneError
+from edgeprune.model import Model
+from tests.models import build, import_tensorflow
+
+
+def convert(fn, signature) -> bytes:
+    tf = import_tensorflow()
+    concrete = tf.function(fn, input_signature=[tf.TensorSpec(signature, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete.get_concrete_function()])
+    return bytes(converter.convert())
+
+
+def test_latency_stats():
+    stats = latency_stats([0.001 * i for i in range(1, 101)])
+    assert stats["min"] == pytest.approx(1.0) and stats["max"] == pytest.approx(100.0)
+    assert stats["p50"] == pytest.approx(50.5) and stats["p95"] == pytest.approx(95.05)
+
+
+@pytest.mark.parametrize("delegate", ["xnnpack", "none"])
+def test_bench_runs_the_model(delegate):
+    model = Model(build("float32", "small_cnn"), name="small_cnn")
+    seen = []
+    result = bench(model, runs=12, warmup=2, threads=2, delegate=delegate, progress=seen.append)
+    lat = result["latency_ms"]
+    assert seen == list(range(1, 13))
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert result["runs"] == 12 and result["threads"] == 2 and result["delegate"] == delegate
+    assert result["init_ms"] > 0 and result["inputs"][0]["shape"] == [1, 32, 32, 3]
+
+
+def test_peak_rss_sees_the_interpreter_memory():
+    """A model with 16 MiB of weights: XNNPACK packs its own copy, the RSS delta shows it."""
+    tf = import_tensorflow()
+    weight = tf.constant(np.random.default_rng(0).standard_normal((2048, 2048)), tf.float32)
+    model = Model(convert(lambda x: x @ weight, (1, 2048)))
+    small = bench(Model(build("float32", "mixed")), runs=3, warmup=1)
+    big = bench(model, runs=3, warmup=1)
+    assert big["peak_rss_delta_bytes"] > small["peak_rss_delta_bytes"] + 10 * 2**20
+
+
+def test_dynamic_input_needs_a_shape(tmp_path, capsys):
+    tf = import_tensorflow()
+    kernel = tf.constant(np.ones((3, 3, 3, 4)), tf.float32)
+    data = convert(lambda x: tf.nn.conv2d(x, kernel, 1, "SAME"), (1, None, None, 3))
+    with pytest.raises(EdgepruneError, match="--input-shape"):
+        bench(Model(data), runs=2)
+    result = bench(Model(data), runs=2, input_shape=(1, 20, 24, 3))
+    assert result["inputs"][0]["shape"] == [1, 20, 24, 3]
+
+
+def test_edgetpu_missing_is_explained(tflite_model, capsys):
+    import ctypes
+
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)
+        pytest.skip("an Edge TPU runtime is installed here")
+    except OSError:
+        pass
+    code = main(["bench", str(tflite_model("int8", "mixed")), "--delegate", "edgetpu", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "libedgetpu.so.1" in err[0] and "--delegate xnnpack" in err[0]
+
+
+def test_bench_cli(tflite_model, capsys):
+    path = str(tflite_model("int8", "mixed"))
+    assert main(["bench", path, "--runs", "7", "--warmup", "1", "--json", "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == 7 and set(result["latency_ms"]) >= {"min", "p50", "p95", "max"}
+    assert main(["bench", path, "--runs", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "p95" in out and "peak RSS" in out and "delegate xnnpack" in out
+    assert main(["bench", path, "--runs", "0"]) == 2
