@@ -397,3 +397,23 @@ def test_front_ends_import_without_tensorflow():
         "sys.exit(f'imported {sorted(bad)}' if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_shipped_demo_features_are_the_recipes():
+    """examples/fsdd_demo: unlabeled.npy is recipe.json applied to unlabeled/*.wav, row by row,
+    so a device that computes features from the .wav files feeds the model what it was trained
+    on. Fails if the front end changes under the shipped model."""
+    demo = REPO / "examples" / "fsdd_demo"
+    if not (demo / "unlabeled.npy").exists():
+        pytest.skip("no examples/fsdd_demo (made by scripts/make_demo.py)")
+    recipe = AudioRecipe.from_dict(json.loads((demo / "recipe.json").read_text()))
+    shipped = np.load(demo / "unlabeled.npy")
+    wavs = sorted((demo / "unlabeled").glob("*.wav"))
+    assert shipped.shape == (len(wavs), *recipe.shape) and shipped.dtype == np.float32
+    computed = np.stack([wav_features(path, recipe) for path in wavs])
+    np.testing.assert_allclose(computed, shipped, rtol=0, atol=1e-4)
+    with np.load(demo / "test.npz") as test:
+        assert test["x"].shape[1:] == recipe.shape and len(test["x"]) == len(test["y"])
+        assert set(test["y"].tolist()) == set(range(10))
+    # The test recordings are FSDD indices 0-9, the unlabeled ones 10 and up: disjoint.
+    assert all(int(p.stem.rsplit("_", 1)[1]) >= 10 for p in wavs)
