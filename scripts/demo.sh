@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job: personalize the shipped spoken-digit model to one new speaker, on this machine
+# (the embedded default: this machine is the board). Writes everything into demo_out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+demo=examples/fsdd_demo
+out=${DEMO_OUT:-demo_out}
+mkdir -p "$out"
+
+echo "== the source model"
+edgeprune inspect "$demo/model.tflite"
+echo
+echo "== record the activation map over the speaker's unlabeled recordings, prune at 50 %"
+edgeprune record "$demo/model.tflite" "$demo/unlabeled.npy" -o "$out/map.npz"
+edgeprune prune "$demo/model.tflite" "$out/map.npz" --sparsity 0.5 -o "$out/pruned.tflite"
+echo
+echo "== personalize: sweep, choose without labels, report held-out accuracy"
+edgeprune personalize "$demo/model.tflite" "$demo/unlabeled.npy" -o "$out/personalized.tflite" \
+  --test "$demo/test.npz" --report "$out/report" -q
