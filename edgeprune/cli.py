@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from . import prune as prune_mod
 from .activations import ActivationMap, record
-from .data import Samples, load_labelled
+from .data import load_labelled
 from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
@@ -26,8 +26,22 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def load_model_and_samples(path: str, data: str | None = None) -> tuple[Model, Any]:
+    """MODEL (a .tflite file or an .edgepkg package) and, when DATA is given, its samples:
+    .npy/.npz arrays, or with a package that has a recipe, raw .wav/image files preprocessed
+    on this machine exactly as the recipe says."""
+    from .package import open_model
+    from .rawdata import open_samples
+
+    model, package = open_model(path)
+    if data is None:
+        return model, None
+    recipe = package.recipe if package is not None else None
+    return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe)
+
+
 def cmd_inspect(args: argparse.Namespace) -> None:
-    info = summarize(Model.load(args.model))
+    info = summarize(load_model_and_samples(args.model)[0])
     if args.json:
         return _print_json(info)
     print(f"{info['model']}: {info['bytes']:,} bytes")
@@ -50,8 +64,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> None:
-    model = Model.load(args.model)
-    samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
+    model, samples = load_model_and_samples(args.model, args.data)
     amap = ActivationMap.load(args.resume, model) if args.resume else ActivationMap(model)
     progress = tqdm(samples, total=len(samples), desc="record", unit="sample", disable=args.quiet)
     record(model, progress, amap, mode=args.mode, num_threads=args.threads)
@@ -60,7 +73,7 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    model = Model.load(args.model)
+    model, _ = load_model_and_samples(args.model)
     amap = ActivationMap.load(args.map, model) if args.map else None
     layers = amap.layers if amap else scan(model).layers
     chosen = prune_mod.masks(
@@ -97,8 +110,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_personalize(args: argparse.Namespace) -> None:
-    model = Model.load(args.model)
-    samples = Samples(args.data, model.tensor(model.main.inputs[0]).shape)
+    model, samples = load_model_and_samples(args.model, args.data)
     fixed = None if args.sparsity == "auto" else _sparsity(args.sparsity)
     progress = tqdm(samples, total=len(samples), desc="record", unit="sample", disable=args.quiet)
     chosen, report = personalize(
@@ -158,6 +170,8 @@ def _sparsity(text: str) -> float:
 COMMAND_GROUPS: tuple[str, ...] = (
     "edgeprune.host.devices_cli",
     "edgeprune.measure_cli",
+    "edgeprune.package_cli",
+    "edgeprune.host.companion_cli",
 )
 
 
@@ -170,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="operators, prunable layers, parameters and quantization")
-    p.add_argument("model", help=".tflite file")
+    p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("record", help="run unlabeled samples and save the activation map")
-    p.add_argument("model", help=".tflite file")
+    p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument(
         "data",
         help="a .npy/.npz file or folder of them: one sample or a stack per array",
@@ -198,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("prune", help="write a pruned copy of a model")
-    p.add_argument("model", help=".tflite file")
+    p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument("map", nargs="?", help="activation map from `record` (needed for --score fine)")
     p.add_argument("--sparsity", type=_sparsity, required=True, help="fraction of weights to zero")
     p.add_argument(
@@ -231,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One pass over unlabeled samples builds the activation map; candidate "
         "sparsities are cut from it and judged on a sample of the data by a selection rule.",
     )
-    p.add_argument("model", help=".tflite file")
+    p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument("data", help="unlabeled samples: a .npy/.npz file or folder of them")
     p.add_argument("-o", "--output", required=True, help="personalized .tflite to write")
     p.add_argument("--sparsity", default="auto", help="auto (a selection rule decides) or 0..1")

@@ -88,11 +88,11 @@ def human(n: float | None, unit: str = "") -> str:
 
 
 def _profile(path: str, input_shape: str | None) -> dict[str, Any]:
-    from .model import Model
+    from .package import load_model
     from .profile import parse_shape, profile
 
     shape = parse_shape(input_shape) if input_shape else None
-    return profile(Model.load(path), shape)
+    return profile(load_model(path), shape)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -169,10 +169,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .bench import bench
-    from .model import Model
+    from .package import load_model
     from .profile import parse_shape
 
-    model = Model.load(args.model)
+    model = load_model(args.model)
     bar = tqdm(total=args.runs, desc="bench", unit="run", disable=args.quiet, leave=False)
     try:
         result = bench(
