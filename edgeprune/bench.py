@@ -5,6 +5,8 @@ Latency is the wall time of `invoke()` alone (the input is set once before the w
 LiteRT's benchmark tools do). Peak RSS is the process's high-water mark (VmHWM) after the
 interpreter was built and run, minus its resident size (VmRSS) just before, with the mark reset
 first (Linux: /proc/self/clear_refs); elsewhere it falls back to ru_maxrss, which cannot be reset.
+It is meaningful in a fresh process, as `edgeprune bench` runs: a long-lived process that freed
+memory earlier reuses those resident pages, and their reuse does not raise the mark.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 that sees the interpreter's own memory, dynamic inputs, the Edge TPU message, the CLI."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,14 +40,21 @@ def test_bench_runs_the_model(delegate):
     assert result["init_ms"] > 0 and result["inputs"][0]["shape"] == [1, 32, 32, 3]
 
 
-def test_peak_rss_sees_the_interpreter_memory():
-    """A model with 16 MiB of weights: XNNPACK packs its own copy, the RSS delta shows it."""
+def test_peak_rss_sees_the_interpreter_memory(tmp_path):
+    """A model with 16 MiB of weights: XNNPACK packs its own copy, the RSS delta shows it. Each
+    runs in a fresh process, as the CLI does (a long-lived process reuses pages it freed)."""
     tf = import_tensorflow()
     weight = tf.constant(np.random.default_rng(0).standard_normal((2048, 2048)), tf.float32)
-    model = Model(convert(lambda x: x @ weight, (1, 2048)))
-    small = bench(Model(build("float32", "mixed")), runs=3, warmup=1)
-    big = bench(model, runs=3, warmup=1)
-    assert big["peak_rss_delta_bytes"] > small["peak_rss_delta_bytes"] + 10 * 2**20
+    (tmp_path / "big.tflite").write_bytes(convert(lambda x: x @ weight, (1, 2048)))
+    (tmp_path / "small.tflite").write_bytes(build("float32", "mixed"))
+    delta = {}
+    for name in ("small", "big"):
+        argv = [sys.executable, "-m", "edgeprune", "bench", str(tmp_path / f"{name}.tflite")]
+        done = subprocess.run(
+            [*argv, "--runs", "3", "--json", "-q"], capture_output=True, text=True
+        )
+        delta[name] = json.loads(done.stdout)["peak_rss_delta_bytes"]
+    assert delta["big"] > delta["small"] + 10 * 2**20
 
 
 def test_dynamic_input_needs_a_shape(tmp_path, capsys):
