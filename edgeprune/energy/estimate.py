@@ -28,7 +28,7 @@ from ..model import Model
 PJ_MAC = {"float32": 4.6, "int8": 0.3}
 PJ_DRAM_BYTE = (1300 / 8, 1950 / 8, 2600 / 8)  # low, middle, high
 PJ_SRAM_BYTE = 20 / 8
-SOURCE = "Horowitz, ISSCC 2014 (45 nm): see edgeprune/energy/estimate.py and docs/ENERGY.md"
+SOURCE = "Horowitz, ISSCC 2014 (45 nm): see docs/MEASURE.md"
 
 
 def _precision(model: Model, op_index: int) -> str:
