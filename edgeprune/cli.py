@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-tv",
         type=float,
-        default=0.25,
+        default=0.4,
         help="prior stage: smallest total-variation shift worth correcting",
     )
     p.add_argument(

@@ -79,7 +79,7 @@ def chi2_quantile(p: float, dof: int) -> float:
 def estimate(
     probs: np.ndarray,
     source: np.ndarray | None = None,
-    min_tv: float = 0.25,
+    min_tv: float = 0.4,
     alpha: float = 1e-3,
     floor: float = 1e-6,
 ) -> PriorShift:

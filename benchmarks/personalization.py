@@ -1,0 +1,334 @@
+"""Personalization benchmarks: Fine-Pruning (Eq. 1) and the label-free stages, per individual.
+
+Protocol (docs/DESIGN.md, "Evaluation protocol"): an individual is one FSDD speaker (source model
+trained on the other five) or a set of CIFAR-10 classes (source model trained on all ten, argmax
+over all ten). Each individual's data is split 5-fold into an unlabeled adaptation part and a
+held-out test part; labels are used only to score, except by the methods marked "labels".
+Results: per method, mean ± std over individuals (each the mean of its folds), the change
+against the source model, and a paired t-test over all (individual, fold) pairs.
+
+    python benchmarks/personalization.py fsdd [--quick] [--kind float32|int8]
+    python benchmarks/personalization.py cifar [--quick] [--kind float32|int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from edgeprune.model import Model  # noqa: E402
+from edgeprune.personalize import personalize  # noqa: E402
+
+SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 0.95)
+PAIRS = (
+    ("cat", "dog"),
+    ("automobile", "truck"),
+    ("deer", "horse"),
+    ("bird", "airplane"),
+    ("ship", "airplane"),
+    ("dog", "horse"),
+    ("frog", "cat"),
+    ("bird", "frog"),
+)
+
+
+class Individual(NamedTuple):
+    name: str
+    fold: int
+    model: Path
+    adapt: np.ndarray
+    adapt_y: np.ndarray  # used only by the labelled baselines
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[int, ...]  # the classes this individual has (all ten for a speaker)
+    float_model: Path  # the float32 source, where the labelled baselines start
+
+
+def folds(n: int, k: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """k deterministic (fold, adaptation indices, test indices) splits of range(n)."""
+    order = np.random.default_rng(seed).permutation(n)
+    for fold, test in enumerate(np.array_split(order, k)):
+        yield fold, np.setdiff1d(order, test), np.sort(test)
+
+
+def fsdd_individuals(kind: str, speakers, n_folds: int) -> Iterator[Individual]:
+    from benchmarks import fsdd
+
+    X, digits, names, _ = fsdd.load_fsdd()
+    names = np.asarray(names)
+    for speaker in speakers:
+        source = fsdd.train_source(speaker, X, digits, list(names))
+        model = source.int8 if kind == "int8" else source.float32
+        Xs, ys = X[names == speaker], digits[names == speaker]
+        for fold, adapt, test in folds(len(Xs), 5, seed=0):
+            if fold >= n_folds:
+                break
+            yield Individual(
+                speaker,
+                fold,
+                model,
+                Xs[adapt],
+                ys[adapt],
+                Xs[test],
+                ys[test],
+                tuple(range(10)),
+                source.float32,
+            )
+
+
+def cifar_individuals(kind: str, pairs, n_folds: int) -> Iterator[Individual]:
+    from benchmarks import cifar
+
+    source = cifar.train_source()
+    model = source["int8"] if kind == "int8" else source["float32"]
+    X, y = cifar.load_cifar(None, "test")
+    for pair in pairs:
+        classes = tuple(cifar.CLASSES.index(c) for c in pair)
+        for fold in range(n_folds):
+            adapt, test = cifar.pair_split(X, y, classes, fold)
+            yield Individual(
+                "/".join(pair),
+                fold,
+                Path(model),
+                X[adapt],
+                y[adapt],
+                X[test],
+                y[test],
+                classes,
+                Path(source["float32"]),
+            )
+
+
+# name → personalize() settings. "labels" methods see labels; the others never do.
+FIXED = dict(stages=("prune",), rule="fixed")
+METHODS: dict[str, dict] = {
+    "source": dict(stages=()),
+    "Eq.1, best sparsity by test labels (paper protocol)": dict(
+        stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True
+    ),
+    "Eq.1, rule fidelity": dict(stages=("prune",), rule="fidelity"),
+    "Eq.1, rule infomax": dict(stages=("prune",), rule="infomax"),
+    "Eq.1 at 30%": dict(FIXED, fixed=0.3),
+    "Eq.1 at 50%": dict(FIXED, fixed=0.5),
+    "Eq.1 at 50%, one global threshold": dict(FIXED, fixed=0.5, scope="global"),
+    "Eq.1 at 50%, global on layer-normalized scores": dict(
+        FIXED, fixed=0.5, scope="global_normalized"
+    ),
+    "Eq.1 at 50%, classifier pruned too": dict(FIXED, fixed=0.5, keep_classifier=False),
+    "Eq.1 at 50%, whole channels": dict(FIXED, fixed=0.5, granularity="channel"),
+    "magnitude at 50% (data-free)": dict(FIXED, fixed=0.5, score="magnitude"),
+    "random at 50%": dict(FIXED, fixed=0.5, score="random"),
+    "prior": dict(stages=("prior",)),
+    "prototypes": dict(stages=("prototypes",)),
+    "prior + prototypes": dict(stages=("prior", "prototypes")),
+    "Eq.1 50% + prior + prototypes": dict(rule="fixed", fixed=0.5),
+    "pipeline defaults (fidelity + prior + prototypes)": dict(),
+}
+# Labelled baselines (FSDD: the Keras architecture of the source model is known).
+LABELLED = {
+    "backprop fine-tuning, lr 1e-2 (labels)": lambda ind, src: _baseline(
+        "finetune", ind, src, lr=1e-2
+    ),
+    "backprop fine-tuning, lr 1e-3 (labels)": lambda ind, src: _baseline(
+        "finetune", ind, src, lr=1e-3
+    ),
+    "SVD adaptation of the dense layers (labels)": lambda ind, src: _baseline("svd", ind, src),
+}
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # Fig. 3b analogue: share of the adaptation data used
+DATA_METHODS = ("pipeline defaults (fidelity + prior + prototypes)", "prototypes")
+
+
+def _baseline(name: str, ind, float_model: Path, **kwargs) -> float:
+    from benchmarks import baselines
+
+    fn = getattr(baselines, name)
+    return fn(float_model, (ind.adapt, ind.adapt_y), (ind.test_x, ind.test_y), **kwargs)
+
+
+SWEEPS = {  # Fig. 3a analogue: test accuracy along the sweep
+    "Eq.1, per layer": dict(score="fine"),
+    "Eq.1, global on layer-normalized scores": dict(score="fine", scope="global_normalized"),
+    "magnitude, per layer": dict(score="magnitude"),
+    "random, per layer": dict(score="random"),
+}
+
+
+def run(ind: Individual, settings: dict) -> tuple[float, object]:
+    """Held-out accuracy of one method on one individual, and its report."""
+    settings = dict(settings)
+    test = (ind.test_x, ind.test_y)
+    if settings.pop("oracle", False):
+        settings["labelled"] = test
+    model, report = personalize(Model.load(ind.model), iter(ind.adapt), test=test, **settings)
+    return report.stages[-1].test_accuracy, report
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of a paired t-test (scipy)."""
+    from scipy import stats
+
+    if np.allclose(a, b):
+        return 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def evaluate(individuals: list[Individual], labelled: bool, progress=print):
+    """accuracy[method] = [(individual, fold, accuracy)], the sweep curves and Fig. 3b."""
+    methods = list(METHODS) + (list(LABELLED) if labelled else [])
+    scores: dict[str, list[tuple[str, int, float]]] = {m: [] for m in methods}
+    curves: dict[str, list[list[float]]] = {s: [] for s in SWEEPS}
+    data: dict[str, list[list[float]]] = {}
+    extras: dict[str, list] = {"prior_applied": [], "chosen_fidelity": []}
+    for ind in individuals:
+        started = time.perf_counter()
+        for method, settings in METHODS.items():
+            accuracy, report = run(ind, settings)
+            scores[method].append((ind.name, ind.fold, accuracy))
+            if method == "prior":
+                extras["prior_applied"].append(report.stages[-1].applied)
+            if method == "Eq.1, rule fidelity":
+                extras["chosen_fidelity"].append(report.best.sparsity)
+        for label, sweep in SWEEPS.items():
+            settings = dict(stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True)
+            _, report = run(ind, {**settings, **sweep})
+            curves[label].append([c.test_accuracy for c in report.candidates])
+        if labelled:
+            for method, fn in LABELLED.items():
+                scores[method].append((ind.name, ind.fold, fn(ind, ind.float_model)))
+        if ind.fold == 0:
+            for label, row in data_efficiency(ind, labelled).items():
+                data.setdefault(label, []).append(row)
+        progress(f"{ind.name} fold {ind.fold}: {time.perf_counter() - started:.0f} s")
+    return scores, curves, data, extras
+
+
+def data_efficiency(ind: Individual, labelled: bool) -> dict[str, list[float]]:
+    """Held-out accuracy with the first 10–100 % of the adaptation data (Fig. 3b analogue)."""
+    rows: dict[str, list[float]] = {}
+    for fraction in FRACTIONS:
+        n = max(1, round(fraction * len(ind.adapt)))
+        part = ind._replace(adapt=ind.adapt[:n], adapt_y=ind.adapt_y[:n])
+        for method in DATA_METHODS:
+            rows.setdefault(method, []).append(run(part, METHODS[method])[0])
+        if labelled:
+            label = "backprop fine-tuning, lr 1e-3 (labels)"
+            rows.setdefault(label, []).append(LABELLED[label](part, ind.float_model))
+    return rows
+
+
+def table(scores) -> str:
+    source = np.array([a for _, _, a in scores["source"]])
+    names = sorted(
+        {n for n, _, _ in scores["source"]}, key=[n for n, _, _ in scores["source"]].index
+    )
+    head = "| method | " + " | ".join(names) + " | mean ± std | Δ vs source | p (paired t) |"
+    lines = [head, "|---|" + "---:|" * (len(names) + 3)]
+    for method, rows in scores.items():
+        acc = np.array([a for _, _, a in rows])
+        per = [np.mean([a for n, _, a in rows if n == name]) for name in names]
+        delta = 100 * (acc.mean() - source.mean())
+        p = paired_t(acc, source) if method != "source" else float("nan")
+        cells = " | ".join(f"{v:.3f}" for v in per)
+        lines.append(
+            f"| {method} | {cells} | {np.mean(per):.3f} ± {np.std(per):.3f} | "
+            f"{delta:+.1f} pts | {'—' if method == 'source' else f'{p:.3g}'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(curves, xs, path: Path, title: str, xlabel: str) -> None:
+    """Mean ± std over individuals of each curve, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune._io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for label, rows in curves.items():
+        mean, std = np.mean(rows, axis=0), np.std(rows, axis=0)
+        ax.plot(xs, mean, "o-", label=label)
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", choices=("fsdd", "cifar"))
+    parser.add_argument("--kind", choices=("float32", "int8"), default="float32")
+    parser.add_argument("--quick", action="store_true", help="2 individuals × 1 fold")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    info = common.machine()
+    n_folds = 1 if args.quick else 5
+    if args.dataset == "fsdd":
+        from benchmarks.fsdd import SPEAKERS
+
+        chosen = SPEAKERS[:2] if args.quick else SPEAKERS
+        individuals = list(fsdd_individuals(args.kind, chosen, n_folds))
+    else:
+        chosen = PAIRS[:2] if args.quick else PAIRS
+        individuals = list(cifar_individuals(args.kind, chosen, n_folds))
+    scores, curves, data, extras = evaluate(individuals, labelled=args.dataset == "fsdd")
+    name = f"personalization_{args.dataset}_{args.kind}"
+    sweep_png = common.BENCHMARKS / f"{name}_sweep.png"
+    data_png = common.BENCHMARKS / f"{name}_data.png"
+    title = f"{args.dataset} ({args.kind})"
+    plot(
+        curves, SWEEP, sweep_png, f"{title}: held-out accuracy vs sparsity", "sparsity (per layer)"
+    )
+    plot(
+        data,
+        FRACTIONS,
+        data_png,
+        f"{title}: accuracy vs adaptation data (fold 0)",
+        "share of the adaptation data used",
+    )
+    body = "\n".join(
+        [
+            f"## {name}: held-out accuracy per method",
+            "",
+            f"- Command: `{common.command()}`",
+            f"- Run at: {common.now()}; took {time.perf_counter() - started:.0f} s",
+            common.machine_markdown(info),
+            f"- Individuals: {len(chosen)} × {n_folds} fold(s); adaptation samples per fold: "
+            f"{len(individuals[0].adapt)}, held-out: {len(individuals[0].test_x)}",
+            f"- Prior stage applied in {sum(extras['prior_applied'])} of "
+            f"{len(extras['prior_applied'])} folds; rule fidelity chose sparsities "
+            f"{sorted(set(extras['chosen_fidelity']))}",
+            "",
+            table(scores),
+            "",
+            f"![sweep]({sweep_png.name}) — Fig. 3a analogue: mean ± std over all folds.",
+            "",
+            f"![data]({data_png.name}) — Fig. 3b analogue: fold 0 of every individual, the first "
+            "10–100 % of its adaptation data.",
+        ]
+    )
+    common.write_section(name, body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
