@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import sys
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -151,6 +152,11 @@ def cmd_personalize(args: argparse.Namespace) -> None:
     final = report.stages[-1]
     if final.test_accuracy is not None:
         print(f"held-out accuracy: source {source.test_accuracy:.1%} -> {final.test_accuracy:.1%}")
+    before, after = (len(zlib.compress(m.to_bytes(), 6)) for m in (model, chosen))
+    print(
+        f"size: {chosen.nbytes:,} bytes, as the source (same graph, weights rewritten in place); "
+        f"deflate-compressed {before:,} -> {after:,} bytes"
+    )
     for path in written:
         print(f"report: {path}")
 
