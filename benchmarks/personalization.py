@@ -27,6 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from edgeprune import prior  # noqa: E402
 from edgeprune.model import Model  # noqa: E402
 from edgeprune.personalize import personalize  # noqa: E402
 
@@ -189,7 +190,7 @@ def evaluate(individuals: list[Individual], labelled: bool, progress=print):
     scores: dict[str, list[tuple[str, int, float]]] = {m: [] for m in methods}
     curves: dict[str, list[list[float]]] = {s: [] for s in SWEEPS}
     data: dict[str, list[list[float]]] = {}
-    extras: dict[str, list] = {"prior_applied": [], "chosen_fidelity": []}
+    extras: dict[str, list] = {"prior_applied": [], "prior_tv": [], "chosen_fidelity": []}
     for ind in individuals:
         started = time.perf_counter()
         for method, settings in METHODS.items():
@@ -197,6 +198,7 @@ def evaluate(individuals: list[Individual], labelled: bool, progress=print):
             scores[method].append((ind.name, ind.fold, accuracy))
             if method == "prior":
                 extras["prior_applied"].append(report.stages[-1].applied)
+                extras["prior_tv"].append(report.stages[-1].details["total_variation"])
             if method == "Eq.1, rule fidelity":
                 extras["chosen_fidelity"].append(report.best.sparsity)
         for label, sweep in SWEEPS.items():
@@ -314,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- Individuals: {len(chosen)} × {n_folds} fold(s); adaptation samples per fold: "
             f"{len(individuals[0].adapt)}, held-out: {len(individuals[0].test_x)}",
             f"- Prior stage applied in {sum(extras['prior_applied'])} of "
-            f"{len(extras['prior_applied'])} folds; rule fidelity chose sparsities "
+            f"{len(extras['prior_applied'])} folds (estimated shift, total variation: "
+            f"{min(extras['prior_tv']):.2f}–{max(extras['prior_tv']):.2f}; the guard needs "
+            f"{prior.MIN_TV}); rule fidelity chose sparsities "
             f"{sorted(set(extras['chosen_fidelity']))}",
             "",
             table(scores),

@@ -19,6 +19,7 @@ from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
 from .personalize import RULES, STAGES, personalize, write_report
+from .prior import MIN_TV
 from .runtime import MODES
 from .summary import summarize
 
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-tv",
         type=float,
-        default=0.4,
+        default=MIN_TV,
         help="prior stage: smallest total-variation shift worth correcting",
     )
     p.add_argument(

@@ -227,7 +227,7 @@ def personalize(
     scope: str = "layer",
     granularity: str = "weight",
     keep_classifier: bool = True,
-    min_tv: float = 0.4,
+    min_tv: float = prior.MIN_TV,
     support_size: int = 20,
     evaluation_size: int = 256,
     mode: str = "instrument",
