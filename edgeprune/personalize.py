@@ -1,8 +1,8 @@
-"""Personalize a model to one user's unlabeled samples: one pass, a sweep, a selection rule.
+"""Personalize a model to one user's unlabeled samples: prune → prior → prototypes.
 
-The pass over the data builds the ActivationMap and keeps a bounded, uniform reservoir of samples.
-Every candidate sparsity is cut from the same scores (never a second pass over the data) and
-judged on the reservoir by a selection rule:
+One pass over the data builds the ActivationMap, keeps a bounded, uniform reservoir of samples and
+the final layer's statistics. Every candidate sparsity is cut from the same scores (never a second
+pass over the data) and judged on the reservoir by a selection rule:
 
 - "fidelity": the largest sparsity whose predictions agree with the source model's on at least
   `agreement` of the unlabeled samples (a label-free "do no harm" rule);
@@ -10,6 +10,9 @@ judged on the reservoir by a selection rule:
   diverse marginal, which also guards against collapse onto one class;
 - "labels": the best accuracy on a few labelled samples held out from adaptation;
 - "fixed": the sparsity the user asks for.
+
+Then the final layer is rewritten by the label-shift prior (`prior`) and the prototype classifier
+(`prototypes`), from statistics of the model they rewrite. Every stage is optional and reported.
 """
 
 from __future__ import annotations
