@@ -312,16 +312,19 @@ def _final_layer_stages(
     model: Model, stages: tuple[str, ...], stats: _ClassifierStats | None, min_tv: float, evaluate
 ) -> tuple[Model, list[StageResult]]:
     """prior → prototypes on the final layer, each judged like the candidates."""
-    results, present = [], None
+    results, present, anchor = [], None, prototypes.ANCHOR
     if "prior" in stages:
         shift = prior.estimate(prototypes.softmax(np.array(stats.logits.items)), min_tv=min_tv)
         model = prior.apply(model, Classifier.of(model), shift)
         present = shift.present()
+        if shift.significant:
+            anchor = prototypes.LABEL_SHIFT_ANCHOR
         summary = _summary(evaluate(model))
         results.append(StageResult("prior", shift.significant, **summary, details=shift.to_dict()))
     if "prototypes" in stages:
-        model = prototypes.rewrite(model, Classifier.of(model), stats.supports, present)
+        model = prototypes.rewrite(model, Classifier.of(model), stats.supports, present, anchor)
         details = {
+            "anchor": anchor,
             "classes": int(np.sum(present)) if present is not None else stats.classifier.classes,
             "supports_per_class": stats.supports.counts().tolist(),
         }

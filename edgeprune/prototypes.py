@@ -15,6 +15,13 @@ import numpy as np
 from .classifier import Classifier
 from .model import Model
 
+# How many supports the source weight vector counts as. Under a label shift (the prior stage found
+# classes absent) the features are the source's own domain and its directions deserve trust; with
+# no label shift, a user whose features moved (a new speaker) gains most from T3A's anchor of 1.
+# Chosen on benchmarks/RESULTS.md (personalization_* sections).
+ANCHOR = 1.0
+LABEL_SHIFT_ANCHOR = 20.0
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -49,16 +56,22 @@ class Supports:
     def counts(self) -> np.ndarray:
         return np.isfinite(self.entropy).sum(axis=1)
 
-    def prototypes(self, source_weight: np.ndarray) -> np.ndarray:
-        """Unit prototypes [C, D]: normalized source weights plus the supports, renormalized."""
+    def prototypes(self, source_weight: np.ndarray, anchor: float = 1.0) -> np.ndarray:
+        """Unit prototypes [C, D]: the normalized source weights, counted as `anchor` supports,
+        plus the supports, renormalized (anchor 1 is T3A)."""
         norms = np.linalg.norm(source_weight, axis=1, keepdims=True)
-        total = source_weight / np.where(norms > 0, norms, 1) + self.features.sum(axis=1)
+        unit = source_weight / np.where(norms > 0, norms, 1)
+        total = anchor * unit + self.features.sum(axis=1)
         lengths = np.linalg.norm(total, axis=1, keepdims=True)
         return total / np.where(lengths > 0, lengths, 1)
 
 
 def rewrite(
-    model: Model, classifier: Classifier, supports: Supports, present: np.ndarray | None = None
+    model: Model,
+    classifier: Classifier,
+    supports: Supports,
+    present: np.ndarray | None = None,
+    anchor: float = 1.0,
 ) -> Model:
     """`model` whose final layer is the prototype classifier, restricted to `present` classes.
 
@@ -68,7 +81,7 @@ def rewrite(
     """
     present = np.ones(classifier.classes, bool) if present is None else present
     kept = supports.kept()
-    weight = supports.prototypes(classifier.weight)
+    weight = supports.prototypes(classifier.weight, anchor)
     weight *= float(np.linalg.norm(classifier.weight, axis=1).mean())
     weight *= classifier.output_fit(model, kept @ weight.T)
     weight[~present] = 0.0

@@ -94,3 +94,14 @@ def test_rewritten_model_is_the_prototype_classifier(kind):
             assert values[out].argmax() == logits.argmax()
             checked += 1
     assert checked >= 70
+
+
+def test_anchor_weighs_the_source_direction_against_the_supports():
+    s = prototypes.Supports(classes=2, features=2, m=3)
+    s.add(np.array([[0.0, 1.0], [0.0, 2.0]]), np.array([[5.0, 0.0], [6.0, 0.0]]))
+    source = np.array([[1.0, 0.0], [0.0, 1.0]])
+    t3a = s.prototypes(source, anchor=1.0)  # class 0: (1, 0) + 2 × (0, 1), renormalized
+    np.testing.assert_allclose(t3a[0], np.array([1.0, 2.0]) / np.sqrt(5))
+    trusting = s.prototypes(source, anchor=1000.0)
+    assert np.abs(trusting[0] - [1.0, 0.0]).max() < 0.01
+    np.testing.assert_allclose(trusting[1], [0.0, 1.0])  # no supports: the source direction
