@@ -288,7 +288,8 @@ def personalize(
         )
     if stats is not None and current is not model:  # statistics of the model they rewrite
         stats = _ClassifierStats.of(current, collected.samples.items, support_size)
-    current, stage_results = _final_layer_stages(current, stages, stats, min_tv, evaluate)
+    checks = list(test[0]) if test is not None else collected.samples.items
+    current, stage_results = _final_layer_stages(current, stages, stats, min_tv, evaluate, checks)
     history += stage_results
     settings = dict(
         stages=list(stages),
@@ -308,10 +309,29 @@ def personalize(
     return current, report
 
 
+def _argmax_as_float(model: Model, c: Classifier, weight, bias, samples) -> float:
+    """Share of `samples` on which the rewritten (quantized) model predicts what the float
+    computation of its final layer, weight @ features + bias, predicts."""
+    runner = Runner(model, [c.layer.input])
+    out = model.main.outputs[0]
+    same = []
+    for x in samples:
+        values = runner.run(x)
+        float_logits = values[c.layer.input].reshape(-1) @ weight.T + bias
+        same.append(values[out].argmax() == float_logits.argmax())
+    return float(np.mean(same))
+
+
 def _final_layer_stages(
-    model: Model, stages: tuple[str, ...], stats: _ClassifierStats | None, min_tv: float, evaluate
+    model: Model,
+    stages: tuple[str, ...],
+    stats: _ClassifierStats | None,
+    min_tv: float,
+    evaluate,
+    checks: list,
 ) -> tuple[Model, list[StageResult]]:
-    """prior → prototypes on the final layer, each judged like the candidates."""
+    """prior → prototypes on the final layer, each judged like the candidates; `checks` are the
+    samples on which a quantized rewrite is compared with its float computation."""
     results, present, anchor = [], None, prototypes.ANCHOR
     if "prior" in stages:
         shift = prior.estimate(prototypes.softmax(np.array(stats.logits.items)), min_tv=min_tv)
@@ -322,12 +342,16 @@ def _final_layer_stages(
         summary = _summary(evaluate(model))
         results.append(StageResult("prior", shift.significant, **summary, details=shift.to_dict()))
     if "prototypes" in stages:
-        model = prototypes.rewrite(model, Classifier.of(model), stats.supports, present, anchor)
+        classifier = Classifier.of(model)
+        weight, bias = prototypes.layer(model, classifier, stats.supports, present, anchor)
+        model = classifier.rewrite(model, weight, bias)
         details = {
             "anchor": anchor,
             "classes": int(np.sum(present)) if present is not None else stats.classifier.classes,
             "supports_per_class": stats.supports.counts().tolist(),
         }
+        if model.tensor(classifier.layer.weight).quantization is not None:
+            details["argmax_as_float"] = _argmax_as_float(model, classifier, weight, bias, checks)
         results.append(
             StageResult("prototypes", True, **_summary(evaluate(model)), details=details)
         )

@@ -66,14 +66,14 @@ class Supports:
         return total / np.where(lengths > 0, lengths, 1)
 
 
-def rewrite(
+def layer(
     model: Model,
     classifier: Classifier,
     supports: Supports,
     present: np.ndarray | None = None,
     anchor: float = 1.0,
-) -> Model:
-    """`model` whose final layer is the prototype classifier, restricted to `present` classes.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The prototype classifier as a final layer (weight, bias), restricted to `present` classes.
 
     Prototypes are scaled to the source weights' mean norm, and shrunk further if a quantized
     output could not hold the logits of the kept features (argmax does not care; int8 outputs
@@ -87,4 +87,15 @@ def rewrite(
     weight[~present] = 0.0
     bias = np.zeros(classifier.classes)
     bias[~present] = -2.0 * np.abs(kept @ weight.T).max(initial=1.0)
-    return classifier.rewrite(model, weight, bias)
+    return weight, bias
+
+
+def rewrite(
+    model: Model,
+    classifier: Classifier,
+    supports: Supports,
+    present: np.ndarray | None = None,
+    anchor: float = 1.0,
+) -> Model:
+    """`model` whose final layer is the prototype classifier (see `layer`)."""
+    return classifier.rewrite(model, *layer(model, classifier, supports, present, anchor))
