@@ -214,7 +214,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             f"inference ({low * 1e3:.3g}-{high * 1e3:.3g} mJ); {e['source']}"
         )
         for reason in e.get("no_meter_because", []):
-            print(f"  no {reason}")
+            print(f"  skipped {reason}")
     else:
         print(
             f"energy ({e['meter']}): {e['joules_per_inference'] * 1e3:.4g} mJ per inference, "

@@ -46,7 +46,8 @@ def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> Path:
         b = [r["effective_macs"][1] or 0 for r in result["ops"]]
         ax.bar([x - 0.2 for x in xs], a, width=0.4, label="A")
         ax.bar([x + 0.2 for x in xs], b, width=0.4, label="B")
-        ax.set_xlabel("op (in execution order, ops with MACs or weights)")
+        ax.set_xticks(list(xs), [str(r["op"]) for r in result["ops"]], fontsize=7)
+        ax.set_xlabel("op index (ops with MACs or weights)")
         ax.set_ylabel("effective MACs")
         ax.set_title("per op", fontsize=9)
         ax.legend()
