@@ -200,3 +200,24 @@ def test_cli_profile_and_compare(tflite_model, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["compare", str(a), str(b)]) == 0
     assert "B/A" in capsys.readouterr().out
+
+
+def test_mac_rules_of_other_ops():
+    """TRANSPOSE_CONV, AVERAGE_POOL_2D, MEAN and a BATCH_MATMUL of two activations, by hand."""
+    tf = import_tensorflow()
+    up = tf.constant(np.ones((3, 3, 5, 4)), tf.float32)  # [kh, kw, out, in]
+
+    def fn(x):
+        y = tf.nn.conv2d_transpose(x, up, (1, 12, 12, 5), 2, "SAME")  # 6x6x4 -> 12x12x5
+        pooled = tf.nn.avg_pool2d(y, 2, 2, "VALID")  # -> 6x6x5, 2x2 windows
+        flat = tf.reshape(pooled, (1, 36, 5))
+        gram = tf.matmul(flat, flat, transpose_a=True)  # [1, 5, 5], contracted over 36
+        return tf.reduce_mean(gram, axis=(1, 2))
+
+    info = profile(Model(convert(fn, (1, 6, 6, 4))))
+    macs = {r["opcode"]: r["macs"] for r in info["ops"]}
+    assert macs["TRANSPOSE_CONV"] == 6 * 6 * 4 * 3 * 3 * 5  # input positions x weights
+    assert macs["AVERAGE_POOL_2D"] == 6 * 6 * 5 * 4
+    assert macs["BATCH_MATMUL"] == 5 * 5 * 36
+    assert macs["MEAN"] == 25
+    assert not info["not_profiled"]
