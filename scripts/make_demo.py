@@ -87,6 +87,7 @@ the model and on the device):
 ```python
 from edgeprune.preprocess import AudioRecipe, wav_features
 import json
+
 recipe = AudioRecipe.from_dict(json.load(open("examples/fsdd_demo/recipe.json")))
 x = wav_features("examples/fsdd_demo/unlabeled/{example}", recipe)  # float32 {shape}
 ```
