@@ -41,7 +41,8 @@ class Classifier:
         return features.reshape(-1, self.weight.shape[1]) @ self.weight.T + self.bias
 
     def output_fit(self, model: Model, logits: np.ndarray, margin: float = 0.9) -> float:
-        """The factor (≤ 1) that keeps `logits` inside a quantized output's range."""
+        """The factor that makes `logits` fill `margin` of a quantized output's range: inside it
+        (no saturation) and spread over it (int8 steps still order close logits); 1 for floats."""
         q = model.tensor(self.layer.output).quantization
         if q is None or not logits.size:
             return 1.0
@@ -49,7 +50,7 @@ class Classifier:
         scale, zero = float(q.scale[0]), int(q.zero_point[0])
         high, low = scale * (info.max - zero), scale * (info.min - zero)
         worst = max(logits.max() / high if high > 0 else 0, logits.min() / low if low < 0 else 0)
-        return min(1.0, margin / worst) if worst > 0 else 1.0
+        return margin / worst if worst > 0 else 1.0
 
     def rewrite(self, model: Model, weight: np.ndarray, bias: np.ndarray) -> Model:
         """A copy of `model` whose final layer computes `weight @ f + bias`."""

@@ -75,9 +75,10 @@ def layer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prototype classifier as a final layer (weight, bias), restricted to `present` classes.
 
-    Prototypes are scaled to the source weights' mean norm, and shrunk further if a quantized
-    output could not hold the logits of the kept features (argmax does not care; int8 outputs
-    saturate). Absent classes get a zero weight and a bias below any reachable logit.
+    Prototypes are scaled to the source weights' mean norm; with a quantized output, so that the
+    kept features' logits fill its range (argmax does not care; int8 outputs saturate, and their
+    steps must still order close logits). Absent classes get a zero weight and a bias below any
+    reachable logit.
     """
     present = np.ones(classifier.classes, bool) if present is None else present
     kept = supports.kept()
