@@ -332,10 +332,16 @@ def findings(dataset: str, scores, restricted) -> list[str]:
             f"does {verdict} Eq. 1 ({mag:+.1f} vs {eq1:+.1f} points)."
         )
     if restricted and dataset != "fsdd":
+        gone = _delta(restricted, oracle)[0] <= 0 < _delta(scores, oracle)[0]
+        reading = (
+            ": what Eq. 1 gains over ten classes is the model ceasing to predict absent "
+            "classes, a class-prior effect"
+            if gone
+            else ""
+        )
         out.append(
             f"- With the argmax restricted to the individual's own classes, the paper-protocol "
-            f"gain becomes {said(oracle, restricted)}: what Eq. 1 gains over ten classes is the "
-            "model ceasing to predict absent classes, a class-prior effect."
+            f"gain becomes {said(oracle, restricted)}{reading}."
         )
     for method in ("prior", "prototypes", "prior + prototypes", "Eq.1 50% + prior + prototypes"):
         if method in scores:
