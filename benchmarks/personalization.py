@@ -255,11 +255,12 @@ def evaluate(
 
 
 def data_efficiency(ind: Individual, labelled: bool) -> dict[str, list[float]]:
-    """Held-out accuracy with the first 10–100 % of the adaptation data (Fig. 3b analogue)."""
+    """Held-out accuracy with a random 10–100 % of the adaptation data (Fig. 3b analogue)."""
     rows: dict[str, list[float]] = {}
+    order = np.random.default_rng(0).permutation(len(ind.adapt))  # the data is sorted by class
     for fraction in FRACTIONS:
-        n = max(1, round(fraction * len(ind.adapt)))
-        part = ind._replace(adapt=ind.adapt[:n], adapt_y=ind.adapt_y[:n])
+        keep = np.sort(order[: max(1, round(fraction * len(ind.adapt)))])
+        part = ind._replace(adapt=ind.adapt[keep], adapt_y=ind.adapt_y[keep])
         for method in DATA_METHODS:
             rows.setdefault(method, []).append(run(part, METHODS[method])[0])
         if labelled:
@@ -388,12 +389,50 @@ def plot(curves, xs, path: Path, title: str, xlabel: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def data_only(args, individuals: list[Individual], info, started: float) -> int:
+    """The Fig. 3b analogue alone, in its own section and plot."""
+    labelled = args.dataset == "fsdd"
+    data: dict[str, list[list[float]]] = {}
+    for ind in individuals:
+        if ind.fold == 0:
+            for label, row in data_efficiency(ind, labelled).items():
+                data.setdefault(label, []).append(row)
+    name = f"personalization_{args.dataset}_{args.kind}_data".replace("-", "_")
+    png = common.BENCHMARKS / f"{name}.png"
+    title = f"{args.dataset} ({args.kind}): accuracy vs adaptation data"
+    plot(data, FRACTIONS, png, title, "share of the adaptation data used (random subset)")
+    head = "| method | " + " | ".join(f"{f:.0%}" for f in FRACTIONS) + " |"
+    lines = [
+        f"## {name}: held-out accuracy against the amount of adaptation data (Fig. 3b)",
+        "",
+        f"- Command: `{common.command()}`",
+        f"- Run at: {common.now()}; took {time.perf_counter() - started:.0f} s",
+        common.machine_markdown(info),
+        f"- Fold 0 of {len({i.name for i in individuals})} individuals; a seeded random "
+        "subset of each one's adaptation data. This supersedes the Fig. 3b plot of the full "
+        "run's section when that one took the first samples, which are sorted by class.",
+        "",
+        head,
+        "|---|" + "---:|" * len(FRACTIONS),
+    ]
+    for label, rows in data.items():
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)) + " |")
+    lines += ["", f"![data]({png.name}) — mean ± std over individuals."]
+    body = "\n".join(lines)
+    common.write_section(name, body)
+    print(body)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=("fsdd", "cifar", "cifar-classes"))
     parser.add_argument("--kind", choices=("float32", "int8"), default="float32")
     parser.add_argument("--folds", type=int, default=5, help="folds run per individual (of 5)")
     parser.add_argument("--quick", action="store_true", help="2 individuals × 1 fold")
+    parser.add_argument(
+        "--data-only", action="store_true", help="only the Fig. 3b run (fold 0 of each individual)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     info = common.machine()
@@ -411,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = cifar_class_sets(CLASS_COUNTS[:2] if args.quick else CLASS_COUNTS)
             methods, sweeps = {m: METHODS[m] for m in CLASS_METHODS}, {}
         individuals = list(cifar_individuals(args.kind, chosen, n_folds))
+    if args.data_only:
+        return data_only(args, individuals, info, started)
     scores, restricted, curves, data, extras = evaluate(
         individuals, methods, labelled=args.dataset == "fsdd", sweeps=sweeps
     )
