@@ -367,10 +367,11 @@ def write_report(report: Report, directory: str | os.PathLike, model_path: str =
     atomic_write_bytes(directory / "report.md", _markdown(report, model_path).encode())
     written = [directory / "report.json", directory / "report.md"]
     try:
-        from .host.plots import plot_sweep
+        from .host.charts import plot_sweep
+
+        written.append(plot_sweep(report, directory / "sweep.png"))
     except ImportError:  # on a board without matplotlib: the tables say it all
-        return written
-    written.append(plot_sweep(report, directory / "sweep.png"))
+        pass
     return written
 
 

@@ -1,4 +1,4 @@
-"""PNG charts for the measuring commands: compare (profiles) and bench (latency)."""
+"""PNG charts: compare (profiles), bench (latency) and the personalization sweep."""
 
 from __future__ import annotations
 
@@ -51,5 +51,28 @@ def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.set_ylabel("effective MACs")
         ax.set_title("per op", fontsize=9)
         ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_sweep(report, path: str | os.PathLike) -> Path:
+    """What each selection rule saw along a personalization sweep, the chosen point marked."""
+    plt = _pyplot()
+    xs = [c.sparsity for c in report.candidates]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    ax.plot(xs, [c.agreement for c in report.candidates], "o-", label="agreement with source")
+    ax.plot(xs, [c.confidence for c in report.candidates], "s-", label="mean confidence")
+    for key, label in (
+        ("labelled_accuracy", "labelled accuracy"),
+        ("test_accuracy", "test accuracy"),
+    ):
+        values = [getattr(c, key) for c in report.candidates]
+        if values[0] is not None:
+            ax.plot(xs, values, "^--", label=label)
+    ax.axvline(report.best.sparsity, color="grey", linestyle=":", label=f"chosen ({report.rule})")
+    ax.set_xlabel("requested sparsity")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Personalization sweep")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
