@@ -99,12 +99,7 @@ def make_interpreter(content: bytes, delegate: str = "xnnpack", threads: int | N
 
 
 def _edgetpu_delegate(module, runtime: str):
-    load = getattr(module, "load_delegate", None)
-    if load is None:
-        with contextlib.suppress(ImportError):
-            import tensorflow as tf  # the tf.lite runtime keeps it under experimental
-
-            load = tf.lite.experimental.load_delegate
+    load = getattr(module, "load_delegate", None)  # every runtime's interpreter module has it
     if load is None:
         raise EdgepruneError(f"{runtime} has no load_delegate: install ai-edge-litert")
     try:

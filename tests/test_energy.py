@@ -15,7 +15,7 @@ import pytest
 
 from edgeprune.energy import MeterError, auto_meter, open_meter, per_inference
 from edgeprune.energy.estimate import PJ_DRAM_BYTE, PJ_MAC, PJ_SRAM_BYTE, estimate
-from edgeprune.energy.usbmeter import decode
+from edgeprune.host.usbmeter import decode
 from edgeprune.model import Model
 from edgeprune.profile import profile
 from tests.device_rig import PtyPair, have

@@ -34,7 +34,7 @@ def open_meter(spec: str) -> Meter | None:
 
         return PmicMeter()
     if name in ("um24c", "um25c", "um34c"):
-        from .usbmeter import UsbMeter
+        from ..host.usbmeter import UsbMeter  # pyserial: a host extra
 
         port, _, baud = arg.partition("@")
         try:

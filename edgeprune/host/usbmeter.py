@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from .base import MeterError, SampledMeter
+from ..energy.base import MeterError, SampledMeter
 
 REQUEST = b"\xf0"
 FRAME = 130
