@@ -147,7 +147,7 @@ METHODS: dict[str, dict] = {
     "Eq.1 50% + prior + prototypes": dict(rule="fixed", fixed=0.5),
     "pipeline defaults (fidelity + prior + prototypes)": dict(),
 }
-# Labelled baselines (FSDD: the Keras architecture of the source model is known).
+# Labelled baselines: they train on the adaptation data with its labels (benchmarks/baselines.py).
 LABELLED = {
     "backprop fine-tuning, lr 1e-2 (labels)": lambda ind, src: _baseline(
         "finetune", ind, src, lr=1e-2
@@ -210,12 +210,10 @@ def paired_t(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_rel(a, b).pvalue)
 
 
-def evaluate(
-    individuals: list[Individual], methods: dict, labelled: bool, sweeps: dict, progress=print
-):
+def evaluate(individuals: list[Individual], methods: dict, sweeps: dict, progress=print):
     """accuracy[method] = [(individual, fold, accuracy)] (argmax over all classes, and over the
     individual's own), the sweep curves, Fig. 3b rows and what the stages decided."""
-    names = list(methods) + (list(LABELLED) if labelled else [])
+    names = list(methods) + list(LABELLED)
     scores: dict[str, list[tuple[str, int, float]]] = {m: [] for m in names}
     restricted: dict[str, list[tuple[str, int, float]]] = {m: [] for m in methods}
     curves: dict[str, list[list[float]]] = {s: [] for s in sweeps}
@@ -244,17 +242,16 @@ def evaluate(
             settings = dict(stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True)
             _, _, report = run(ind, {**settings, **sweep})
             curves[label].append([c.test_accuracy for c in report.candidates])
-        if labelled:
-            for method, fn in LABELLED.items():
-                scores[method].append((ind.name, ind.fold, fn(ind, ind.float_model)))
+        for method, fn in LABELLED.items():
+            scores[method].append((ind.name, ind.fold, fn(ind, ind.float_model)))
         if ind.fold == 0 and sweeps:
-            for label, row in data_efficiency(ind, labelled).items():
+            for label, row in data_efficiency(ind).items():
                 data.setdefault(label, []).append(row)
         progress(f"{ind.name} fold {ind.fold}: {time.perf_counter() - started:.0f} s")
     return scores, restricted, curves, data, extras
 
 
-def data_efficiency(ind: Individual, labelled: bool) -> dict[str, list[float]]:
+def data_efficiency(ind: Individual) -> dict[str, list[float]]:
     """Held-out accuracy with a random 10–100 % of the adaptation data (Fig. 3b analogue)."""
     rows: dict[str, list[float]] = {}
     order = np.random.default_rng(0).permutation(len(ind.adapt))  # the data is sorted by class
@@ -263,9 +260,8 @@ def data_efficiency(ind: Individual, labelled: bool) -> dict[str, list[float]]:
         part = ind._replace(adapt=ind.adapt[keep], adapt_y=ind.adapt_y[keep])
         for method in DATA_METHODS:
             rows.setdefault(method, []).append(run(part, METHODS[method])[0])
-        if labelled:
-            label = "backprop fine-tuning, lr 1e-3 (labels)"
-            rows.setdefault(label, []).append(LABELLED[label](part, ind.float_model))
+        label = "backprop fine-tuning, lr 1e-3 (labels)"
+        rows.setdefault(label, []).append(LABELLED[label](part, ind.float_model))
     return rows
 
 
@@ -389,39 +385,15 @@ def plot(curves, xs, path: Path, title: str, xlabel: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def data_only(args, individuals: list[Individual], info, started: float) -> int:
-    """The Fig. 3b analogue alone, in its own section and plot."""
-    labelled = args.dataset == "fsdd"
-    data: dict[str, list[list[float]]] = {}
-    for ind in individuals:
-        if ind.fold == 0:
-            for label, row in data_efficiency(ind, labelled).items():
-                data.setdefault(label, []).append(row)
-    name = f"personalization_{args.dataset}_{args.kind}_data".replace("-", "_")
-    png = common.BENCHMARKS / f"{name}.png"
-    title = f"{args.dataset} ({args.kind}): accuracy vs adaptation data"
-    plot(data, FRACTIONS, png, title, "share of the adaptation data used (random subset)")
-    head = "| method | " + " | ".join(f"{f:.0%}" for f in FRACTIONS) + " |"
+def data_table(data: dict[str, list[list[float]]]) -> list[str]:
+    """Fig. 3b rows as a Markdown table: mean accuracy per share of the adaptation data."""
     lines = [
-        f"## {name}: held-out accuracy against the amount of adaptation data (Fig. 3b)",
-        "",
-        f"- Command: `{common.command()}`",
-        f"- Run at: {common.now()}; took {time.perf_counter() - started:.0f} s",
-        common.machine_markdown(info),
-        f"- Fold 0 of {len({i.name for i in individuals})} individuals; a seeded random "
-        "subset of each one's adaptation data. This supersedes the Fig. 3b plot of the full "
-        "run's section when that one took the first samples, which are sorted by class.",
-        "",
-        head,
+        "| method | " + " | ".join(f"{f:.0%}" for f in FRACTIONS) + " |",
         "|---|" + "---:|" * len(FRACTIONS),
     ]
     for label, rows in data.items():
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)) + " |")
-    lines += ["", f"![data]({png.name}) — mean ± std over individuals."]
-    body = "\n".join(lines)
-    common.write_section(name, body)
-    print(body)
-    return 0
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,9 +402,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("float32", "int8"), default="float32")
     parser.add_argument("--folds", type=int, default=5, help="folds run per individual (of 5)")
     parser.add_argument("--quick", action="store_true", help="2 individuals × 1 fold")
-    parser.add_argument(
-        "--data-only", action="store_true", help="only the Fig. 3b run (fold 0 of each individual)"
-    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     info = common.machine()
@@ -450,11 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen = cifar_class_sets(CLASS_COUNTS[:2] if args.quick else CLASS_COUNTS)
             methods, sweeps = {m: METHODS[m] for m in CLASS_METHODS}, {}
         individuals = list(cifar_individuals(args.kind, chosen, n_folds))
-    if args.data_only:
-        return data_only(args, individuals, info, started)
-    scores, restricted, curves, data, extras = evaluate(
-        individuals, methods, labelled=args.dataset == "fsdd", sweeps=sweeps
-    )
+    scores, restricted, curves, data, extras = evaluate(individuals, methods, sweeps=sweeps)
     name = f"personalization_{args.dataset}_{args.kind}".replace("-", "_")
     lines = [
         f"## {name}: held-out accuracy per method",
@@ -499,12 +464,16 @@ def main(argv: list[str] | None = None) -> int:
             FRACTIONS,
             data_png,
             f"{title}: accuracy vs adaptation data (fold 0)",
-            "share of the adaptation data used",
+            "share of the adaptation data used (random subset)",
         )
         lines += [
             "",
-            f"![data]({data_png.name}) — Fig. 3b analogue: fold 0 of every "
-            "individual, the first 10–100 % of its adaptation data.",
+            "Fig. 3b analogue: held-out accuracy with a seeded random share of the adaptation "
+            "data, fold 0 of every individual:",
+            "",
+            *data_table(data),
+            "",
+            f"![data]({data_png.name}) — mean ± std over individuals.",
         ]
     body = "\n".join(lines)
     common.write_section(name, body)

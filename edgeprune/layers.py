@@ -14,8 +14,8 @@ import tflite
 
 from .model import Model, Operator
 
-_ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
-_PADDINGS = {v: k for k, v in vars(tflite.Padding).items() if k.isupper()}
+ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
+PADDINGS = {v: k for k, v in vars(tflite.Padding).items() if k.isupper()}
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
     opts: dict[str, Any] = op.options
     x = model.tensor(op.inputs[spec.activation])
     geometry: dict[str, Any] = {
-        "activation": _ACTIVATIONS.get(opts.get("fused_activation_function", 0), "NONE"),
+        "activation": ACTIVATIONS.get(opts.get("fused_activation_function", 0), "NONE"),
     }
     if spec.kind in ("conv", "depthwise"):
         if len(w.shape) != 4 or len(x.shape) != 4:
@@ -224,7 +224,7 @@ def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer 
                 opts.get("dilation_h_factor") or 1,
                 opts.get("dilation_w_factor") or 1,
             ),
-            padding=_PADDINGS.get(opts.get("padding", 0), "SAME"),
+            padding=PADDINGS.get(opts.get("padding", 0), "SAME"),
         )
         if spec.kind == "depthwise":
             if x.shape[3] == 0 or w.shape[3] % x.shape[3]:
