@@ -223,6 +223,7 @@ def evaluate(individuals: list[Individual], methods: dict, sweeps: dict, progres
         "prior_tv": [],
         "chosen_fidelity": [],
         "argmax_as_float": [],
+        "float_gap": [],  # |accuracy of the int8 rewrite − of its float computation|
     }
     for ind in individuals:
         started = time.perf_counter()
@@ -238,6 +239,8 @@ def evaluate(individuals: list[Individual], methods: dict, sweeps: dict, progres
             final = report.stages[-1]
             if final.name == "prototypes" and "argmax_as_float" in final.details:
                 extras["argmax_as_float"].append(final.details["argmax_as_float"])
+                float_accuracy = final.details["float_test_accuracy"]
+                extras["float_gap"].append(abs(final.test_accuracy - float_accuracy))
         for label, sweep in sweeps.items():
             settings = dict(stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True)
             _, _, report = run(ind, {**settings, **sweep})
@@ -439,8 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"- int8 final layer rewritten by the prototype stage: its argmax equals the float "
             f"computation of that layer on {min(agree):.1%} (worst fold) to {max(agree):.1%} of "
-            f"the held-out samples, over {len(agree)} runs (target: within 0.5 %, "
-            f"{common.verdict(min(agree) >= 0.995)})"
+            f"the held-out samples, over {len(agree)} runs (target 99.5 %: "
+            f"{common.verdict(min(agree) >= 0.995)}; where they differ, the int8 steps cannot "
+            f"order logits closer than one step). Its held-out accuracy differs from the float "
+            f"computation's by at most {100 * max(extras['float_gap']):.1f} points (target 0.5: "
+            f"{common.verdict(max(extras['float_gap']) <= 0.005)})"
         )
     lines += [
         "",

@@ -288,7 +288,7 @@ def personalize(
         )
     if stats is not None and current is not model:  # statistics of the model they rewrite
         stats = _ClassifierStats.of(current, collected.samples.items, support_size)
-    checks = list(test[0]) if test is not None else collected.samples.items
+    checks = (list(test[0]), test[1]) if test is not None else (collected.samples.items, None)
     current, stage_results = _final_layer_stages(current, stages, stats, min_tv, evaluate, checks)
     history += stage_results
     settings = dict(
@@ -309,17 +309,22 @@ def personalize(
     return current, report
 
 
-def _argmax_as_float(model: Model, c: Classifier, weight, bias, samples) -> float:
-    """Share of `samples` on which the rewritten (quantized) model predicts what the float
-    computation of its final layer, weight @ features + bias, predicts."""
+def _float_check(model: Model, c: Classifier, weight, bias, samples, labels=None) -> dict:
+    """How a quantized rewrite compares with the float computation of its final layer,
+    weight @ features + bias: the share of `samples` on which their argmax agree, and with
+    `labels` the float computation's accuracy (beside the rewritten model's own)."""
     runner = Runner(model, [c.layer.input])
     out = model.main.outputs[0]
-    same = []
+    quantized, computed = [], []
     for x in samples:
         values = runner.run(x)
-        float_logits = values[c.layer.input].reshape(-1) @ weight.T + bias
-        same.append(values[out].argmax() == float_logits.argmax())
-    return float(np.mean(same))
+        quantized.append(values[out].argmax())
+        computed.append((values[c.layer.input].reshape(-1) @ weight.T + bias).argmax())
+    quantized, computed = np.array(quantized), np.array(computed)
+    check = {"argmax_as_float": float(np.mean(quantized == computed))}
+    if labels is not None:
+        check["float_test_accuracy"] = float(np.mean(computed == np.asarray(labels)))
+    return check
 
 
 def _final_layer_stages(
@@ -328,10 +333,11 @@ def _final_layer_stages(
     stats: _ClassifierStats | None,
     min_tv: float,
     evaluate,
-    checks: list,
+    checks: tuple,
 ) -> tuple[Model, list[StageResult]]:
     """prior → prototypes on the final layer, each judged like the candidates; `checks` are the
-    samples on which a quantized rewrite is compared with its float computation."""
+    (samples, labels or None) on which a quantized rewrite is compared with its float
+    computation."""
     results, present, anchor = [], None, prototypes.ANCHOR
     if "prior" in stages:
         shift = prior.estimate(prototypes.softmax(np.array(stats.logits.items)), min_tv=min_tv)
@@ -351,7 +357,7 @@ def _final_layer_stages(
             "supports_per_class": stats.supports.counts().tolist(),
         }
         if model.tensor(classifier.layer.weight).quantization is not None:
-            details["argmax_as_float"] = _argmax_as_float(model, classifier, weight, bias, checks)
+            details.update(_float_check(model, classifier, weight, bias, *checks))
         results.append(
             StageResult("prototypes", True, **_summary(evaluate(model)), details=details)
         )

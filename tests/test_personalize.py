@@ -7,10 +7,12 @@ import pytest
 
 from edgeprune import prune
 from edgeprune.activations import record
+from edgeprune.classifier import Classifier
 from edgeprune.cli import main
 from edgeprune.errors import EdgepruneError
 from edgeprune.model import Model
 from edgeprune.personalize import Reservoir, personalize, probabilities, write_report
+from edgeprune.runtime import Runner
 from tests.models import INPUT_SHAPES, build, random_inputs
 
 SAMPLE = INPUT_SHAPES["mixed"][1:]
@@ -98,3 +100,24 @@ def test_report_files_and_cli(setting, tmp_path, capsys):
     argv = ["personalize", model_path, tmp_path / "x.npy", "-o", tmp_path / "q.tflite"]
     assert main([str(a) for a in argv + ["--test", tmp_path / "bad.npz"]]) == 2
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_int8_rewrite_is_checked_against_its_float_computation(setting):
+    model, xs, _ = setting
+    test_x = random_inputs(60, SAMPLE, seed=23)
+    test = (test_x, probabilities(model, test_x).argmax(1))
+    chosen, report = personalize(model, one_pass(xs), test=test)
+    final = report.stages[-1]
+    assert final.name == "prototypes"
+    agreement = final.details["argmax_as_float"]
+    assert 0.9 <= agreement <= 1.0
+    # Accuracies can differ only on the samples where the two argmaxes differ.
+    assert abs(final.test_accuracy - final.details["float_test_accuracy"]) <= 1 - agreement + 1e-9
+    # The float computation is the stored layer's: its dequantized weights give the same argmax
+    # except where requantizing moved a near-tie.
+    c = Classifier.of(chosen)
+    runner = Runner(chosen, [c.layer.input])
+    reference = [c.logits(runner.run(x)[c.layer.input]).argmax() for x in test_x]
+    assert np.mean(np.array(reference) == test[1]) == pytest.approx(
+        final.details["float_test_accuracy"], abs=0.05
+    )
