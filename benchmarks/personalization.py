@@ -7,8 +7,8 @@ held-out test part; labels are used only to score, except by the methods marked 
 Results: per method, mean ± std over individuals (each the mean of its folds), the change
 against the source model, and a paired t-test over all (individual, fold) pairs.
 
-    python benchmarks/personalization.py fsdd [--quick] [--kind float32|int8]
-    python benchmarks/personalization.py cifar [--quick] [--kind float32|int8]
+    python benchmarks/personalization.py fsdd|cifar|cifar-classes [--kind float32|int8]
+    python benchmarks/personalization.py all --quick   # every dataset, 2 individuals × 1 fold
 """
 
 from __future__ import annotations
@@ -399,31 +399,55 @@ def data_table(data: dict[str, list[list[float]]]) -> list[str]:
     return lines
 
 
+DATASETS = ("fsdd", "cifar", "cifar-classes")
+QUICK_BUDGET = 15 * 60  # seconds: the whole --quick set on 2 cores
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=("fsdd", "cifar", "cifar-classes"))
+    parser.add_argument("dataset", choices=(*DATASETS, "all"))
     parser.add_argument("--kind", choices=("float32", "int8"), default="float32")
     parser.add_argument("--folds", type=int, default=5, help="folds run per individual (of 5)")
-    parser.add_argument("--quick", action="store_true", help="2 individuals × 1 fold")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 individuals × 1 fold, in sections of their own"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     info = common.machine()
-    n_folds = 1 if args.quick else args.folds
+    for dataset in DATASETS if args.dataset == "all" else (args.dataset,):
+        benchmark(dataset, args.kind, 1 if args.quick else args.folds, args.quick, info)
+    if args.quick and args.dataset == "all":
+        took = time.perf_counter() - started
+        body = (
+            f"## personalization_quick: the whole --quick set\n\n"
+            f"- Command: `{common.command()}`\n- Run at: {common.now()}\n"
+            f"{common.machine_markdown(info)}\n"
+            f"- Took {took / 60:.1f} min (target under {QUICK_BUDGET // 60} min on 2 cores: "
+            f"{common.verdict(took < QUICK_BUDGET)})"
+        )
+        common.write_section("personalization_quick", body)
+        print(body)
+    return 0
+
+
+def benchmark(dataset: str, kind: str, n_folds: int, quick: bool, info: dict) -> None:
+    """One dataset's experiments, written to its section of RESULTS.md with its plots."""
+    started = time.perf_counter()
     methods, sweeps = METHODS, SWEEPS
-    if args.dataset == "fsdd":
+    if dataset == "fsdd":
         from benchmarks.fsdd import SPEAKERS
 
-        chosen = [(s,) for s in (SPEAKERS[:2] if args.quick else SPEAKERS)]
-        individuals = list(fsdd_individuals(args.kind, [c[0] for c in chosen], n_folds))
+        chosen = [(s,) for s in (SPEAKERS[:2] if quick else SPEAKERS)]
+        individuals = list(fsdd_individuals(kind, [c[0] for c in chosen], n_folds))
     else:
-        if args.dataset == "cifar":
-            chosen = PAIRS[:2] if args.quick else PAIRS
+        if dataset == "cifar":
+            chosen = PAIRS[:2] if quick else PAIRS
         else:
-            chosen = cifar_class_sets(CLASS_COUNTS[:2] if args.quick else CLASS_COUNTS)
+            chosen = cifar_class_sets(CLASS_COUNTS[:2] if quick else CLASS_COUNTS)
             methods, sweeps = {m: METHODS[m] for m in CLASS_METHODS}, {}
-        individuals = list(cifar_individuals(args.kind, chosen, n_folds))
+        individuals = list(cifar_individuals(kind, chosen, n_folds))
     scores, restricted, curves, data, extras = evaluate(individuals, methods, sweeps=sweeps)
-    name = f"personalization_{args.dataset}_{args.kind}".replace("-", "_")
+    name = f"personalization_{dataset}_{kind}{'_quick' if quick else ''}".replace("-", "_")
     lines = [
         f"## {name}: held-out accuracy per method",
         "",
@@ -454,11 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(scores),
     ]
-    if args.dataset != "fsdd":
+    if dataset != "fsdd":
         lines += ["", "The same, argmax restricted to the individual's own classes:", ""]
         lines += [table(restricted)]
-    lines += [""] + findings(args.dataset, scores, restricted)
-    title = f"{args.dataset} ({args.kind})"
+    lines += [""] + findings(dataset, scores, restricted)
+    title = f"{dataset} ({kind})"
     if curves:
         sweep_png = common.BENCHMARKS / f"{name}_sweep.png"
         plot(curves, SWEEP, sweep_png, f"{title}: accuracy vs sparsity", "sparsity (per layer)")
@@ -484,7 +508,6 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join(lines)
     common.write_section(name, body)
     print(body)
-    return 0
 
 
 if __name__ == "__main__":
