@@ -289,7 +289,9 @@ def personalize(
     if stats is not None and current is not model:  # statistics of the model they rewrite
         stats = _ClassifierStats.of(current, collected.samples.items, support_size)
     checks = (list(test[0]), test[1]) if test is not None else (collected.samples.items, None)
-    current, stage_results = _final_layer_stages(current, stages, stats, min_tv, evaluate, checks)
+    current, stage_results = _final_layer_stages(
+        current, stages, stats, min_tv, evaluate, collected.samples.items, checks
+    )
     history += stage_results
     settings = dict(
         stages=list(stages),
@@ -327,32 +329,44 @@ def _float_check(model: Model, c: Classifier, weight, bias, samples, labels=None
     return check
 
 
+def _mean_features(model: Model, classifier: Classifier, samples: list) -> np.ndarray:
+    """The mean of the final layer's (real-valued) input features of `model` on `samples`."""
+    runner = Runner(model, [classifier.layer.input])
+    total = np.zeros(classifier.weight.shape[1])
+    for x in samples:
+        total += runner.run(x)[classifier.layer.input].reshape(-1)
+    return total / max(len(samples), 1)
+
+
 def _final_layer_stages(
     model: Model,
     stages: tuple[str, ...],
     stats: _ClassifierStats | None,
     min_tv: float,
     evaluate,
+    reservoir: list,
     checks: tuple,
 ) -> tuple[Model, list[StageResult]]:
-    """prior → prototypes on the final layer, each judged like the candidates; `checks` are the
-    (samples, labels or None) on which a quantized rewrite is compared with its float
-    computation."""
-    results, present, anchor = [], None, prototypes.ANCHOR
+    """prior → prototypes on the final layer, each judged like the candidates. Without a label
+    shift the prototypes centre the features on the reservoir's mean; `checks` are the (samples,
+    labels or None) on which a quantized rewrite is compared with its float computation."""
+    results, present, anchor, shifted = [], None, prototypes.ANCHOR, False
     if "prior" in stages:
         shift = prior.estimate(prototypes.softmax(np.array(stats.logits.items)), min_tv=min_tv)
         model = prior.apply(model, Classifier.of(model), shift)
         present = shift.present()
         if shift.significant:
-            anchor = prototypes.LABEL_SHIFT_ANCHOR
+            anchor, shifted = prototypes.LABEL_SHIFT_ANCHOR, True
         summary = _summary(evaluate(model))
         results.append(StageResult("prior", shift.significant, **summary, details=shift.to_dict()))
     if "prototypes" in stages:
         classifier = Classifier.of(model)
-        weight, bias = prototypes.layer(model, classifier, stats.supports, present, anchor)
+        center = None if shifted else _mean_features(model, classifier, reservoir)
+        weight, bias = prototypes.layer(model, classifier, stats.supports, present, anchor, center)
         model = classifier.rewrite(model, weight, bias)
         details = {
             "anchor": anchor,
+            "centred": center is not None,
             "classes": int(np.sum(present)) if present is not None else stats.classifier.classes,
             "supports_per_class": stats.supports.counts().tolist(),
         }

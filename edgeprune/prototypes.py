@@ -6,6 +6,10 @@ pseudo-labelled target features, normalized; the prototype is the normalized sum
 and the logits are features · prototype. `rewrite` writes the prototypes into the final
 FULLY_CONNECTED, so the rewritten model's argmax is the prototype classifier's. The support sets
 stream: memory is classes × M × features, whatever the number of samples.
+
+With a `center` (the mean of the user's features), supports and features are centred first:
+what every class of this user shares (a speaker's voice, a camera's colour cast) no longer
+dominates the cosine. The centring goes into the bias: logits = (f − center) · prototype.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from .model import Model
 # Chosen on benchmarks/RESULTS.md (personalization_* sections).
 ANCHOR = 1.0
 LABEL_SHIFT_ANCHOR = 20.0
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    lengths = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.where(lengths > 0, lengths, 1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,14 +65,16 @@ class Supports:
     def counts(self) -> np.ndarray:
         return np.isfinite(self.entropy).sum(axis=1)
 
-    def prototypes(self, source_weight: np.ndarray, anchor: float = 1.0) -> np.ndarray:
+    def prototypes(
+        self, source_weight: np.ndarray, anchor: float = 1.0, center: np.ndarray | None = None
+    ) -> np.ndarray:
         """Unit prototypes [C, D]: the normalized source weights, counted as `anchor` supports,
-        plus the supports, renormalized (anchor 1 is T3A)."""
-        norms = np.linalg.norm(source_weight, axis=1, keepdims=True)
-        unit = source_weight / np.where(norms > 0, norms, 1)
-        total = anchor * unit + self.features.sum(axis=1)
-        lengths = np.linalg.norm(total, axis=1, keepdims=True)
-        return total / np.where(lengths > 0, lengths, 1)
+        plus the supports (minus `center`, normalized), renormalized (anchor 1 is T3A)."""
+        features = self.features
+        if center is not None:
+            valid = np.isfinite(self.entropy)[..., None]
+            features = np.where(valid, _unit(features * self.norms[..., None] - center), 0.0)
+        return _unit(anchor * _unit(source_weight) + features.sum(axis=1))
 
 
 def layer(
@@ -72,8 +83,10 @@ def layer(
     supports: Supports,
     present: np.ndarray | None = None,
     anchor: float = 1.0,
+    center: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The prototype classifier as a final layer (weight, bias), restricted to `present` classes.
+    """The prototype classifier as a final layer (weight, bias), restricted to `present` classes,
+    on features centred on `center` if given.
 
     Prototypes are scaled to the source weights' mean norm; with a quantized output, so that the
     kept features' logits fill its range (argmax does not care; int8 outputs saturate, and their
@@ -81,12 +94,13 @@ def layer(
     reachable logit.
     """
     present = np.ones(classifier.classes, bool) if present is None else present
-    kept = supports.kept()
-    weight = supports.prototypes(classifier.weight, anchor)
+    weight = supports.prototypes(classifier.weight, anchor, center)
+    center = np.zeros(weight.shape[1]) if center is None else center
+    kept = supports.kept() - center
     weight *= float(np.linalg.norm(classifier.weight, axis=1).mean())
     weight *= classifier.output_fit(model, kept @ weight.T)
     weight[~present] = 0.0
-    bias = np.zeros(classifier.classes)
+    bias = -(weight @ center)
     bias[~present] = -2.0 * np.abs(kept @ weight.T).max(initial=1.0)
     return weight, bias
 
@@ -97,6 +111,7 @@ def rewrite(
     supports: Supports,
     present: np.ndarray | None = None,
     anchor: float = 1.0,
+    center: np.ndarray | None = None,
 ) -> Model:
     """`model` whose final layer is the prototype classifier (see `layer`)."""
-    return classifier.rewrite(model, *layer(model, classifier, supports, present, anchor))
+    return classifier.rewrite(model, *layer(model, classifier, supports, present, anchor, center))

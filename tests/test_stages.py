@@ -66,19 +66,23 @@ def test_supports_keep_the_most_confident_features():
     np.testing.assert_allclose(np.linalg.norm(protos, axis=1), 1.0)
 
 
+@pytest.mark.parametrize("centred", [False, True])
 @pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_rewritten_model_is_the_prototype_classifier(kind):
+def test_rewritten_model_is_the_prototype_classifier(kind, centred):
     model = Model(build(kind))
     c = Classifier.of(model)
     runner = Runner(model, [c.layer.input])
     supports = prototypes.Supports(c.classes, c.weight.shape[1], m=5)
+    seen = []
     for x in random_inputs(60, SAMPLE, seed=3):
         values = runner.run(x)
+        seen.append(values[c.layer.input].reshape(-1))
         supports.add(values[c.layer.input].reshape(1, -1), values[c.layer.output].reshape(1, -1))
     present = np.ones(c.classes, bool)
     present[[0, 4]] = False
-    rewritten = prototypes.rewrite(model, c, supports, present)
-    protos = supports.prototypes(c.weight)
+    center = np.mean(seen, axis=0) if centred else None
+    rewritten = prototypes.rewrite(model, c, supports, present, center=center)
+    protos = supports.prototypes(c.weight, center=center)
     check = Runner(rewritten, [c.layer.input])
     out = rewritten.main.outputs[0]
     out_q = rewritten.tensor(out).quantization
@@ -86,7 +90,7 @@ def test_rewritten_model_is_the_prototype_classifier(kind):
     checked = 0
     for x in random_inputs(100, SAMPLE, seed=4):
         values = check.run(x)
-        logits = values[c.layer.input].reshape(-1) @ protos.T
+        logits = (values[c.layer.input].reshape(-1) - (0 if center is None else center)) @ protos.T
         logits[~present] = -np.inf
         assert values[out].argmax() not in (0, 4)
         top2 = np.sort(logits)[-2:]
@@ -94,6 +98,16 @@ def test_rewritten_model_is_the_prototype_classifier(kind):
             assert values[out].argmax() == logits.argmax()
             checked += 1
     assert checked >= 70
+
+
+def test_centred_prototypes_are_built_from_the_centred_supports():
+    s = prototypes.Supports(classes=2, features=2, m=2)
+    s.add(np.array([[3.0, 1.0], [1.0, 3.0]]), np.array([[5.0, 0.0], [0.0, 5.0]]))
+    protos = s.prototypes(np.eye(2), anchor=0.0, center=np.array([1.0, 1.0]))
+    # (3, 1) − (1, 1) = (2, 0) and (1, 3) − (1, 1) = (0, 2): the shared offset is gone.
+    np.testing.assert_allclose(protos, np.eye(2), atol=1e-6)
+    plain = s.prototypes(np.eye(2), anchor=0.0)
+    assert plain[0, 1] > 0.3  # uncentred, both point into the shared quadrant
 
 
 def test_anchor_weighs_the_source_direction_against_the_supports():
