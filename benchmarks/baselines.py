@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from edgeprune.layers import scan
+from edgeprune.layers import ACTIVATIONS, PADDINGS, scan
 from edgeprune.model import Model
 
 BATCH = 64
@@ -171,14 +171,10 @@ class Replay:
 
 
 def _fused(opts: dict) -> str:
-    from edgeprune.layers import ACTIVATIONS
-
     return ACTIVATIONS.get(opts.get("fused_activation_function", 0), "NONE")
 
 
 def _padding(opts: dict) -> str:
-    from edgeprune.layers import PADDINGS
-
     return PADDINGS.get(opts.get("padding", 0), "SAME")
 
 
