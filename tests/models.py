@@ -37,11 +37,8 @@ arch) gives the same bytes, in any process and any order.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
-import tempfile
 
 import numpy as np
 
@@ -146,20 +143,6 @@ def _seed_weights(model) -> None:
             var.assign(value.astype(np.float32))
 
 
-def _saved_model(model, directory: str) -> None:
-    """Export the model's inference call (training=False) as a SavedModel.
-
-    This is what ``TFLiteConverter.from_keras_model`` does for Keras 3 models, minus its silent
-    fallback to the legacy path on any error and its chatty print."""
-    tf = import_tensorflow()
-    archive = tf.keras.export.ExportArchive()
-    archive.track(model)
-    signature = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
-    with contextlib.redirect_stdout(io.StringIO()):
-        archive.write_out(directory, verbose=False)
-
-
 def build(kind: str, arch: str = "mixed") -> bytes:
     """Bytes of a ``.tflite`` model of ``arch`` converted as ``kind`` (see module docstring).
 
@@ -178,24 +161,15 @@ def _build(kind: str, arch: str) -> bytes:
         if arch != "mixed":
             raise ValueError("kind 'uint8' is only built for arch 'mixed'")
         return _build_uint8_legacy()
-    tf = import_tensorflow()
-    model = _keras_model(arch)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-savedmodel-") as directory:
-        _saved_model(model, directory)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        if kind == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif kind == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif kind == "int8":
-            samples = random_inputs(CALIBRATION_SAMPLES, INPUT_SHAPES[arch], seed=SEED)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([s] for s in samples)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
+    from edgeprune.host.convert import convert, from_keras
+
+    import_tensorflow()
+    source = from_keras(_keras_model(arch), arch)
+    try:
+        calibration = random_inputs(CALIBRATION_SAMPLES, INPUT_SHAPES[arch], seed=SEED)
+        return convert(source, kind, calibration if kind == "int8" else None)
+    finally:
+        source.close()
 
 
 def _build_uint8_legacy() -> bytes:
