@@ -22,14 +22,9 @@ Run it to train (or find) the source model and print its test accuracy::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import hashlib
-import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +33,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python benchmarks/cifar.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, REPO  # noqa: E402
+from benchmarks.common import CACHE, REPO, digest, to_tflite  # noqa: E402
 from edgeprune._io import atomic_open, atomic_write_bytes  # noqa: E402
 from edgeprune.preprocess.image import ImageRecipe, file_features  # noqa: E402
 
@@ -116,14 +111,6 @@ def list_images(data_dir: str | os.PathLike | None, split: str) -> tuple[list[Pa
     return paths, np.array(labels, np.int64)
 
 
-def _digest(*parts) -> str:
-    """Short sha256 of JSON-serializable parts: a cache key."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True).encode())
-    return h.hexdigest()[:12]
-
-
 def _decode(paths: list[Path], recipe: ImageRecipe) -> np.ndarray:
     """Model inputs of image files: decoded by Pillow, then the project's NumPy front end."""
     X = np.empty((len(paths), *recipe.shape), np.float32)
@@ -143,7 +130,7 @@ def load_cifar(
     """
     paths, y = list_images(data_dir, split)
     files = [(p.parent.name, p.name, p.stat().st_size) for p in paths]
-    cache = CACHE / f"cifar10-{split}-{_digest(recipe.to_dict(), files)}.npz"
+    cache = CACHE / f"cifar10-{split}-{digest(recipe.to_dict(), files)}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             return z["X"], z["y"]
@@ -307,27 +294,6 @@ def fit(X: np.ndarray, y: np.ndarray, seed: int, epochs: int, progress=print):
     return model, log
 
 
-def convert(model, representative: np.ndarray | None) -> bytes:
-    """Batch-1 float32 (``representative`` None) or full-integer int8 .tflite bytes of ``model``
-    (int8 weights, activations, input and output, calibrated on ``representative``)."""
-    tf = _tf()
-    with tempfile.TemporaryDirectory(prefix="edgeprune-cifar-") as directory:
-        archive = tf.keras.export.ExportArchive()
-        archive.track(model)
-        spec = [tf.TensorSpec((1, *RECIPE.shape), tf.float32)]
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), spec)
-        with contextlib.redirect_stdout(io.StringIO()):
-            archive.write_out(directory, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        if representative is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([s[np.newaxis]] for s in representative)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
-
-
 def train_source(
     seed: int = 0, epochs: int = EPOCHS, data_dir: str | os.PathLike | None = None, progress=print
 ) -> dict:
@@ -339,7 +305,7 @@ def train_source(
     images are only loaded when the model has to be trained. The int8 model is calibrated on
     :data:`TRAIN` ``["representative_samples"]`` training images drawn with the seed.
     """
-    stem = CACHE / f"cifar10-source-s{seed}-e{epochs}-{_digest(RECIPE.to_dict(), TRAIN)}"
+    stem = CACHE / f"cifar10-source-s{seed}-e{epochs}-{digest(RECIPE.to_dict(), TRAIN)}"
     paths = {kind: stem.with_suffix(f".{kind}.tflite") for kind in ("float32", "int8")}
     info_path = stem.with_suffix(".json")
     if all(p.exists() for p in (*paths.values(), info_path)):
@@ -353,7 +319,7 @@ def train_source(
     rng = np.random.default_rng(seed)
     representative = X[rng.choice(len(X), TRAIN["representative_samples"], replace=False)]
     start = time.perf_counter()
-    float32, int8 = convert(model, None), convert(model, representative)
+    float32, int8 = to_tflite(model), to_tflite(model, representative)
     convert_seconds = time.perf_counter() - start
     info = {
         "seed": seed,

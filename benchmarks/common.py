@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -301,6 +302,30 @@ def file_digest(*paths: Path) -> str:
     for p in paths:
         h.update(Path(p).read_bytes())
     return h.hexdigest()[:12]
+
+
+def digest(*parts) -> str:
+    """Short sha256 of arrays (dtype, shape, bytes) and JSON-serializable parts: a cache key."""
+    h = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "dtype") and hasattr(part, "shape"):
+            h.update(str((part.dtype.str, part.shape)).encode())
+            h.update(memoryview(part.copy(order="C")).cast("B"))
+        else:
+            h.update(json.dumps(part, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def to_tflite(keras_model, representative=None) -> bytes:
+    """Batch-1 .tflite bytes of a Keras model through edgeprune's converter: float32, or full
+    int8 (int8 input and output) calibrated on `representative` samples."""
+    from edgeprune.host.convert import convert, from_keras
+
+    source = from_keras(keras_model)
+    try:
+        return convert(source, "float32" if representative is None else "int8", representative)
+    finally:
+        source.close()
 
 
 def cached(name: str, build: Callable[[], bytes], progress: Callable[[str], None] = print) -> Path:

@@ -96,23 +96,13 @@ def tests_model(arch: str) -> Path:
     return common.cached(f"{arch}_float32_{digest}.tflite", lambda: tm.build("float32", arch), log)
 
 
-def _convert(keras_model) -> bytes:
-    """float32 .tflite as tests/models.py converts: its SavedModel export, then the converter."""
-    from tests import models as tm
-
-    tf = tm.import_tensorflow()
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as directory:
-        tm._saved_model(keras_model, directory)
-        return bytes(tf.lite.TFLiteConverter.from_saved_model(directory).convert())
-
-
 def _build_mobilenet_v2() -> bytes:
     from tests import models as tm
 
     tf = tm.import_tensorflow()
     tf.keras.backend.clear_session()
     model = tf.keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None, classes=1000)
-    return _convert(model)
+    return common.to_tflite(model)
 
 
 def _build_big_dense() -> bytes:
@@ -134,7 +124,7 @@ def _build_big_dense() -> bytes:
         kernel = rng.standard_normal(kernel.shape) * np.sqrt(2.0 / kernel.shape[0])
         bias = rng.uniform(0.05, 0.2, bias.shape) * rng.choice([-1.0, 1.0], bias.shape)
         layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    return _convert(model)
+    return common.to_tflite(model)
 
 
 def mobilenet_v2() -> Path:

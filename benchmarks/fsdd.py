@@ -23,14 +23,9 @@ Run it to print the source accuracy on held-out speakers::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import hashlib
-import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -40,7 +35,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python benchmarks/fsdd.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, REPO  # noqa: E402
+from benchmarks.common import CACHE, REPO, digest, to_tflite  # noqa: E402
 from edgeprune._io import atomic_open, atomic_write_bytes  # noqa: E402
 from edgeprune.preprocess.audio import AudioRecipe, features, read_wav  # noqa: E402
 
@@ -110,17 +105,6 @@ def recordings_dir(data_dir: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).data)
-        else:
-            h.update(json.dumps(part, sort_keys=True).encode())
-    return h.hexdigest()[:12]
-
-
 def parse_name(path: Path) -> tuple[int, str, int]:
     """``{digit}_{speaker}_{index}.wav`` -> (digit, speaker, index)."""
     digit, speaker, index = path.stem.split("_")
@@ -142,7 +126,7 @@ def load_fsdd(
     indices int64 [N])``. Cached under ``benchmarks/_cache/`` by recipe and file names and sizes.
     """
     paths = list_recordings(data_dir)
-    key = _digest(recipe.to_dict(), [(p.name, p.stat().st_size) for p in paths])
+    key = digest(recipe.to_dict(), [(p.name, p.stat().st_size) for p in paths])
     cache = CACHE / f"fsdd-features-{key}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
@@ -195,26 +179,6 @@ def build_model(input_shape: tuple[int, ...], dropout: float = TRAIN["dropout"])
     )
 
 
-def _convert(model, representative: np.ndarray | None) -> bytes:
-    """Batch-1 float32 (representative None) or full-integer int8 .tflite bytes of ``model``."""
-    tf = _tf()
-    with tempfile.TemporaryDirectory(prefix="edgeprune-fsdd-") as directory:
-        archive = tf.keras.export.ExportArchive()
-        archive.track(model)
-        spec = [tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)]
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), spec)
-        with contextlib.redirect_stdout(io.StringIO()):
-            archive.write_out(directory, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        if representative is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([s[np.newaxis]] for s in representative)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
-
-
 def train_source(
     held_out_speaker: str,
     X: np.ndarray,
@@ -233,7 +197,7 @@ def train_source(
         raise ValueError(f"unknown speaker {held_out_speaker!r}; expected one of {SPEAKERS}")
     train = speakers_arr != held_out_speaker
     Xt, yt = X[train], np.asarray(y)[train]
-    key = _digest(held_out_speaker, seed, TRAIN, Xt, yt)
+    key = digest(held_out_speaker, seed, TRAIN, Xt, yt)
     stem = CACHE / f"fsdd-source-{held_out_speaker}-s{seed}-{key}"
     paths = Source(stem.with_suffix(".float32.tflite"), stem.with_suffix(".int8.tflite"), {})
     info_path = stem.with_suffix(".json")
@@ -267,7 +231,7 @@ def train_source(
     rng = np.random.default_rng(seed)
     representative = Xt[rng.choice(len(Xt), TRAIN["representative_samples"], replace=False)]
     start = time.perf_counter()
-    float32, int8 = _convert(model, None), _convert(model, representative)
+    float32, int8 = to_tflite(model), to_tflite(model, representative)
     convert_seconds = time.perf_counter() - start
     info = {
         "held_out_speaker": held_out_speaker,
