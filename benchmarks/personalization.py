@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 from edgeprune import prior  # noqa: E402
+from edgeprune._io import atomic_write_bytes  # noqa: E402
 from edgeprune.model import Model  # noqa: E402
 from edgeprune.personalize import personalize, probabilities  # noqa: E402
 
@@ -422,8 +424,6 @@ def plot(curves, xs, path: Path, title: str, xlabel: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgeprune._io import atomic_write_bytes
-
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for label, rows in curves.items():
         mean, std = np.mean(rows, axis=0), np.std(rows, axis=0)
@@ -564,6 +564,9 @@ def benchmark(dataset: str, kind: str, n_folds: int, quick: bool, info: dict) ->
         ]
     body = "\n".join(lines)
     common.write_section(name, body)
+    raw = dict(scores=scores, restricted=restricted, extras=extras, run_at=common.now())
+    text = json.dumps(raw, indent=1, default=lambda v: v.item())  # numpy scalars
+    atomic_write_bytes(common.BENCHMARKS / f"{name}.json", text.encode())
     print(body)
 
 
