@@ -564,7 +564,8 @@ def benchmark(dataset: str, kind: str, n_folds: int, quick: bool, info: dict) ->
         ]
     body = "\n".join(lines)
     common.write_section(name, body)
-    raw = dict(scores=scores, restricted=restricted, extras=extras, run_at=common.now())
+    raw = dict(scores=scores, restricted=restricted, curves=curves, data=data, extras=extras)
+    raw["run_at"] = common.now()
     text = json.dumps(raw, indent=1, default=lambda v: v.item())  # numpy scalars
     atomic_write_bytes(common.BENCHMARKS / f"{name}.json", text.encode())
     print(body)
