@@ -19,14 +19,14 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 from benchmarks.personalization import (  # noqa: E402
+    BACKPROP,
+    ORACLE,
     PIPELINE,
     SPARSE_PIPELINE,
     SWEEP,
     paired_t,
 )
 
-ORACLE = "Eq.1, best sparsity by test labels (paper protocol)"
-BACKPROP = "backprop fine-tuning, lr 1e-3 (labels)"
 RUNS = {
     "fsdd": "personalization_fsdd_float32",
     "int8": "personalization_fsdd_int8",

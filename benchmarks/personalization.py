@@ -126,13 +126,12 @@ def cifar_class_sets(counts=CLASS_COUNTS, seed: int = 0) -> list[tuple[str, ...]
 
 
 FIXED = dict(stages=("prune",), rule="fixed")
+ORACLE = "Eq.1, best sparsity by test labels (paper protocol)"
 PIPELINE = "pipeline defaults (fidelity + prior + prototypes)"
 SPARSE_PIPELINE = "Eq.1 50%, one global threshold, + prior + prototypes"
 METHODS: dict[str, dict] = {
     "source": dict(stages=()),
-    "Eq.1, best sparsity by test labels (paper protocol)": dict(
-        stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True
-    ),
+    ORACLE: dict(stages=("prune",), rule="labels", sparsities=SWEEP, oracle=True),
     "Eq.1, rule fidelity": dict(stages=("prune",), rule="fidelity"),
     "Eq.1, rule infomax": dict(stages=("prune",), rule="infomax"),
     "Eq.1 at 30%": dict(FIXED, fixed=0.3),
@@ -150,20 +149,19 @@ METHODS: dict[str, dict] = {
     "prior + prototypes": dict(stages=("prior", "prototypes")),
     "Eq.1 50% + prior + prototypes": dict(rule="fixed", fixed=0.5),
     SPARSE_PIPELINE: dict(rule="fixed", fixed=0.5, scope="global"),
-    "pipeline defaults (fidelity + prior + prototypes)": dict(),
+    PIPELINE: dict(),
 }
 # Labelled baselines: they train on the adaptation data with its labels (benchmarks/baselines.py).
+BACKPROP = "backprop fine-tuning, lr 1e-3 (labels)"
 LABELLED = {
     "backprop fine-tuning, lr 1e-2 (labels)": lambda ind, src: _baseline(
         "finetune", ind, src, lr=1e-2
     ),
-    "backprop fine-tuning, lr 1e-3 (labels)": lambda ind, src: _baseline(
-        "finetune", ind, src, lr=1e-3
-    ),
+    BACKPROP: lambda ind, src: _baseline("finetune", ind, src, lr=1e-3),
     "SVD adaptation of the dense layers (labels)": lambda ind, src: _baseline("svd", ind, src),
 }
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # Fig. 3b analogue: share of the adaptation data used
-DATA_METHODS = ("pipeline defaults (fidelity + prior + prototypes)", "prototypes")
+DATA_METHODS = (PIPELINE, "prototypes")
 
 
 def _baseline(name: str, ind, float_model: Path, **kwargs) -> float:
@@ -175,11 +173,11 @@ def _baseline(name: str, ind, float_model: Path, **kwargs) -> float:
 
 CLASS_METHODS = (  # the Fig. 3c run: the stages against the source and the paper's protocol
     "source",
-    "Eq.1, best sparsity by test labels (paper protocol)",
+    ORACLE,
     "prior",
     "prototypes",
     "prior + prototypes",
-    "pipeline defaults (fidelity + prior + prototypes)",
+    PIPELINE,
 )
 
 SWEEPS = {  # Fig. 3a analogue: test accuracy along the sweep
@@ -268,8 +266,7 @@ def data_efficiency(ind: Individual) -> dict[str, list[float]]:
         part = ind._replace(adapt=ind.adapt[keep], adapt_y=ind.adapt_y[keep])
         for method in DATA_METHODS:
             rows.setdefault(method, []).append(run(part, METHODS[method])[0])
-        label = "backprop fine-tuning, lr 1e-3 (labels)"
-        rows.setdefault(label, []).append(LABELLED[label](part, ind.float_model))
+        rows.setdefault(BACKPROP, []).append(LABELLED[BACKPROP](part, ind.float_model))
     return rows
 
 
@@ -298,11 +295,11 @@ BASELINES = {  # the columns of the pairwise table, with their short headers
     "magnitude at 50% (data-free)": "magnitude 50%",
     "random at 50%": "random 50%",
     "backprop fine-tuning, lr 1e-2 (labels)": "backprop 1e-2 (labels)",
-    "backprop fine-tuning, lr 1e-3 (labels)": "backprop 1e-3 (labels)",
+    BACKPROP: "backprop 1e-3 (labels)",
     "SVD adaptation of the dense layers (labels)": "SVD (labels)",
 }
 COMPARED = (  # its rows: the label-free methods that matter
-    "Eq.1, best sparsity by test labels (paper protocol)",
+    ORACLE,
     "Eq.1, rule fidelity",
     "Eq.1 at 50%",
     "prior",
@@ -356,7 +353,7 @@ def findings(dataset: str, scores, restricted) -> list[str]:
         return f"{d:+.1f} points (p = {p:.2g}; worst individual {worst:+.1f})"
 
     out = ["Findings (computed from the tables above):", ""]
-    oracle = "Eq.1, best sparsity by test labels (paper protocol)"
+    oracle = ORACLE
     out.append(
         f"- Eq. 1 with the sparsity picked by test labels (the paper's protocol): {said(oracle)}."
     )
