@@ -169,33 +169,36 @@ def cmd_push(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     remote = args.remote or Path(args.file).name
-    update, close = _bytes_bar(args.quiet or args.json, "push")
-    with _device(args.device) as device:
-        try:
-            result = device.put(args.file, remote, update)
-        finally:
-            close()
-    if args.json:
-        return print(json.dumps(result, indent=2))
-    resumed = f", resumed at byte {result['resumed_from']:,}" if result["resumed_from"] else ""
-    print(
-        f"pushed {args.file} -> {device.label}:{result['path']} ({result['size']:,} bytes, "
-        f"sha256 {result['sha256'][:16]}…{resumed})"
+    _transfer(
+        args,
+        "pushed",
+        lambda device, update: device.put(args.file, remote, update),
+        lambda device, result: f"{args.file} -> {device.label}:{result['path']}",
     )
 
 
 def cmd_pull(args: argparse.Namespace) -> None:
-    update, close = _bytes_bar(args.quiet or args.json, "pull")
+    _transfer(
+        args,
+        "pulled",
+        lambda device, update: device.get(args.path, args.output, update),
+        lambda device, result: f"{device.label}:{args.path} -> {result['path']}",
+    )
+
+
+def _transfer(args: argparse.Namespace, verb: str, move, route) -> None:
+    """Run one push or pull with a byte progress bar and print its result (or JSON)."""
+    update, close = _bytes_bar(args.quiet or args.json, verb[:-2])
     with _device(args.device) as device:
         try:
-            result = device.get(args.path, args.output, update)
+            result = move(device, update)
         finally:
             close()
     if args.json:
         return print(json.dumps(result, indent=2))
     resumed = f", resumed at byte {result['resumed_from']:,}" if result["resumed_from"] else ""
     print(
-        f"pulled {device.label}:{args.path} -> {result['path']} ({result['size']:,} bytes, "
+        f"{verb} {route(device, result)} ({result['size']:,} bytes, "
         f"sha256 {result['sha256'][:16]}…{resumed})"
     )
 

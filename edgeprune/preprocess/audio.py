@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgepruneError
+from . import _recipe
 
 ALIGNS = ("centre", "start")
 WINDOWS = ("hann",)
@@ -131,23 +132,7 @@ class AudioRecipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AudioRecipe:
-        if not isinstance(d, dict):
-            raise EdgepruneError(f"an audio recipe must be a JSON object, not {type(d).__name__}")
-        d = dict(d)
-        kind = d.pop("kind", "audio")
-        if kind != "audio":
-            raise EdgepruneError(f"recipe is of kind {kind!r}, not 'audio'")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise EdgepruneError(
-                f"unknown audio recipe field(s) {', '.join(unknown)}: the recipe was written by "
-                "a newer edgeprune, or is not an audio recipe"
-            )
-        try:
-            return cls(**d)
-        except TypeError as e:  # a value of the wrong type, e.g. a string where a number goes
-            raise EdgepruneError(f"invalid audio recipe: {e}") from e
+        return _recipe.from_dict(cls, d, "audio")
 
 
 def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgepruneError
+from . import _recipe
 
 RESIZES = ("bilinear",)
 COLOR_ORDERS = ("RGB", "BGR")
@@ -79,23 +80,7 @@ class ImageRecipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageRecipe:
-        if not isinstance(d, dict):
-            raise EdgepruneError(f"an image recipe must be a JSON object, not {type(d).__name__}")
-        d = dict(d)
-        kind = d.pop("kind", "image")
-        if kind != "image":
-            raise EdgepruneError(f"recipe is of kind {kind!r}, not 'image'")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise EdgepruneError(
-                f"unknown image recipe field(s) {', '.join(unknown)}: the recipe was written by "
-                "a newer edgeprune, or is not an image recipe"
-            )
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise EdgepruneError(f"invalid image recipe: {e}") from e
+        return _recipe.from_dict(cls, d, "image")
 
 
 def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
