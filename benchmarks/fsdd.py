@@ -75,7 +75,8 @@ TRAIN = {
     "learning_rate": 1e-3,
     "dropout": 0.3,
     "representative_samples": 200,
-    "version": 1,
+    "validation_share": 0.1,  # of each training speaker's recordings, never trained on
+    "version": 2,
 }
 
 
@@ -179,6 +180,24 @@ def build_model(input_shape: tuple[int, ...], dropout: float = TRAIN["dropout"])
     )
 
 
+def source_split(
+    speakers: np.ndarray, held_out_speaker: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the source model's training recordings and of its validation recordings
+    (:data:`TRAIN` ``validation_share`` of every other speaker's, seeded): the validation part is
+    what the source reference is built from (`edgeprune package --reference`), never trained on."""
+    train, validation = [], []
+    for i, speaker in enumerate(SPEAKERS):
+        if speaker == held_out_speaker:
+            continue
+        members = np.flatnonzero(np.asarray(speakers) == speaker)
+        order = np.random.default_rng([seed, i]).permutation(members)
+        cut = int(round(TRAIN["validation_share"] * len(order)))
+        validation.append(order[:cut])
+        train.append(order[cut:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
 def train_source(
     held_out_speaker: str,
     X: np.ndarray,
@@ -195,7 +214,7 @@ def train_source(
     speakers_arr = np.asarray(speakers)
     if held_out_speaker not in set(speakers):
         raise ValueError(f"unknown speaker {held_out_speaker!r}; expected one of {SPEAKERS}")
-    train = speakers_arr != held_out_speaker
+    train, _ = source_split(speakers_arr, held_out_speaker, seed)
     Xt, yt = X[train], np.asarray(y)[train]
     key = digest(held_out_speaker, seed, TRAIN, Xt, yt)
     stem = CACHE / f"fsdd-source-{held_out_speaker}-s{seed}-{key}"

@@ -18,8 +18,8 @@ from .data import load_labelled
 from .errors import EdgepruneError
 from .layers import scan
 from .model import Model
-from .personalize import RULES, STAGES, personalize, write_report
-from .prior import MIN_TV
+from .personalize import RULES, STAGES, check_stages, personalize, write_report
+from .reference import Reference
 from .runtime import MODES
 from .summary import summarize
 
@@ -32,14 +32,28 @@ def load_model_and_samples(path: str, data: str | None = None) -> tuple[Model, A
     """MODEL (a .tflite file or an .edgepkg package) and, when DATA is given, its samples:
     .npy/.npz arrays, or with a package that has a recipe, raw .wav/image files preprocessed
     on this machine exactly as the recipe says."""
+    return _open(path, data)[:2]
+
+
+def _open(path: str, data: str | None = None) -> tuple[Model, Any, Any]:
+    """`load_model_and_samples` and the package (or None)."""
     from .package import open_model
     from .rawdata import open_samples
 
     model, package = open_model(path)
     if data is None:
-        return model, None
+        return model, None, package
     recipe = package.recipe if package is not None else None
-    return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe)
+    return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe), package
+
+
+def _reference(path: str | None, package, model: Model) -> Reference | None:
+    """The source reference: --reference FILE, else the package's own, else None."""
+    if path is not None:
+        ref = Reference.load(path)
+        ref.check(model)
+        return ref
+    return package.reference() if package is not None else None
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -112,12 +126,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_personalize(args: argparse.Namespace) -> None:
-    model, samples = load_model_and_samples(args.model, args.data)
     fixed = None if args.sparsity == "auto" else _sparsity(args.sparsity)
+    stages = check_stages(args.stages.split(",") if args.stages else (), fixed)
+    model, samples, package = _open(args.model, args.data)
+    reference = _reference(args.reference, package, model)
     progress = tqdm(samples, total=len(samples), desc="record", unit="sample", disable=args.quiet)
     chosen, report = personalize(
         model,
         progress,
+        reference=reference,
         rule="fixed" if fixed is not None else args.rule,
         fixed=fixed,
         agreement=args.agreement,
@@ -127,8 +144,7 @@ def cmd_personalize(args: argparse.Namespace) -> None:
         scope=args.scope,
         granularity=args.granularity,
         keep_classifier=not args.prune_classifier,
-        stages=tuple(args.stages.split(",")) if args.stages else (),
-        min_tv=args.min_tv,
+        stages=stages,
         support_size=args.support_size,
         evaluation_size=args.eval_samples,
         mode=args.mode,
@@ -137,20 +153,12 @@ def cmd_personalize(args: argparse.Namespace) -> None:
     written = write_report(report, args.report, str(args.output)) if args.report else []
     if args.json:
         return _print_json({**report.to_dict(), "output": str(args.output)})
-    best, source = report.best, report.candidates[0]
-    print(
-        f"wrote {args.output}: rule {report.rule} chose sparsity {best.sparsity:.2f} "
-        f"(measured {best.measured_sparsity:.1%}), agreement with the source {best.agreement:.1%}"
-    )
-    for stage in report.stages[1:]:
-        result = "applied" if stage.applied else "left the model unchanged"
-        accuracy = (
-            "" if stage.test_accuracy is None else f", held-out acc. {stage.test_accuracy:.1%}"
-        )
-        print(
-            f"  {stage.name}: {result}; agreement with the source {stage.agreement:.1%}{accuracy}"
-        )
-    final = report.stages[-1]
+    print(f"wrote {args.output}")
+    for note in report.notes:
+        print(f"note: {note}")
+    for stage in report.stages:
+        print(f"  {_stage_line(stage)}")
+    source, final = report.stages[0], report.stages[-1]
     if final.test_accuracy is not None:
         print(f"held-out accuracy: source {source.test_accuracy:.1%} -> {final.test_accuracy:.1%}")
     before, after = (len(zlib.compress(m.to_bytes(), 6)) for m in (model, chosen))
@@ -160,6 +168,50 @@ def cmd_personalize(args: argparse.Namespace) -> None:
     )
     for path in written:
         print(f"report: {path}")
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    from .reference import build_from_file
+
+    model = _open(args.model)[0]
+    with tqdm(desc="reference", unit="sample", disable=args.quiet) as bar:
+        ref = build_from_file(model, args.data, progress=bar.update)
+    ref.save(args.output)
+    print(
+        f"wrote {args.output}: {ref.classes} classes, {ref.size} validation samples, source "
+        f"accuracy {ref.accuracy:.1%}, temperature {ref.temperature:.2f}"
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _stage_line(stage) -> str:
+    """One line per stage: what it did, its label-free estimate and, with --test, the truth."""
+    if stage.name == "source":
+        line = f"source: estimated accuracy {_percent(stage.estimated_accuracy)}"
+    elif stage.applied:
+        line = f"{stage.name}: kept"
+    elif stage.check is None:
+        return f"{stage.name}: skipped ({stage.reason})"
+    else:
+        line = f"{stage.name}: refused, {stage.reason}"
+    if stage.check is not None:
+        c = stage.check
+        line += (
+            f"; estimated accuracy {_percent(c['before'])} -> {_percent(c['after'])} "
+            f"(lower bound of the change {100 * c['lower']:+.1f} pts)"
+        )
+    if stage.name == "prune" and stage.applied:
+        line += (
+            f"; sparsity {stage.details['sparsity']:.2f} (measured {stage.details['measured']:.1%})"
+        )
+    if stage.proposed_test_accuracy is not None:
+        line += f"; held-out accuracy of the proposal {_percent(stage.proposed_test_accuracy)}"
+    elif stage.name == "source" and stage.test_accuracy is not None:
+        line += f", held-out {_percent(stage.test_accuracy)}"
+    return line
 
 
 def _sparsity(text: str) -> float:
@@ -249,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "personalize",
         help="record, sweep sparsities, choose one without labels, write the model and a report",
-        description="One pass over unlabeled samples builds the activation map; candidate "
-        "sparsities are cut from it and judged on a sample of the data by a selection rule.",
+        description="One pass over unlabeled samples; half of them fit each stage, the other "
+        "half check it: a stage is kept only if its label-free accuracy estimate (against the "
+        "source reference) does not drop, with a 95 %% confidence bound. Candidate sparsities "
+        "are cut from the one activation map and judged the same way.",
     )
     p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument("data", help="unlabeled samples: a .npy/.npz file or folder of them")
@@ -287,14 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stages",
         default=",".join(STAGES),
-        help="comma-separated stages, run in this order: prune (Eq. 1), prior (label-shift EM "
-        "folded into the final bias), prototypes (T3A-like final layer)",
+        help="comma-separated stages, a subsequence of the one order prior,prototypes,prune: "
+        "prior (label-shift EM folded into the final bias), prototypes (final layer from your "
+        "own features, plus the prior), prune (Eq. 1). Each is kept only if the label-free "
+        "check says it does not hurt",
     )
     p.add_argument(
-        "--min-tv",
-        type=float,
-        default=MIN_TV,
-        help="prior stage: smallest total-variation shift worth correcting",
+        "--reference",
+        metavar="FILE",
+        help="the model's source reference (made by `edgeprune reference`); an .edgepkg "
+        "carries its own. Without one only pruning runs, judged by agreement alone",
     )
     p.add_argument(
         "--support-size", type=int, default=20, help="prototype stage: features kept per class"
@@ -309,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_personalize)
+
+    p = sub.add_parser(
+        "reference",
+        help="the source reference personalize needs to check its rewrites without labels",
+        description="Run MODEL over labelled validation samples it never trained on and keep "
+        "what a device needs to estimate accuracy without labels: the confusion matrix, a "
+        "calibration temperature, per-class feature statistics and a sample of features.",
+    )
+    p.add_argument("model", help=".tflite file or .edgepkg package")
+    p.add_argument("data", help=".npz with x (validation samples) and y (their class ids)")
+    p.add_argument("-o", "--output", required=True, help="reference .npz to write")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reference)
 
     for group in COMMAND_GROUPS:
         importlib.import_module(group).register(sub)

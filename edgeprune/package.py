@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import reference
 from .errors import EdgepruneError
 from .model import Model
 
@@ -34,6 +35,7 @@ FORMAT = "edgepkg"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL = "model.tflite"
+REFERENCE = reference.FILENAME  # the source reference, when packaged
 SUFFIX = ".edgepkg"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -53,6 +55,7 @@ class Limits:
     total_bytes: int = 2 * 2**30
     ratio: int = 1000  # deflate cannot exceed ~1032:1 on real data; beyond it is a bomb
     manifest_bytes: int = 1 << 20
+    reference_bytes: int = reference.MAX_BYTES
 
 
 LIMITS = Limits()
@@ -311,10 +314,18 @@ class Package:
             if problems:
                 raise PackageError(f"{self.path}: bad manifest: {'; '.join(problems)}")
             self.model_bytes, digest = _read_member(zf, files[MODEL])
+            self.reference_bytes = None
+            declared = self.manifest.get("files", {}).get(REFERENCE)
+            if declared is not None and REFERENCE in files:
+                if files[REFERENCE].file_size > limits.reference_bytes:
+                    raise PackageError(f"{self.path}: {REFERENCE} is implausibly large")
+                self.reference_bytes, ref_digest = _read_member(zf, files[REFERENCE])
+                if ref_digest != declared["sha256"]:
+                    digest = None  # the package was altered: the same refusal as for the model
         if digest != self.manifest["model"]["sha256"]:
             raise PackageError(
-                f"{self.path}: {MODEL} does not match the sha256 in the manifest: the package "
-                "was altered or damaged; rebuild it with `edgeprune package`"
+                f"{self.path}: {MODEL} or {REFERENCE} does not match the sha256 in the manifest: "
+                "the package was altered or damaged; rebuild it with `edgeprune package`"
             )
 
     @property
@@ -335,6 +346,14 @@ class Package:
 
     def model(self) -> Model:
         return Model(self.model_bytes, name=f"{self.path}:{MODEL}")
+
+    def reference(self) -> reference.Reference | None:
+        """The packaged source reference (checked against the packaged model), or None."""
+        if self.reference_bytes is None:
+            return None
+        ref = reference.Reference.from_bytes(self.reference_bytes, f"{self.path}:{REFERENCE}")
+        ref.check(self.model())
+        return ref
 
 
 def is_package(path: str | os.PathLike) -> bool:

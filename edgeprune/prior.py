@@ -1,110 +1,127 @@
-"""Label-shift prior: estimate the user's class priors from unlabeled predictions and fold them
-into the final bias, so the rewritten model itself predicts with the corrected prior.
+"""Label-shift prior: estimate the user's class priors from unlabeled predictions, for a rewrite of
+the final bias that makes the model itself predict with the corrected prior.
 
-The priors are the maximum-likelihood estimate by EM of Saerens, Latinne & Decaestecker (2002),
-"Adjusting the outputs of a classifier to new a priori probabilities". Adding
-log(π_target / π_source) to the logits is exactly their posterior correction. A guard leaves the
-model alone unless the shift is both significant (likelihood-ratio test, χ² with C − 1 degrees of
-freedom) and large (total variation distance at least `min_tv`): a miscalibrated model on a new
-user's data always "finds" some shift, and correcting a shift that is not there does harm.
+The priors are the maximum-likelihood estimate by EM of Saerens, Latinne & Decaestecker (2002) on
+posteriors calibrated by the reference's temperature (EM assumes calibrated posteriors; Alexandari
+et al. 2020 show calibration is what makes it beat black-box shift estimation). Adding
+log(π_target / π_source) to the calibrated logits is exactly their posterior correction; in the
+model's own logits that is temperature × log-ratio.
+
+Whether the prior moved at all is a likelihood-ratio test whose null distribution is not assumed
+but drawn: the statistic of the user's n samples is compared with the statistics of n samples
+resampled from the reference's validation features, where the prior did not move. That holds for
+any number of classes and any n, where the χ² approximation fails (C large, n small). No class is
+removed on a point estimate: the corrected prior of every class is floored at what n samples
+cannot rule out (the "rule of three": a class seen in none of n samples may still hold 3/n).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
-from .classifier import Classifier
-from .model import Model
+from .estimate import softmax
+from .reference import Reference
 
-# Smallest shift worth correcting: FSDD speakers, who say all ten digits, show spurious shifts
-# below it (benchmarks/RESULTS.md, personalization_fsdd); class subsets lie well above it.
-MIN_TV = 0.4
+ALPHA = 0.01  # test level of "the prior moved"
+NULL_DRAWS = 100  # resamples drawing the statistic's null distribution
 
 
 @dataclass(frozen=True)
 class PriorShift:
     source: np.ndarray
     target: np.ndarray
-    total_variation: float
     statistic: float  # 2 · log-likelihood ratio of target vs source prior
-    threshold: float  # χ² quantile the statistic must exceed
-    min_tv: float
-    floor: float
+    threshold: float  # the (1 − α) quantile of the statistic when the prior did not move
+    samples: int
+    temperature: float
 
     @property
     def significant(self) -> bool:
-        return self.statistic > self.threshold and self.total_variation >= self.min_tv
+        return self.statistic > self.threshold
+
+    @property
+    def total_variation(self) -> float:
+        return float(0.5 * np.abs(self.target - self.source).sum())
+
+    @property
+    def floor(self) -> np.ndarray:
+        """Per class, the smallest prior n samples cannot rule out (never above the source's)."""
+        return np.minimum(self.source, 3.0 / max(self.samples, 1))
 
     @property
     def log_ratio(self) -> np.ndarray:
+        """log(π_target / π_source) with the target floored: what calibrated logits gain."""
         return np.log(np.maximum(self.target, self.floor) / self.source)
 
-    def present(self, share: float = 0.2) -> np.ndarray:
-        """Classes whose estimated prior is at least `share` of the uniform prior 1/C."""
-        if not self.significant:
-            return np.ones(self.target.size, bool)
-        return self.target >= share / self.target.size
+    @property
+    def logit_offset(self) -> np.ndarray:
+        """The same correction in the model's own logit units (× temperature)."""
+        return self.temperature * self.log_ratio
 
     def to_dict(self) -> dict:
         return {
-            "applied": self.significant,
+            "significant": self.significant,
             "total_variation": self.total_variation,
             "statistic": self.statistic,
             "threshold": self.threshold,
+            "samples": self.samples,
             "target_prior": self.target.round(4).tolist(),
         }
 
 
-def em_prior(probs: np.ndarray, source: np.ndarray, iterations: int = 500, tol: float = 1e-9):
+def em_prior(
+    probs: np.ndarray, source: np.ndarray, iterations: int = 300, tol: float = 1e-7
+) -> np.ndarray:
     """The target prior maximizing the likelihood of `probs` (posteriors under `source`)."""
     target = source.copy()
     ratio = probs / source
     for _ in range(iterations):
         weighted = ratio * target
-        posterior = weighted / weighted.sum(axis=1, keepdims=True)
-        updated = posterior.mean(axis=0)
-        if np.abs(updated - target).max() < tol:
-            target = updated
-            break
+        updated = (weighted / weighted.sum(axis=1, keepdims=True)).mean(axis=0)
+        done = np.abs(updated - target).max() < tol
         target = updated
+        if done:
+            break
     return target
 
 
-def chi2_quantile(p: float, dof: int) -> float:
-    """χ² quantile by the Wilson–Hilferty approximation (within 2 % at p = 0.999, dof ≥ 4)."""
-    z = NormalDist().inv_cdf(p)
-    k = max(dof, 1)
-    return k * (1 - 2 / (9 * k) + z * np.sqrt(2 / (9 * k))) ** 3
+def _statistic(probs: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, float]:
+    target = em_prior(probs, source)
+    return target, float(2 * np.log((probs / source * target).sum(axis=1)).sum())
 
 
 def estimate(
-    probs: np.ndarray,
-    source: np.ndarray | None = None,
-    min_tv: float = MIN_TV,
-    alpha: float = 1e-3,
-    floor: float = 1e-6,
+    logits: np.ndarray,
+    reference: Reference,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    alpha: float = ALPHA,
+    draws: int = NULL_DRAWS,
+    seed: int = 0,
 ) -> PriorShift:
-    """Estimate the target prior from posteriors [n, C] and test it against the source prior."""
-    classes = probs.shape[1]
-    source = np.full(classes, 1.0 / classes) if source is None else np.asarray(source, float)
-    target = em_prior(probs, source)
-    loglik = np.log((probs / source * target).sum(axis=1)).sum()
+    """The user's prior from the source's logits [n, C] on their samples, and the test of it.
+
+    `weight`, `bias` are the source's final layer: the null draws score the reference's
+    validation features with it."""
+    t, source = reference.temperature, reference.prior
+    probs = softmax(np.asarray(logits, float) / t)
+    target, statistic = _statistic(probs, source)
+    # The null: n validation rows drawn with the source prior (the sample is stratified).
+    share = np.bincount(reference.labels, minlength=reference.classes) / len(reference.labels)
+    p = (source / np.maximum(share, 1e-12))[reference.labels]
+    null_probs = softmax((reference.features @ weight.T + bias) / t)
+    rng = np.random.default_rng(seed)
+    nulls = [
+        _statistic(null_probs[rng.choice(len(p), len(probs), p=p / p.sum())], source)[1]
+        for _ in range(draws)
+    ]
     return PriorShift(
         source=source,
         target=target,
-        total_variation=float(0.5 * np.abs(target - source).sum()),
-        statistic=float(2 * loglik),
-        threshold=float(chi2_quantile(1 - alpha, classes - 1)),
-        min_tv=min_tv,
-        floor=floor,
+        statistic=statistic,
+        threshold=float(np.quantile(nulls, 1 - alpha)),
+        samples=len(probs),
+        temperature=t,
     )
-
-
-def apply(model: Model, classifier: Classifier, shift: PriorShift) -> Model:
-    """`model` with log(π_target / π_source) added to the final bias, if the shift is real."""
-    if not shift.significant:
-        return model
-    return classifier.rewrite(model, classifier.weight, classifier.bias + shift.log_ratio)

@@ -3,7 +3,7 @@
 After T3A (Iwasawa & Matsuo, NeurIPS 2021): each class's support set starts with the source
 classifier's normalized weight vector and takes the M most confident (lowest-entropy)
 pseudo-labelled target features, normalized; the prototype is the normalized sum of the support,
-and the logits are features · prototype. `rewrite` writes the prototypes into the final
+and the logits are features · prototype. `layer` gives the prototypes as a final
 FULLY_CONNECTED, so the rewritten model's argmax is the prototype classifier's. The support sets
 stream: memory is classes × M × features, whatever the number of samples.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .classifier import Classifier
+from .estimate import softmax
 from .model import Model
 
 # How many supports the source weight vector counts as. Under a label shift (the prior stage found
@@ -30,11 +31,6 @@ LABEL_SHIFT_ANCHOR = 20.0
 def _unit(rows: np.ndarray) -> np.ndarray:
     lengths = np.linalg.norm(rows, axis=-1, keepdims=True)
     return rows / np.where(lengths > 0, lengths, 1)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Supports:
@@ -81,37 +77,24 @@ def layer(
     model: Model,
     classifier: Classifier,
     supports: Supports,
-    present: np.ndarray | None = None,
     anchor: float = 1.0,
     center: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The prototype classifier as a final layer (weight, bias), restricted to `present` classes,
-    on features centred on `center` if given.
+    """The prototype classifier as a final layer (weight, bias): prototype scores on features
+    centred on `center` (if given), plus `offset` per class (the prior stage's log-ratio, in logit
+    units), so the two stages compose in one rewrite. No class is removed: a class without
+    supports keeps its source direction, and a rare one is held down only by its offset.
 
-    Prototypes are scaled to the source weights' mean norm; with a quantized output, so that the
-    kept features' logits fill its range (argmax does not care; int8 outputs saturate, and their
-    steps must still order close logits). Absent classes get a zero weight and a bias below any
-    reachable logit.
+    Prototypes are scaled to the source weights' mean norm; with a quantized output, the whole
+    layer is scaled so that the kept features' logits fill its range (argmax does not care; int8
+    outputs saturate, and their steps must still order close logits).
     """
-    present = np.ones(classifier.classes, bool) if present is None else present
     weight = supports.prototypes(classifier.weight, anchor, center)
     center = np.zeros(weight.shape[1]) if center is None else center
-    kept = supports.kept() - center
     weight *= float(np.linalg.norm(classifier.weight, axis=1).mean())
-    weight *= classifier.output_fit(model, kept @ weight.T)
-    weight[~present] = 0.0
     bias = -(weight @ center)
-    bias[~present] = -2.0 * np.abs(kept @ weight.T).max(initial=1.0)
-    return weight, bias
-
-
-def rewrite(
-    model: Model,
-    classifier: Classifier,
-    supports: Supports,
-    present: np.ndarray | None = None,
-    anchor: float = 1.0,
-    center: np.ndarray | None = None,
-) -> Model:
-    """`model` whose final layer is the prototype classifier (see `layer`)."""
-    return classifier.rewrite(model, *layer(model, classifier, supports, present, anchor, center))
+    if offset is not None:
+        bias = bias + offset
+    fit = classifier.output_fit(model, supports.kept() @ weight.T + bias)
+    return weight * fit, bias * fit

@@ -1,57 +1,139 @@
-"""The label-free stages after pruning: label-shift prior (EM) and prototype classifier."""
+"""The label-free stages and their guards: the prior test, its floor, the accuracy estimate and
+its bounds, the prototype layer with the prior folded in — on synthetic data where the truth is
+known, and on real converted models."""
 
 import numpy as np
 import pytest
 
-from edgeprune import prior, prototypes
+from edgeprune import estimate, prior, prototypes
 from edgeprune.classifier import Classifier
 from edgeprune.model import Model
+from edgeprune.reference import Reference
 from edgeprune.runtime import Runner
 from tests.models import INPUT_SHAPES, build, random_inputs
 
 SAMPLE = INPUT_SHAPES["mixed"][1:]
 
 
-def synthetic_posteriors(target_prior, n=2000, classes=10, seed=0):
-    """Posteriors of a Bayes-optimal classifier trained under a uniform prior (1-D Gaussians)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(classes, n, p=target_prior)
-    x = rng.normal(labels * 3.0, 1.0)
-    loglik = -0.5 * (x[:, None] - np.arange(classes) * 3.0) ** 2
-    return prototypes.softmax(loglik), labels
+class Gaussians:
+    """C classes of unit-variance Gaussian features in D dimensions, and the Bayes classifier for
+    a uniform prior: logits = W f + b with W = means, b = −|mean|² / 2."""
+
+    def __init__(self, classes: int, dims: int = 16, spread: float = 3.0, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.means = rng.normal(
+            0, spread / np.sqrt(2 * dims), (classes, dims)
+        )  # |μi − μj| ≈ spread
+        self.weight = self.means
+        self.bias = -0.5 * (self.means**2).sum(axis=1)
+        self.classes, self.dims, self.rng = classes, dims, rng
+
+    def draw(self, prior: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = self.rng.choice(self.classes, n, p=prior)
+        return self.means[labels] + self.rng.normal(size=(n, self.dims)), labels
+
+    def reference(self, n: int = 4000) -> Reference:
+        features, labels = self.draw(np.full(self.classes, 1 / self.classes), n)
+        confusion = np.zeros((self.classes, self.classes), np.int64)
+        np.add.at(confusion, (labels, (features @ self.weight.T + self.bias).argmax(1)), 1)
+        counts = np.maximum(np.bincount(labels, minlength=self.classes), 1)
+        means = np.zeros((self.classes, self.dims))
+        np.add.at(means, labels, features)
+        return Reference("0" * 64, confusion, 1.0, means / counts[:, None], features, labels)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weight.T + self.bias
 
 
-def test_em_recovers_a_real_shift_and_ignores_none():
-    shifted = np.zeros(10)
-    shifted[[3, 5]] = 0.5
-    probs, _ = synthetic_posteriors(shifted)
-    shift = prior.estimate(probs)
-    assert shift.significant and np.abs(shift.target - shifted).sum() / 2 < 0.05
-    assert shift.present().tolist() == [i in (3, 5) for i in range(10)]
-    probs, _ = synthetic_posteriors(np.full(10, 0.1), seed=1)
-    same = prior.estimate(probs)
-    assert not same.significant and same.present().all()
+def shifted_prior(classes: int, present: list[int]) -> np.ndarray:
+    p = np.zeros(classes)
+    p[present] = 1 / len(present)
+    return p
 
 
-def test_chi2_quantile_matches_tables():
-    # χ² 0.999 quantiles from statistical tables.
-    for dof, expected in ((4, 18.467), (9, 27.877), (19, 43.820)):
-        assert prior.chi2_quantile(0.999, dof) == pytest.approx(expected, rel=0.02)
+@pytest.mark.parametrize("classes", [2, 10, 100])
+def test_prior_test_holds_its_level_for_any_number_of_classes_and_n(classes):
+    """No shift: significant in at most a few of 20 users, for C = 2 … 100 and n = 20 … 400;
+    a real shift to a few classes: significant once n is large enough to see it."""
+    g = Gaussians(classes, seed=classes)
+    ref = g.reference()
+    uniform = np.full(classes, 1 / classes)
+    for n in (20, 400):
+        false = sum(
+            prior.estimate(
+                g.logits(g.draw(uniform, n)[0]), ref, g.weight, g.bias, seed=s
+            ).significant
+            for s in range(20)
+        )
+        assert false <= 3, (classes, n, false)
+    target = shifted_prior(classes, [0, 1] if classes > 2 else [0])
+    if classes == 2:
+        target = np.array([0.9, 0.1])
+    shift = prior.estimate(g.logits(g.draw(target, 400)[0]), ref, g.weight, g.bias)
+    assert shift.significant
+    assert shift.total_variation > 0.5 * 0.5 * np.abs(target - uniform).sum()
 
 
-@pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_prior_is_folded_into_the_bias(kind):
-    model = Model(build(kind))
-    c = Classifier.of(model)
-    shifted = np.full(10, 0.01)
-    shifted[[1, 7]] = 0.46
-    shift = prior.estimate(synthetic_posteriors(shifted)[0])
-    rewritten = Classifier.of(prior.apply(model, c, shift))
-    q = model.tensor(c.layer.bias).quantization
-    step = float(q.scale.max()) if q is not None else 1e-6
-    np.testing.assert_allclose(rewritten.bias, c.bias + shift.log_ratio, atol=step)
-    unshifted = prior.estimate(synthetic_posteriors(np.full(10, 0.1), seed=2)[0])
-    assert prior.apply(model, c, unshifted) is model
+def test_no_class_is_removed_on_a_point_estimate():
+    """Classes the user never showed keep a floor of 3/n: their log-ratio is finite and it grows
+    less negative when there is less evidence (small n)."""
+    g = Gaussians(10, seed=1)
+    ref = g.reference()
+    target = shifted_prior(10, [3, 5])
+    big = prior.estimate(g.logits(g.draw(target, 600)[0]), ref, g.weight, g.bias)
+    small = prior.estimate(g.logits(g.draw(target, 30)[0]), ref, g.weight, g.bias)
+    assert big.significant and small.significant
+    absent = [c for c in range(10) if c not in (3, 5)]
+    for shift, n in ((big, 600), (small, 30)):
+        assert np.all(np.isfinite(shift.log_ratio))
+        np.testing.assert_allclose(
+            shift.log_ratio[absent],
+            np.log(
+                np.maximum(shift.target[absent], np.minimum(shift.source[absent], 3 / n))
+                / shift.source[absent]
+            ),
+        )
+    assert small.log_ratio[absent].min() > big.log_ratio[absent].min()
+    assert np.all(big.log_ratio[[3, 5]] > 1.0)  # the present classes are raised
+
+
+def test_the_prior_lives_in_logit_units_of_the_temperature():
+    g = Gaussians(10, seed=2)
+    ref = g.reference()
+    hot = Reference(
+        ref.model_sha256, ref.confusion, 2.0, ref.feature_means, ref.features, ref.labels
+    )
+    logits = g.logits(g.draw(shifted_prior(10, [1, 2, 3]), 300)[0])
+    shift = prior.estimate(logits, hot, g.weight, g.bias)
+    np.testing.assert_allclose(shift.logit_offset, 2.0 * shift.log_ratio)
+
+
+def test_accuracy_estimate_is_close_to_the_truth_in_domain_and_under_label_shift():
+    g = Gaussians(10, spread=2.0, seed=3)  # about 70 % accurate
+    ref = g.reference()
+    for target in (np.full(10, 0.1), shifted_prior(10, [0, 4, 7])):
+        features, labels = g.draw(target, 3000)
+        truth = np.mean(g.logits(features).argmax(1) == labels)
+        e = estimate.AccuracyEstimator(ref, target)
+        t = e.threshold(g.weight, g.bias)
+        assert e.indicators(g.logits(features), t).mean() == pytest.approx(truth, abs=0.03)
+
+
+def test_paired_verdict_and_wilson_bound():
+    assert estimate.wilson_lower(20, 20) == pytest.approx(0.8809, abs=1e-3)  # n = 20 never
+    assert estimate.wilson_lower(400, 400) > 0.99  # reaches 95 %; n = 400 does
+    same = np.array([1, 0, 1, 1] * 25, bool)
+    assert estimate.paired(same, same).kept  # no change is no harm
+    worse = same.copy()
+    worse[:10] = False
+    assert not estimate.paired(same, worse).kept
+    better = same | True
+    assert estimate.paired(same, better).kept
+    few = np.zeros(10, bool)
+    one_better = few.copy()
+    one_better[0] = True
+    verdict = estimate.paired(few, one_better)
+    assert verdict.delta == pytest.approx(0.1) and verdict.lower < -0.05 and not verdict.kept
 
 
 def test_supports_keep_the_most_confident_features():
@@ -68,7 +150,10 @@ def test_supports_keep_the_most_confident_features():
 
 @pytest.mark.parametrize("centred", [False, True])
 @pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_rewritten_model_is_the_prototype_classifier(kind, centred):
+def test_final_layer_is_prototype_scores_plus_the_log_ratio(kind, centred):
+    """The rewritten model computes (f − center) · prototypes · s + offset (s the norm scaling,
+    and for a quantized output its range fit): float to rounding, int8 as argmax where the top
+    two logits are further apart than the output's resolution."""
     model = Model(build(kind))
     c = Classifier.of(model)
     runner = Runner(model, [c.layer.input])
@@ -78,11 +163,19 @@ def test_rewritten_model_is_the_prototype_classifier(kind, centred):
         values = runner.run(x)
         seen.append(values[c.layer.input].reshape(-1))
         supports.add(values[c.layer.input].reshape(1, -1), values[c.layer.output].reshape(1, -1))
-    present = np.ones(c.classes, bool)
-    present[[0, 4]] = False
     center = np.mean(seen, axis=0) if centred else None
-    rewritten = prototypes.rewrite(model, c, supports, present, center=center)
-    protos = supports.prototypes(c.weight, center=center)
+    offset = np.log(np.full(c.classes, 0.02) / 0.1)
+    offset[[0, 4]] = np.log(0.4 / 0.1)
+    weight, bias = prototypes.layer(model, c, supports, center=center, offset=offset)
+    protos = supports.prototypes(c.weight, center=center) * np.linalg.norm(c.weight, axis=1).mean()
+    scale = weight[0, 0] / protos[0, 0]
+    assert scale > 0
+    np.testing.assert_allclose(weight, scale * protos, rtol=1e-6)
+    shift = 0 if center is None else protos @ center
+    np.testing.assert_allclose(bias, scale * (offset - shift), rtol=1e-6, atol=1e-9)
+    if kind == "float32":
+        assert scale == pytest.approx(1.0)
+    rewritten = c.rewrite(model, weight, bias)
     check = Runner(rewritten, [c.layer.input])
     out = rewritten.main.outputs[0]
     out_q = rewritten.tensor(out).quantization
@@ -90,9 +183,10 @@ def test_rewritten_model_is_the_prototype_classifier(kind, centred):
     checked = 0
     for x in random_inputs(100, SAMPLE, seed=4):
         values = check.run(x)
-        logits = (values[c.layer.input].reshape(-1) - (0 if center is None else center)) @ protos.T
-        logits[~present] = -np.inf
-        assert values[out].argmax() not in (0, 4)
+        f = values[c.layer.input].reshape(-1)
+        logits = scale * ((f - (0 if center is None else center)) @ protos.T + offset)
+        if out_q is None:
+            np.testing.assert_allclose(values[out].reshape(-1), logits, rtol=1e-4, atol=1e-4)
         top2 = np.sort(logits)[-2:]
         if top2[1] - top2[0] >= resolution:
             assert values[out].argmax() == logits.argmax()

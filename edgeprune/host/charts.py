@@ -60,9 +60,11 @@ def plot_sweep(report, path: str | os.PathLike) -> Path:
     plt = _pyplot()
     xs = [c.sparsity for c in report.candidates]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    ax.plot(xs, [c.agreement for c in report.candidates], "o-", label="agreement with source")
+    ax.plot(xs, [c.agreement for c in report.candidates], "o-", label="agreement before pruning")
+    ax.plot(xs, [c.agreement_lower for c in report.candidates], ":", label="its 95 % lower bound")
     ax.plot(xs, [c.confidence for c in report.candidates], "s-", label="mean confidence")
     for key, label in (
+        ("estimated_accuracy", "estimated accuracy (no labels)"),
         ("labelled_accuracy", "labelled accuracy"),
         ("test_accuracy", "test accuracy"),
     ):

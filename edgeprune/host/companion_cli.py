@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="an extra file to include (as NAME inside the package); repeatable",
     )
     p.add_argument("--description", default="", help="one line about the model")
+    p.add_argument(
+        "--reference",
+        metavar="DATA",
+        help=".npz with x and y: labelled validation samples the model never trained on; the "
+        "source reference built from them travels in the package, for personalize's checks",
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_package)
 
@@ -135,6 +141,12 @@ def cmd_package(args: argparse.Namespace) -> None:
     for spec in args.file:
         path, _, inside = spec.partition("=")
         files[inside or Path(path).name] = path
+    reference = None
+    if args.reference:
+        from ..model import Model
+        from ..reference import build_from_file
+
+        reference = build_from_file(Model.load(args.model), args.reference).to_bytes()
     manifest = build(
         args.model,
         args.output,
@@ -144,6 +156,7 @@ def cmd_package(args: argparse.Namespace) -> None:
         recipe=read_recipe(args.recipe) if args.recipe else None,
         files=files,
         description=args.description,
+        reference=reference,
     )
     if args.json:
         print(json.dumps(manifest, indent=2))
@@ -153,5 +166,6 @@ def cmd_package(args: argparse.Namespace) -> None:
         f"wrote {args.output}: {manifest['name']} {manifest['version']}, model "
         f"{manifest['model']['bytes']:,} bytes, {len(manifest['files'])} extra file(s), "
         f"recipe {recipe['kind'] if recipe else 'none'}, "
-        f"{len(manifest['labels']) if manifest['labels'] else 'no'} labels"
+        f"{len(manifest['labels']) if manifest['labels'] else 'no'} labels, "
+        f"{'a' if reference else 'no'} source reference"
     )

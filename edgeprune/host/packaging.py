@@ -19,6 +19,7 @@ from ..package import (
     FORMAT_VERSION,
     MANIFEST,
     MODEL,
+    REFERENCE,
     PackageError,
     _check_name,
     model_problems,
@@ -64,10 +65,12 @@ def build(
     recipe: dict[str, Any] | None = None,
     files: dict[str, str | os.PathLike] | None = None,
     description: str = "",
+    reference: bytes | None = None,
 ) -> dict[str, Any]:
     """Write a package to `output` (atomically) and return its manifest.
 
-    `files` maps names inside the package to files on disk.
+    `files` maps names inside the package to files on disk; `reference` is the model's source
+    reference (`edgeprune.reference`), stored as `reference.npz`.
     """
     data = Path(model_path).read_bytes() if Path(model_path).is_file() else None
     if data is None:
@@ -84,6 +87,8 @@ def build(
             extras[inside] = Path(src).read_bytes()
         except OSError as e:
             raise EdgepruneError(f"cannot read {src}: {e.strerror}") from e
+    if reference is not None:
+        extras[REFERENCE] = reference
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,0 +1,108 @@
+"""Label-free accuracy estimates and the confidence bounds every rewrite is judged with.
+
+The estimator is Average Thresholded Confidence (ATC; Garg et al., ICLR 2022), calibrated per
+candidate: for a final layer (W, b), its confidence threshold t is the one at which the share of
+the reference's labelled validation features scored above t equals its validation accuracy; its
+estimated accuracy on the user's data is then the share of the user's samples scored above t. The
+validation features are reweighted to the user's estimated class prior first (a label-shifted
+user's validation set is not the source's), and the threshold is recomputed for every candidate,
+so a rewrite that lowers validation accuracy raises its own bar.
+
+A rewrite is kept when its estimate does not drop: the paired per-sample difference of the
+"above threshold" indicators on the check samples has a mean ≥ 0 and a one-sided lower
+confidence bound ≥ −tolerance. Agreement with another model is bounded with Wilson's interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .reference import Reference
+
+Z = 1.6449  # one-sided 95 %
+TOLERANCE = 0.01  # how far the lower bound of an estimated change may reach below zero
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def confidence(logits: np.ndarray) -> np.ndarray:
+    """The max-softmax score of each row of logits."""
+    return softmax(logits).max(axis=-1)
+
+
+def wilson_lower(successes: float, n: int, z: float = Z) -> float:
+    """Lower end of Wilson's score interval for a proportion (0 for n = 0)."""
+    if n <= 0:
+        return 0.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - spread) / (1 + z * z / n)))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a candidate compares with the model it would replace, on the check samples."""
+
+    before: float  # estimated accuracy of the current model
+    after: float  # estimated accuracy of the candidate
+    lower: float  # one-sided lower confidence bound of after − before
+    samples: int
+    kept: bool
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "delta": self.delta}
+
+
+def paired(before: np.ndarray, after: np.ndarray, tolerance: float = TOLERANCE) -> Verdict:
+    """The verdict on two indicator vectors over the same check samples."""
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    n = len(before)
+    d = after - before
+    mean = float(d.mean()) if n else 0.0
+    spread = float(d.std(ddof=1)) if n > 1 else (0.0 if mean == 0 else np.inf)
+    lower = mean - Z * spread / np.sqrt(max(n, 1))
+    return Verdict(
+        float(before.mean()) if n else 0.0,
+        float(after.mean()) if n else 0.0,
+        float(lower),
+        n,
+        kept=mean >= 0 and lower >= -tolerance,
+    )
+
+
+class AccuracyEstimator:
+    """ATC for any final layer (W, b), calibrated on the reference (see the module docstring)."""
+
+    def __init__(self, reference: Reference, target_prior: np.ndarray | None = None):
+        self.features = reference.features.astype(np.float64)
+        self.labels = reference.labels
+        share = np.bincount(self.labels, minlength=reference.classes) / len(self.labels)
+        prior = reference.prior if target_prior is None else np.asarray(target_prior, float)
+        # Each validation row stands for its class's share of the user's data.
+        self.weights = (prior / np.maximum(share, 1e-12))[self.labels]
+        self.weights /= self.weights.sum()
+
+    def threshold(self, weight: np.ndarray, bias: np.ndarray) -> float:
+        """The confidence above which as many weighted validation rows lie as are correct."""
+        logits = self.features @ weight.T + bias
+        accuracy = float(self.weights @ (logits.argmax(axis=1) == self.labels))
+        scores = confidence(logits)
+        order = np.argsort(scores)
+        below = np.cumsum(self.weights[order])  # weighted share at or below each score
+        i = int(np.searchsorted(below, 1.0 - accuracy, side="left"))
+        return float(scores[order[min(i, len(order) - 1)]]) if accuracy < 1 else -np.inf
+
+    def indicators(self, logits: np.ndarray, threshold: float) -> np.ndarray:
+        """Per user sample: is its confidence above the threshold (ATC counts it correct)."""
+        return confidence(logits) > threshold

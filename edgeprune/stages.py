@@ -1,0 +1,327 @@
+"""The personalization stages and the one data pass they share.
+
+The pass (`collect`) runs the source model once over the user's unlabeled samples and splits them
+alternately into a *fit* part — the activation map, the prototype supports, a reservoir of logits
+for the prior, the mean feature — and a *check* part: a reservoir of samples with their
+penultimate features, on which every proposed rewrite is judged (`Judge`) before it is kept.
+Memory is bounded whatever the number of samples.
+
+Every stage has one interface: `propose(state, evidence, judge)` returns a `Proposal` (a rewritten
+model, its final layer as real numbers, a report entry) or None with the reason in `skipped`.
+Stages run in the one declared order `ORDER`: the final-layer stages first, on the source's own
+features (which the reference's validation features describe exactly), then pruning, judged by
+agreement with the personalized model it would replace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from . import prior, prototypes, prune
+from .activations import ActivationMap
+from .classifier import Classifier
+from .errors import EdgepruneError
+from .estimate import AccuracyEstimator, Verdict, paired, softmax, wilson_lower
+from .model import Model
+from .reference import Reference
+from .runtime import Runner
+
+ORDER = ("prior", "prototypes", "prune")
+PRIOR_SAMPLES = 4096  # source logits kept (a uniform reservoir of the fit part) for the prior
+
+
+class Reservoir:
+    """A uniform random sample of at most `size` items from a stream (Vitter's Algorithm R)."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seen, self.items = size, 0, []
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            j = int(self._rng.integers(0, self.seen))
+            if j < self.size:
+                self.items[j] = item
+
+
+def _real(model: Model, tensor: int, stored: np.ndarray) -> np.ndarray:
+    q = model.tensor(tensor).quantization
+    return q.dequantize(stored) if q is not None else stored.astype(np.float64)
+
+
+@dataclass
+class Evidence:
+    """What the one pass over the user's samples left: fit part and check part."""
+
+    source: Model
+    classifier: Classifier  # the source's final layer
+    amap: ActivationMap  # fit part
+    supports: prototypes.Supports  # fit part
+    fit_logits: np.ndarray  # [≤ PRIOR_SAMPLES, C] source logits of the fit part
+    feature_mean: np.ndarray  # mean penultimate feature of the fit part
+    check: list  # check samples (a uniform reservoir)
+    check_features: np.ndarray  # [m, D] their source penultimate features
+    reference: Reference | None
+
+    @property
+    def fit_samples(self) -> int:
+        return self.amap.count
+
+
+def collect(
+    model: Model,
+    samples: Iterable[np.ndarray],
+    check_size: int = 256,
+    support_size: int = 20,
+    mode: str = "instrument",
+    reference: Reference | None = None,
+) -> Evidence:
+    """The one pass: odd samples go to the check part, even ones to the fit part."""
+    classifier = Classifier.of(model)
+    layer, d = classifier.layer, classifier.weight.shape[1]
+    amap = ActivationMap(model)
+    supports = prototypes.Supports(classifier.classes, d, support_size)
+    logits, check = Reservoir(PRIOR_SAMPLES, seed=1), Reservoir(check_size, seed=0)
+    feature_sum = np.zeros(d)
+    runner = Runner(model, [*amap.watched, layer.input, layer.output], mode=mode)
+
+    def take(i: int, x: np.ndarray, stored: dict[int, np.ndarray]) -> None:
+        nonlocal feature_sum
+        features = _real(model, layer.input, stored[layer.input]).reshape(-1, d)
+        if i % 2:
+            check.add((np.array(x), features[0].copy()))
+            return
+        amap.update(stored)
+        z = _real(model, layer.output, stored[layer.output]).reshape(-1, classifier.classes)
+        supports.add(features, z)
+        feature_sum += features.sum(axis=0)
+        for row in z:
+            logits.add(row)
+
+    for i, x in enumerate(samples):
+        # The raw views must be gone before the next invoke: pass them, never keep them.
+        take(i, x, runner.run(x, raw=True))
+    if not amap.count or not check.items:
+        raise EdgepruneError("personalize needs at least 2 samples (one to fit, one to check)")
+    return Evidence(
+        source=model,
+        classifier=classifier,
+        amap=amap,
+        supports=supports,
+        fit_logits=np.array(logits.items),
+        feature_mean=feature_sum / amap.count,
+        check=[x for x, _ in check.items],
+        check_features=np.array([f for _, f in check.items]),
+        reference=reference,
+    )
+
+
+@dataclass
+class State:
+    """The model as the pipeline has it so far, with its final layer as real numbers."""
+
+    model: Model
+    weight: np.ndarray
+    bias: np.ndarray
+    shift: prior.PriorShift | None = None  # the prior correction in it, if kept
+
+
+@dataclass
+class Proposal:
+    model: Model
+    weight: np.ndarray
+    bias: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Judge:
+    """Compares a proposed model with the current one on the check samples: estimated accuracy
+    (with a reference) and agreement of predictions."""
+
+    def __init__(self, evidence: Evidence, estimator: AccuracyEstimator | None, tolerance: float):
+        self.evidence, self.estimator, self.tolerance = evidence, estimator, tolerance
+
+    def logits(self, model: Model) -> np.ndarray:
+        """The final layer's real-valued outputs of `model` on the check samples."""
+        layer = self.evidence.classifier.layer
+        runner = Runner(model, [layer.output])
+        return np.array([runner.run(x)[layer.output].reshape(-1) for x in self.evidence.check])
+
+    def final_layer(self, state: State, weight: np.ndarray, bias: np.ndarray) -> Verdict | None:
+        """Estimated accuracy of replacing the final layer, on the source's check features."""
+        if self.estimator is None:
+            return None
+        f, e = self.evidence.check_features, self.estimator
+        before = e.indicators(
+            f @ state.weight.T + state.bias, e.threshold(state.weight, state.bias)
+        )
+        after = e.indicators(f @ weight.T + bias, e.threshold(weight, bias))
+        return paired(before, after, self.tolerance)
+
+    def rewrite(self, state: State, before: np.ndarray, after: np.ndarray) -> Verdict | None:
+        """Estimated accuracy of a model whose final layer is unchanged but whose features are
+        not (pruned), from its check logits `after` and the current model's `before`: both
+        judged at the current final layer's threshold."""
+        if self.estimator is None:
+            return None
+        threshold = self.estimator.threshold(state.weight, state.bias)
+        e = self.estimator
+        return paired(
+            e.indicators(before, threshold), e.indicators(after, threshold), self.tolerance
+        )
+
+    def estimated(self, state: State) -> float | None:
+        """The estimated accuracy of the current final layer on the check samples."""
+        if self.estimator is None:
+            return None
+        e, f = self.estimator, self.evidence.check_features
+        logits = f @ state.weight.T + state.bias
+        return float(e.indicators(logits, e.threshold(state.weight, state.bias)).mean())
+
+
+# ----- the stages -------------------------------------------------------------------------------
+
+
+class PriorStage:
+    """Label-shift correction of the final bias (`prior`), proposed only if the test says the
+    prior moved."""
+
+    name = "prior"
+    needs_reference = True
+
+    def __init__(self, shift: prior.PriorShift | None):
+        self.shift = shift
+        self.skipped = ""
+        self.details = shift.to_dict() if shift is not None else {}
+
+    def propose(self, state: State, evidence: Evidence, judge: Judge) -> Proposal | None:
+        if not self.shift.significant:
+            self.skipped = "the prior did not move significantly"
+            return None
+        bias = state.bias + self.shift.logit_offset
+        model = evidence.classifier.rewrite(state.model, state.weight, bias)
+        return Proposal(model, state.weight, bias, self.details)
+
+    def accept(self, state: State, proposal: Proposal) -> State:
+        return State(proposal.model, proposal.weight, proposal.bias, self.shift)
+
+
+class PrototypeStage:
+    """The final layer re-estimated from the user's own features (`prototypes`), plus the kept
+    prior's log-ratio. Without a kept label shift the features are centred on the user's mean."""
+
+    name = "prototypes"
+    needs_reference = True
+    skipped = ""
+    details: dict[str, Any] = {}
+
+    def propose(self, state: State, evidence: Evidence, judge: Judge) -> Proposal | None:
+        shifted = state.shift is not None
+        anchor = prototypes.LABEL_SHIFT_ANCHOR if shifted else prototypes.ANCHOR
+        center = None if shifted else evidence.feature_mean
+        offset = state.shift.logit_offset if shifted else None
+        c = evidence.classifier
+        weight, bias = prototypes.layer(state.model, c, evidence.supports, anchor, center, offset)
+        details = {
+            "anchor": anchor,
+            "centred": center is not None,
+            "with_prior": shifted,
+            "supports_per_class": evidence.supports.counts().tolist(),
+        }
+        return Proposal(c.rewrite(state.model, weight, bias), weight, bias, details)
+
+    def accept(self, state: State, proposal: Proposal) -> State:
+        return replace(state, model=proposal.model, weight=proposal.weight, bias=proposal.bias)
+
+
+@dataclass
+class Candidate:
+    """One point of the pruning sweep and what the selection rules see of it."""
+
+    sparsity: float
+    measured_sparsity: float
+    agreement: float  # share of check samples predicted as the model before pruning does
+    agreement_lower: float  # its one-sided 95 % Wilson lower bound
+    confidence: float  # mean max-probability
+    infomax: float  # H(mean p) − mean H(p), in nats
+    estimated_accuracy: float | None = None  # label-free (needs a reference)
+    estimated_lower: float | None = None  # lower bound of the estimated change
+    admissible: bool = True  # passes the check (agreement bound and estimated change)
+    labelled_accuracy: float | None = None  # on --labels samples (used only by rule "labels")
+    test_accuracy: float | None = None  # on --test samples (reported, never used to choose)
+
+
+def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=axis)
+
+
+class PruneStage:
+    """Fine-Pruning (Eq. 1) at the sparsity a rule picks from a sweep cut from the one map; a
+    candidate is admissible only if the lower bound of its agreement with the model before
+    pruning reaches `agreement` and its estimated accuracy does not drop."""
+
+    name = "prune"
+    needs_reference = False
+
+    def __init__(self, rule: str, sparsities, agreement: float, scoring: dict, scope: str, score):
+        self.rule, self.sparsities, self.agreement = rule, sparsities, agreement
+        self.scoring, self.scope, self.score_labelled = scoring, scope, score
+        self.candidates: list[Candidate] = []
+        self.chosen = 0
+        self.skipped = ""
+        self.details: dict[str, Any] = {}
+
+    def propose(self, state: State, evidence: Evidence, judge: Judge) -> Proposal | None:
+        amap = evidence.amap
+        scores = prune.compute_scores(state.model, amap.layers, amap, **self.scoring)
+        before = judge.logits(state.model)
+        current = before.argmax(axis=1)
+        models = []
+        for s in self.sparsities:
+            m = prune.apply(state.model, scores.masks(s, self.scope)) if s else state.model
+            logits = judge.logits(m) if s else before
+            zeros, total = prune.measured_sparsity(m, amap.layers)
+            p = softmax(logits)
+            same = int(np.sum(p.argmax(axis=1) == current))
+            verdict = judge.rewrite(state, before, logits) if s else None
+            lower = wilson_lower(same, len(current))
+            candidate = Candidate(
+                sparsity=float(s),
+                measured_sparsity=zeros / total if total else 0.0,
+                agreement=same / len(current),
+                agreement_lower=lower,
+                confidence=float(p.max(axis=1).mean()),
+                infomax=float(_entropy(p.mean(axis=0)) - _entropy(p).mean()),
+                estimated_accuracy=verdict.after if verdict else judge.estimated(state),
+                estimated_lower=verdict.lower if verdict else None,
+                admissible=not s or (lower >= self.agreement and (verdict is None or verdict.kept)),
+                **self.score_labelled(m),
+            )
+            self.candidates.append(candidate)
+            models.append(m)
+        self.chosen = self._choose()
+        best = self.candidates[self.chosen]
+        if not best.sparsity:
+            self.skipped = "no sparsity passed the check" if len(models) > 1 else "no sparsity"
+            return None
+        details = {"sparsity": best.sparsity, "measured": best.measured_sparsity}
+        return Proposal(models[self.chosen], state.weight, state.bias, details)
+
+    def _choose(self) -> int:
+        cands = self.candidates
+        if self.rule == "labels":  # the user's labels decide; ties go to the lower sparsity
+            return max(range(len(cands)), key=lambda i: (cands[i].labelled_accuracy, -i))
+        ok = [i for i, c in enumerate(cands) if c.admissible]
+        if self.rule == "infomax":
+            return max(ok, key=lambda i: (cands[i].infomax, -i))
+        return max(ok, key=lambda i: cands[i].sparsity)  # fidelity, fixed: the largest that passes
+
+    def accept(self, state: State, proposal: Proposal) -> State:
+        return replace(state, model=proposal.model)
