@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .reference import Reference
+from .reference import Reference, fit_temperature
 
 Z = 1.6449  # one-sided 95 %
 TOLERANCE = 0.01  # how far the lower bound of an estimated change may reach below zero
@@ -55,6 +55,7 @@ class Verdict:
     lower: float  # one-sided lower confidence bound of after − before
     samples: int
     kept: bool
+    second_delta: float | None = None  # the second estimator's change (ATC), when consulted
 
     @property
     def delta(self) -> float:
@@ -77,25 +78,37 @@ def paired(before: np.ndarray, after: np.ndarray, tolerance: float = TOLERANCE) 
         float(after.mean()) if n else 0.0,
         float(lower),
         n,
-        kept=mean >= 0 and lower >= -tolerance,
+        kept=bool(mean >= 0 and lower >= -tolerance),
     )
 
 
-class AccuracyEstimator:
-    """ATC for any final layer (W, b), calibrated on the reference (see the module docstring)."""
+METHODS = ("atc", "ac")
 
-    def __init__(self, reference: Reference, target_prior: np.ndarray | None = None):
+
+class AccuracyEstimator:
+    """A label-free accuracy estimate for any final layer (W, b), calibrated on the reference
+    (see the module docstring). Method "atc": per sample, is its confidence above the layer's
+    ATC threshold; "ac": its max-probability after the layer's own temperature scaling on the
+    validation features (average confidence, calibrated): a smoother per-sample score, so the
+    paired bound is tighter."""
+
+    def __init__(
+        self, reference: Reference, target_prior: np.ndarray | None = None, method: str = "ac"
+    ):
         self.features = reference.features.astype(np.float64)
         self.labels = reference.labels
+        self.method = method
         share = np.bincount(self.labels, minlength=reference.classes) / len(self.labels)
         prior = reference.prior if target_prior is None else np.asarray(target_prior, float)
         # Each validation row stands for its class's share of the user's data.
         self.weights = (prior / np.maximum(share, 1e-12))[self.labels]
         self.weights /= self.weights.sum()
 
-    def threshold(self, weight: np.ndarray, bias: np.ndarray) -> float:
-        """The confidence above which as many weighted validation rows lie as are correct."""
+    def calibrate(self, weight: np.ndarray, bias: np.ndarray) -> float:
+        """What the per-sample scores of this layer need: its threshold or temperature."""
         logits = self.features @ weight.T + bias
+        if self.method == "ac":
+            return fit_temperature(logits, self.labels, self.weights)
         accuracy = float(self.weights @ (logits.argmax(axis=1) == self.labels))
         scores = confidence(logits)
         order = np.argsort(scores)
@@ -103,6 +116,8 @@ class AccuracyEstimator:
         i = int(np.searchsorted(below, 1.0 - accuracy, side="left"))
         return float(scores[order[min(i, len(order) - 1)]]) if accuracy < 1 else -np.inf
 
-    def indicators(self, logits: np.ndarray, threshold: float) -> np.ndarray:
-        """Per user sample: is its confidence above the threshold (ATC counts it correct)."""
-        return confidence(logits) > threshold
+    def per_sample(self, logits: np.ndarray, calibration: float) -> np.ndarray:
+        """Per user sample, its share of the estimated accuracy (the mean is the estimate)."""
+        if self.method == "ac":
+            return confidence(np.asarray(logits) / calibration)
+        return (confidence(logits) > calibration).astype(float)

@@ -33,7 +33,7 @@ from . import prior
 from ._io import atomic_write_bytes
 from .classifier import Classifier
 from .errors import EdgepruneError
-from .estimate import TOLERANCE, AccuracyEstimator, softmax
+from .estimate import TOLERANCE, softmax
 from .model import Model
 from .reference import Reference
 from .runtime import Runner
@@ -178,19 +178,18 @@ def personalize(
         reference.fits(Classifier.of(model))
     evidence = collect(model, samples, evaluation_size, support_size, mode, reference)
     source = evidence.classifier
-    notes, estimator, shift = [], None, None
+    notes, shift = [], None
     if reference is not None:
         shift = prior.estimate(
             evidence.fit_logits, reference, source.weight, source.bias, seed=seed
         )
-        estimator = AccuracyEstimator(reference, shift.target if shift.significant else None)
     else:
         notes.append(
             "no source reference: accuracy cannot be estimated without labels, so the prior and "
             "prototype stages were skipped and pruning was judged by agreement with the source "
             "alone; build one with `edgeprune package --reference` or `edgeprune reference`"
         )
-    judge = Judge(evidence, estimator, tolerance)
+    judge = Judge(evidence, tolerance)
     evaluate = _Evaluator(model, evidence.check, labelled, test)
     state = State(model, source.weight, source.bias)
     history = [
@@ -281,7 +280,7 @@ def _run(
             reason="the estimated accuracy would drop",
             details=details,
         )
-    state = stage.accept(state, proposal)
+    state = stage.accept(state, proposal, judge)
     estimated = (
         verdict.after if verdict is not None else stage.candidates[stage.chosen].estimated_accuracy
     )

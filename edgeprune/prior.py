@@ -39,7 +39,7 @@ class PriorShift:
 
     @property
     def significant(self) -> bool:
-        return self.statistic > self.threshold
+        return bool(self.statistic > self.threshold)
 
     @property
     def total_variation(self) -> float:

@@ -208,13 +208,16 @@ def classifier_outputs(
             progress()
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T minimizing the validation NLL of softmax(logits / T) (golden-section on log T)."""
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> float:
+    """The T minimizing the (weighted) NLL of softmax(logits / T) (golden-section on log T)."""
+    weights = np.full(len(labels), 1 / len(labels)) if weights is None else weights
 
     def nll(log_t: float) -> float:
         z = logits / np.exp(log_t)
         z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), labels]))
+        return float(weights @ (np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), labels]))
 
     low, high = np.log(0.05), np.log(20.0)
     ratio = (np.sqrt(5) - 1) / 2

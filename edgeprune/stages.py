@@ -142,11 +142,25 @@ class Proposal:
 
 
 class Judge:
-    """Compares a proposed model with the current one on the check samples: estimated accuracy
-    (with a reference) and agreement of predictions."""
+    """Compares a proposed model with the current one on the check samples: its estimated
+    accuracy (with a reference) and the agreement of its predictions.
 
-    def __init__(self, evidence: Evidence, estimator: AccuracyEstimator | None, tolerance: float):
-        self.evidence, self.estimator, self.tolerance = evidence, estimator, tolerance
+    Two label-free estimates give their opinion: calibrated average confidence (the paired lower
+    bound comes from it: its per-sample scores are smooth) and ATC (its point estimate must not
+    drop either). They fail differently — confidence rewards a rewrite that only sharpens what the
+    model already believed; ATC's all-or-nothing scores are noisy — and a rewrite is kept only if
+    neither predicts a drop."""
+
+    def __init__(self, evidence: Evidence, tolerance: float):
+        self.evidence, self.tolerance = evidence, tolerance
+        self.estimators: tuple[AccuracyEstimator, ...] = ()
+        if evidence.reference is not None:
+            self.reweight(None)
+
+    def reweight(self, prior: np.ndarray | None) -> None:
+        """Estimate accuracy for a user with this class prior (None: the source's) from now on."""
+        ref = self.evidence.reference
+        self.estimators = tuple(AccuracyEstimator(ref, prior, m) for m in ("ac", "atc"))
 
     def logits(self, model: Model) -> np.ndarray:
         """The final layer's real-valued outputs of `model` on the check samples."""
@@ -156,34 +170,36 @@ class Judge:
 
     def final_layer(self, state: State, weight: np.ndarray, bias: np.ndarray) -> Verdict | None:
         """Estimated accuracy of replacing the final layer, on the source's check features."""
-        if self.estimator is None:
+        if not self.estimators:
             return None
-        f, e = self.evidence.check_features, self.estimator
-        before = e.indicators(
-            f @ state.weight.T + state.bias, e.threshold(state.weight, state.bias)
-        )
-        after = e.indicators(f @ weight.T + bias, e.threshold(weight, bias))
-        return paired(before, after, self.tolerance)
+        f = self.evidence.check_features
+        before = self._scores(f @ state.weight.T + state.bias, state.weight, state.bias)
+        return self._verdict(before, self._scores(f @ weight.T + bias, weight, bias))
 
     def rewrite(self, state: State, before: np.ndarray, after: np.ndarray) -> Verdict | None:
         """Estimated accuracy of a model whose final layer is unchanged but whose features are
         not (pruned), from its check logits `after` and the current model's `before`: both
-        judged at the current final layer's threshold."""
-        if self.estimator is None:
+        scored with the current final layer's calibration."""
+        if not self.estimators:
             return None
-        threshold = self.estimator.threshold(state.weight, state.bias)
-        e = self.estimator
-        return paired(
-            e.indicators(before, threshold), e.indicators(after, threshold), self.tolerance
-        )
+        w, b = state.weight, state.bias
+        return self._verdict(self._scores(before, w, b), self._scores(after, w, b))
 
     def estimated(self, state: State) -> float | None:
         """The estimated accuracy of the current final layer on the check samples."""
-        if self.estimator is None:
+        if not self.estimators:
             return None
-        e, f = self.estimator, self.evidence.check_features
-        logits = f @ state.weight.T + state.bias
-        return float(e.indicators(logits, e.threshold(state.weight, state.bias)).mean())
+        logits = self.evidence.check_features @ state.weight.T + state.bias
+        return float(self._scores(logits, state.weight, state.bias)[0].mean())
+
+    def _scores(self, logits: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> list:
+        """Per estimator, the per-sample scores of `logits` as the layer (weight, bias) has them."""
+        return [e.per_sample(logits, e.calibrate(weight, bias)) for e in self.estimators]
+
+    def _verdict(self, before: list, after: list) -> Verdict:
+        main = paired(before[0], after[0], self.tolerance)
+        second = float(after[1].mean() - before[1].mean())
+        return replace(main, second_delta=second, kept=main.kept and second >= 0)
 
 
 # ----- the stages -------------------------------------------------------------------------------
@@ -209,7 +225,10 @@ class PriorStage:
         model = evidence.classifier.rewrite(state.model, state.weight, bias)
         return Proposal(model, state.weight, bias, self.details)
 
-    def accept(self, state: State, proposal: Proposal) -> State:
+    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
+        # From now on the validation features stand for the user's prior. Not before: judged
+        # on data weighted by its own estimate, any estimated shift would confirm itself.
+        judge.reweight(self.shift.target)
         return State(proposal.model, proposal.weight, proposal.bias, self.shift)
 
 
@@ -237,7 +256,7 @@ class PrototypeStage:
         }
         return Proposal(c.rewrite(state.model, weight, bias), weight, bias, details)
 
-    def accept(self, state: State, proposal: Proposal) -> State:
+    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
         return replace(state, model=proposal.model, weight=proposal.weight, bias=proposal.bias)
 
 
@@ -301,7 +320,9 @@ class PruneStage:
                 infomax=float(_entropy(p.mean(axis=0)) - _entropy(p).mean()),
                 estimated_accuracy=verdict.after if verdict else judge.estimated(state),
                 estimated_lower=verdict.lower if verdict else None,
-                admissible=not s or (lower >= self.agreement and (verdict is None or verdict.kept)),
+                admissible=bool(
+                    not s or (lower >= self.agreement and (verdict is None or verdict.kept))
+                ),
                 **self.score_labelled(m),
             )
             self.candidates.append(candidate)
@@ -323,5 +344,5 @@ class PruneStage:
             return max(ok, key=lambda i: (cands[i].infomax, -i))
         return max(ok, key=lambda i: cands[i].sparsity)  # fidelity, fixed: the largest that passes
 
-    def accept(self, state: State, proposal: Proposal) -> State:
+    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
         return replace(state, model=proposal.model)

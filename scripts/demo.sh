@@ -17,6 +17,8 @@ echo "== record the activation map over the speaker's unlabeled recordings, prun
 edgeprune record "$demo/model.tflite" "$demo/unlabeled.npy" -o "$out/map.npz"
 edgeprune prune "$demo/model.tflite" "$out/map.npz" --sparsity 0.5 -o "$out/pruned.tflite"
 echo
-echo "== personalize: sweep, choose without labels, report held-out accuracy"
+echo "== personalize: each stage fitted on half the recordings, kept only if the other half's"
+echo "   label-free accuracy estimate (against the source reference) does not drop"
 edgeprune personalize "$demo/model.tflite" "$demo/unlabeled.npy" -o "$out/personalized.tflite" \
+  --reference "$demo/reference.npz" \
   --test "$demo/test.npz" --report "$out/report" -q

@@ -15,6 +15,7 @@ It writes, replacing the folder as a whole (built beside it, then renamed into p
 - ``test.npz``       ``x`` (features) and ``y`` (digits) of held-out recordings of the speaker,
                      disjoint from ``unlabeled/``
 - ``recipe.json``    the AudioRecipe (``edgeprune.preprocess``) that made every feature
+- ``reference.npz``  the source reference, from the source's validation recordings
 - ``README.md``      what is there, how it was made, measured figures, the data licence
 
 Split, per digit: recordings with index 0 .. TEST-1 are the test set (FSDD's official test split
@@ -40,7 +41,9 @@ if str(REPO) not in sys.path:
 
 from benchmarks import fsdd  # noqa: E402
 from edgeprune._io import atomic_open  # noqa: E402
+from edgeprune.model import Model  # noqa: E402
 from edgeprune.preprocess.audio import wav_features  # noqa: E402
+from edgeprune.reference import build as build_reference  # noqa: E402
 
 OUT = REPO / "examples" / "fsdd_demo"
 SIZE_BUDGET = 3 * 2**20  # bytes: the demo ships in every clone
@@ -72,6 +75,10 @@ and {speaker}'s recordings to personalize it with.
   recordings of {speaker} ({per_test} per digit, FSDD index 0-{t_hi}; the official FSDD test split
   is 0-4). Only for scoring: never used to adapt.
 - `recipe.json`: the `edgeprune.preprocess.AudioRecipe` that turns a .wav into the model input.
+- `reference.npz`: the source reference (`edgeprune.reference`), built from {n_val} recordings of
+  the five other speakers that the source model never trained on (source accuracy on them
+  {acc_val:.3f}): what `edgeprune personalize --reference` needs to estimate, without labels,
+  whether a rewrite helps {speaker}.
 
 Measured when the folder was made: the source model classifies {speaker}'s test recordings with
 accuracy **{acc_test:.3f}** (int8 model, {n_test} recordings; float32 model: {acc_test_f:.3f}).
@@ -172,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         np.savez_compressed(tmp / "test.npz", x=xt, y=yt)
         _write_text(tmp / "recipe.json", json.dumps(recipe.to_dict(), indent=2) + "\n")
         shutil.copyfile(source.int8, tmp / "model.tflite")
+        # The source reference, from the other speakers' recordings the source never trained on.
+        _, val = fsdd.source_split(np.asarray(speakers), args.speaker, seed=args.seed)
+        model = Model.load(tmp / "model.tflite")
+        reference = build_reference(model, iter(X[val]), digits[val])
+        reference.save(tmp / "reference.npz")
 
         acc_test = fsdd.accuracy(tmp / "model.tflite", xt, yt)
         acc_test_f = fsdd.accuracy(source.float32, xt, yt)
@@ -210,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 acc_test=acc_test,
                 acc_test_f=acc_test_f,
                 acc_all=acc_all,
+                n_val=reference.size,
+                acc_val=reference.accuracy,
                 frames=recipe.frames,
                 bins=recipe.bins,
                 example=names[0],
