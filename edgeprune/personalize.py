@@ -181,7 +181,13 @@ def personalize(
     notes, shift = [], None
     if reference is not None:
         shift = prior.estimate(
-            evidence.fit_logits, reference, source.weight, source.bias, seed=seed
+            evidence.fit_logits,
+            reference,
+            source.weight,
+            source.bias,
+            evidence.feature_mean,
+            evidence.fit_samples,
+            seed=seed,
         )
     else:
         notes.append(

@@ -17,7 +17,7 @@ cannot rule out (the "rule of three": a class seen in none of n samples may stil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,10 +36,19 @@ class PriorShift:
     threshold: float  # the (1 − α) quantile of the statistic when the prior did not move
     samples: int
     temperature: float
+    feature_distance: float = 0.0  # |user's mean feature − Σ π_target(c) · class mean|²
+    feature_threshold: float = np.inf  # its (1 − α) quantile if only the labels had shifted
 
     @property
     def significant(self) -> bool:
         return bool(self.statistic > self.threshold)
+
+    @property
+    def labels_only(self) -> bool:
+        """Do the user's features fit a pure label shift (class means of the reference mixed by
+        the estimated prior)? A new speaker's features move too: EM then reads miscalibration
+        as a prior, and correcting it does harm."""
+        return bool(self.feature_distance <= self.feature_threshold)
 
     @property
     def total_variation(self) -> float:
@@ -66,6 +75,9 @@ class PriorShift:
             "total_variation": self.total_variation,
             "statistic": self.statistic,
             "threshold": self.threshold,
+            "labels_only": self.labels_only,
+            "feature_distance": self.feature_distance,
+            "feature_threshold": self.feature_threshold,
             "samples": self.samples,
             "target_prior": self.target.round(4).tolist(),
         }
@@ -97,31 +109,51 @@ def estimate(
     reference: Reference,
     weight: np.ndarray,
     bias: np.ndarray,
+    feature_mean: np.ndarray | None = None,
+    samples: int | None = None,
     alpha: float = ALPHA,
     draws: int = NULL_DRAWS,
     seed: int = 0,
 ) -> PriorShift:
-    """The user's prior from the source's logits [n, C] on their samples, and the test of it.
+    """The user's prior from the source's logits [n, C] on their samples, and the tests of it.
 
     `weight`, `bias` are the source's final layer: the null draws score the reference's
-    validation features with it."""
+    validation features with it. With the user's `feature_mean` (over `samples` samples), also
+    the test that only the labels shifted: the distance of that mean from the reference's class
+    means mixed by the estimated prior, against the same distance for validation rows drawn with
+    that prior."""
     t, source = reference.temperature, reference.prior
     probs = softmax(np.asarray(logits, float) / t)
     target, statistic = _statistic(probs, source)
-    # The null: n validation rows drawn with the source prior (the sample is stratified).
     share = np.bincount(reference.labels, minlength=reference.classes) / len(reference.labels)
-    p = (source / np.maximum(share, 1e-12))[reference.labels]
+    rows = np.arange(len(reference.labels))
     null_probs = softmax((reference.features @ weight.T + bias) / t)
     rng = np.random.default_rng(seed)
-    nulls = [
-        _statistic(null_probs[rng.choice(len(p), len(probs), p=p / p.sum())], source)[1]
-        for _ in range(draws)
-    ]
-    return PriorShift(
+
+    def draw(prior: np.ndarray, n: int) -> np.ndarray:
+        p = (prior / np.maximum(share, 1e-12))[reference.labels]  # the sample is stratified
+        return rng.choice(rows, n, p=p / p.sum())
+
+    # The null of "the prior moved": n validation rows drawn with the source prior.
+    nulls = [_statistic(null_probs[draw(source, len(probs))], source)[1] for _ in range(draws)]
+    shift = PriorShift(
         source=source,
         target=target,
         statistic=statistic,
         threshold=float(np.quantile(nulls, 1 - alpha)),
         samples=len(probs),
         temperature=t,
+    )
+    if feature_mean is None:
+        return shift
+    n = samples or len(probs)
+    mixed = target @ reference.feature_means
+    distances = [
+        float(((reference.features[draw(target, n)].mean(axis=0) - mixed) ** 2).sum())
+        for _ in range(draws)
+    ]
+    return replace(
+        shift,
+        feature_distance=float(((feature_mean - mixed) ** 2).sum()),
+        feature_threshold=float(np.quantile(distances, 1 - alpha)),
     )

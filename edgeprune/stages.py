@@ -221,6 +221,9 @@ class PriorStage:
         if not self.shift.significant:
             self.skipped = "the prior did not move significantly"
             return None
+        if not self.shift.labels_only:
+            self.skipped = "the features moved too: not a label shift the prior can correct"
+            return None
         bias = state.bias + self.shift.logit_offset
         model = evidence.classifier.rewrite(state.model, state.weight, bias)
         return Proposal(model, state.weight, bias, self.details)

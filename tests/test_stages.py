@@ -224,3 +224,16 @@ def test_anchor_weighs_the_source_direction_against_the_supports():
     trusting = s.prototypes(source, anchor=1000.0)
     assert np.abs(trusting[0] - [1.0, 0.0]).max() < 0.01
     np.testing.assert_allclose(trusting[1], [0.0, 1.0])  # no supports: the source direction
+
+
+def test_the_prior_is_proposed_only_for_a_shift_in_the_labels():
+    """A label shift keeps the class means: the user's mean feature is their mixture. A new
+    speaker's features move as well, and EM would read the move as a prior."""
+    g = Gaussians(10, seed=5)
+    ref = g.reference()
+    features, _ = g.draw(shifted_prior(10, [2, 6, 8]), 400)
+    for moved, labels_only in ((0.0, True), (1.0, False)):
+        f = features + moved
+        shift = prior.estimate(g.logits(f), ref, g.weight, g.bias, f.mean(axis=0), len(f))
+        assert shift.significant
+        assert shift.labels_only == labels_only, (moved, shift.to_dict())
