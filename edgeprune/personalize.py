@@ -196,6 +196,11 @@ def personalize(
             "alone; build one with `edgeprune package --reference` or `edgeprune reference`"
         )
     judge = Judge(evidence, tolerance)
+    if shift is not None and shift.significant and shift.labels_only:
+        # The labels moved and only they did: the validation features stand for this user's
+        # prior. (Were the features moving too, EM's estimate would be miscalibration, and
+        # judged on data weighted by it, the prior correction would confirm itself.)
+        judge.reweight(shift.target)
     evaluate = _Evaluator(model, evidence.check, labelled, test)
     state = State(model, source.weight, source.bias)
     history = [

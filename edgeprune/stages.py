@@ -229,9 +229,6 @@ class PriorStage:
         return Proposal(model, state.weight, bias, self.details)
 
     def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
-        # From now on the validation features stand for the user's prior. Not before: judged
-        # on data weighted by its own estimate, any estimated shift would confirm itself.
-        judge.reweight(self.shift.target)
         return State(proposal.model, proposal.weight, proposal.bias, self.shift)
 
 
