@@ -289,9 +289,13 @@ class PruneStage:
     name = "prune"
     needs_reference = False
 
-    def __init__(self, rule: str, sparsities, agreement: float, scoring: dict, scope: str, score):
+    def __init__(
+        self, rule: str, sparsities, agreement: float, scoring: dict, scope: str, labelled_scores
+    ):
+        """`scoring`: prune.compute_scores' settings; `labelled_scores(model)`: the accuracies
+        on the user's labelled sets, if any ({"labelled_accuracy": …, "test_accuracy": …})."""
         self.rule, self.sparsities, self.agreement = rule, sparsities, agreement
-        self.scoring, self.scope, self.score_labelled = scoring, scope, score
+        self.scoring, self.scope, self.labelled_scores = scoring, scope, labelled_scores
         self.candidates: list[Candidate] = []
         self.chosen = 0
         self.skipped = ""
@@ -302,7 +306,6 @@ class PruneStage:
         scores = prune.compute_scores(state.model, amap.layers, amap, **self.scoring)
         before = judge.logits(state.model)
         current = before.argmax(axis=1)
-        models = []
         for s in self.sparsities:
             m = prune.apply(state.model, scores.masks(s, self.scope)) if s else state.model
             logits = judge.logits(m) if s else before
@@ -323,17 +326,21 @@ class PruneStage:
                 admissible=bool(
                     not s or (lower >= self.agreement and (verdict is None or verdict.kept))
                 ),
-                **self.score_labelled(m),
+                **self.labelled_scores(m),
             )
             self.candidates.append(candidate)
-            models.append(m)
         self.chosen = self._choose()
         best = self.candidates[self.chosen]
         if not best.sparsity:
-            self.skipped = "no sparsity passed the check" if len(models) > 1 else "no sparsity"
+            self.skipped = (
+                "no sparsity passed the check" if len(self.candidates) > 1 else "sparsity 0"
+            )
             return None
         details = {"sparsity": best.sparsity, "measured": best.measured_sparsity}
-        return Proposal(models[self.chosen], state.weight, state.bias, details)
+        chosen = prune.apply(
+            state.model, scores.masks(best.sparsity, self.scope)
+        )  # not kept: cheap
+        return Proposal(chosen, state.weight, state.bias, details)
 
     def _choose(self) -> int:
         cands = self.candidates
