@@ -237,7 +237,7 @@ def personalize(
     report = Report(
         rule,
         prune_stage.chosen,
-        evidence.fit_samples + len(evidence.check),
+        evidence.samples,
         len(evidence.check),
         settings,
         prune_stage.candidates,

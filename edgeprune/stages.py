@@ -69,6 +69,7 @@ class Evidence:
     check: list  # check samples (a uniform reservoir)
     check_features: np.ndarray  # [m, D] their source penultimate features
     reference: Reference | None
+    samples: int  # seen in all, both parts
 
     @property
     def fit_samples(self) -> int:
@@ -120,6 +121,7 @@ def collect(
         check=[x for x, _ in check.items],
         check_features=np.array([f for _, f in check.items]),
         reference=reference,
+        samples=amap.count + check.seen,
     )
 
 
