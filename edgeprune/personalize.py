@@ -291,7 +291,7 @@ def _run(
             reason="the estimated accuracy would drop",
             details=details,
         )
-    state = stage.accept(state, proposal, judge)
+    state = stage.accept(state, proposal)
     estimated = (
         verdict.after if verdict is not None else stage.candidates[stage.chosen].estimated_accuracy
     )

@@ -230,7 +230,7 @@ class PriorStage:
         model = evidence.classifier.rewrite(state.model, state.weight, bias)
         return Proposal(model, state.weight, bias, self.details)
 
-    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
+    def accept(self, state: State, proposal: Proposal) -> State:
         return State(proposal.model, proposal.weight, proposal.bias, self.shift)
 
 
@@ -258,7 +258,7 @@ class PrototypeStage:
         }
         return Proposal(c.rewrite(state.model, weight, bias), weight, bias, details)
 
-    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
+    def accept(self, state: State, proposal: Proposal) -> State:
         return replace(state, model=proposal.model, weight=proposal.weight, bias=proposal.bias)
 
 
@@ -353,5 +353,5 @@ class PruneStage:
             return max(ok, key=lambda i: (cands[i].infomax, -i))
         return max(ok, key=lambda i: cands[i].sparsity)  # fidelity, fixed: the largest that passes
 
-    def accept(self, state: State, proposal: Proposal, judge: Judge) -> State:
+    def accept(self, state: State, proposal: Proposal) -> State:
         return replace(state, model=proposal.model)
