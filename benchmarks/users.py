@@ -59,8 +59,10 @@ METHODS = {  # name → (use the reference, stages)
 LONG_TAIL = 0.1 ** (np.arange(10) / 9)  # class shares ∝ 10^(−k/9): 24.5 % … 2.45 %
 CIFAR_ADAPT, CIFAR_TEST = 400, 300  # images per CIFAR user drawn by shares (types 5–8)
 FEW = 20  # unlabeled samples of the few-sample users
-FULL = dict(speakers=6, folds=3, pairs=8, users=4, backprop_folds=1)
-QUICK = dict(speakers=1, folds=1, pairs=1, users=1, backprop_folds=1)
+# Sized for ≤ 20 min per kind on 2 cores (measured: ~1 s per FSDD run, ~3 s per CIFAR run, and
+# 3–8 s per backprop fine-tuning, which therefore runs on the first fold or seed only).
+FULL = dict(speakers=6, folds=5, pairs=8, users=6, seeds=3, backprop_folds=1)
+QUICK = dict(speakers=1, folds=1, pairs=1, users=1, seeds=1, backprop_folds=1)
 
 
 # ----- the individuals --------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def cifar_users(kind: str, plan: dict) -> Iterator[tuple[str, Individual]]:
             name = ">".join(cifar.CLASSES[c] for c in classes)  # in order of their shares
             if k == 10:
                 name = f"user {i}" + (f" ({name[: name.index('>')]} first)" if t == 2 else "")
-            for seed in range(plan["folds"]):
+            for seed in range(plan["seeds"]):
                 rng = np.random.default_rng([t, i, seed])
                 adapt, test = draw(y, classes, shares, n, CIFAR_TEST, rng)
                 yield utype, individual(name, seed, adapt, test, classes)
@@ -164,7 +166,7 @@ def stage_entry(s) -> dict:
         test_accuracy=s.test_accuracy,
         estimated_accuracy=s.estimated_accuracy,
         proposed_test_accuracy=s.proposed_test_accuracy,
-        check=s.check,
+        check={k: s.check[k] for k in ("before", "after", "lower", "kept")} if s.check else None,
         reason=s.reason,
         details={k: s.details[k] for k in keep if k in s.details},
     )
@@ -236,7 +238,8 @@ def deltas(runs: list[dict], utype: str, method: str) -> dict[str, float]:
             out.setdefault(r["individual"], []).append(
                 100 * (r["accuracy"][method] - r["accuracy"]["source"])
             )
-    return {name: float(np.mean(v)) for name, v in out.items()}
+    # Rounded: 0.71 − 0.76 is −5.000000000000004 in floats, and "worse by > 1 point" is strict.
+    return {name: round(float(np.mean(v)), 6) for name, v in out.items()}
 
 
 def summary(runs, utype, method) -> dict | None:
@@ -409,6 +412,37 @@ def goals(runs, types) -> list[str]:
 # ----- the benchmark ----------------------------------------------------------------------------
 
 
+def _plain(value):
+    """JSON-ready: numpy scalars as Python ones, floats to 4 decimals, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return round(value, 4) if isinstance(value, float) else value
+
+
+STAGE_FIELDS = ("name", "applied", "test_accuracy", "estimated_accuracy", "proposed_test_accuracy")
+STAGE_FIELDS += ("check", "reason", "details")
+
+
+def to_json(runs: list[dict], plan: dict) -> str:
+    """The per-run JSON, one run per line; each stage a list in the order of `stage_fields`."""
+    lines = []
+    for r in runs:
+        stages = {m: [[s[k] for k in STAGE_FIELDS] for s in v] for m, v in r["stages"].items()}
+        lines.append(json.dumps(_plain({**r, "stages": stages}), ensure_ascii=False))
+    head = json.dumps({"run_at": common.now(), "plan": plan, "stage_fields": STAGE_FIELDS})[:-1]
+    return head + ', "runs": [\n' + ",\n".join(lines) + "\n]}\n"
+
+
+def core_digest() -> str:
+    """A digest of edgeprune/*.py as imported at the start (the tree is shared and edited)."""
+    files = sorted((common.REPO / "edgeprune").rglob("*.py"))
+    return f"digest of edgeprune/**/*.py {common.file_digest(*files)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=("float32", "int8"), default="int8")
@@ -420,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     info = common.machine()
+    info["code measured"] = f"{common.source_state()}; {core_digest()}"
     runs = []
     sources = dict(fsdd=fsdd_users, cifar=cifar_users)
     for dataset, users in sources.items():
@@ -440,9 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"personalization_users_{args.kind}{'_quick' if args.quick else ''}"
     body = section(name, runs, plan, took, info)
     common.write_section(name, body)
-    raw = dict(run_at=common.now(), plan=plan, runs=runs)
-    text = json.dumps(raw, indent=1, default=lambda v: v.item())  # numpy scalars
-    atomic_write_bytes(common.BENCHMARKS / f"{name}.json", text.encode())
+    atomic_write_bytes(common.BENCHMARKS / f"{name}.json", to_json(runs, plan).encode())
     print(body)
     return 0
 
@@ -462,7 +495,7 @@ def section(name: str, runs: list[dict], plan: dict, took: float, info: dict) ->
         common.machine_markdown(info),
         f"- Individuals: FSDD {plan['speakers']} speakers × {plan['folds']} folds (of the "
         f"5-fold split) per FSDD type; CIFAR-10 {plan['pairs']} class pairs × {plan['folds']} "
-        f"folds and {plan['users']} seeded users × {plan['folds']} seeds per other CIFAR type. "
+        f"folds and {plan['users']} seeded users × {plan['seeds']} seeds per other CIFAR type. "
         f"Backprop fine-tuning runs on the first {plan['backprop_folds']} fold(s)/seed(s) of "
         f"every individual only (its Δ is over those); {cached} of {tuned} of its results came "
         f"from the cache of an earlier run on the same inputs (the float32 source, so int8 and "
