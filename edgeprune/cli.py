@@ -303,22 +303,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="record, sweep sparsities, choose one without labels, write the model and a report",
         description="One pass over unlabeled samples; half of them fit each stage, the other "
         "half check it: a stage is kept only if its label-free accuracy estimate (against the "
-        "source reference) does not drop, with a 95 %% confidence bound. Candidate sparsities "
+        "source reference) does not drop, with a 95 % confidence bound. Candidate sparsities "
         "are cut from the one activation map and judged the same way.",
     )
     p.add_argument("model", help=".tflite file or .edgepkg package")
     p.add_argument("data", help="unlabeled samples: a .npy/.npz file or folder of them")
     p.add_argument("-o", "--output", required=True, help="personalized .tflite to write")
-    p.add_argument("--sparsity", default="auto", help="auto (a selection rule decides) or 0..1")
+    p.add_argument(
+        "--sparsity",
+        default="auto",
+        help="auto (the rule decides) or 0..1: that sparsity, if it passes the check",
+    )
     p.add_argument(
         "--rule",
         choices=[r for r in RULES if r != "fixed"],
         default="fidelity",
-        help="fidelity: largest sparsity agreeing with the source on --agreement of "
-        "the samples (default); infomax: confident and diverse predictions; labels: "
-        "best accuracy on --labels",
+        help="among sparsities whose agreement with the model before pruning has a 95%% lower "
+        "bound of at least --agreement and whose estimated accuracy does not drop: fidelity, "
+        "the largest (default); infomax, the most confident and diverse predictions; labels: "
+        "the best accuracy on --labels (no check)",
     )
-    p.add_argument("--agreement", type=float, default=0.95, help="threshold of rule fidelity")
+    p.add_argument(
+        "--agreement",
+        type=float,
+        default=0.95,
+        help="the least agreement (its 95%% lower bound) a pruned candidate keeps with the model "
+        "before pruning",
+    )
     p.add_argument(
         "--labels",
         metavar="FILE",
@@ -359,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-samples",
         type=int,
         default=256,
-        help="how many samples (a uniform reservoir) judge each candidate",
+        help="how many check samples (a uniform reservoir of the check half) judge each stage",
     )
     p.add_argument("--mode", choices=MODES, default="instrument", help="runner mode")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
