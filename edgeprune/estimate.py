@@ -1,16 +1,20 @@
 """Label-free accuracy estimates and the confidence bounds every rewrite is judged with.
 
-The estimator is Average Thresholded Confidence (ATC; Garg et al., ICLR 2022), calibrated per
-candidate: for a final layer (W, b), its confidence threshold t is the one at which the share of
-the reference's labelled validation features scored above t equals its validation accuracy; its
-estimated accuracy on the user's data is then the share of the user's samples scored above t. The
-validation features are reweighted to the user's estimated class prior first (a label-shifted
-user's validation set is not the source's), and the threshold is recomputed for every candidate,
-so a rewrite that lowers validation accuracy raises its own bar.
+Both estimators are calibrated per candidate on the reference's labelled validation features: for
+a final layer (W, b),
+- "ac" (average confidence, calibrated): the temperature that minimizes the layer's validation
+  NLL; a user sample's score is its max-probability at that temperature;
+- "atc" (Average Thresholded Confidence; Garg et al., ICLR 2022): the confidence threshold above
+  which the share of validation rows equals the layer's validation accuracy; a user sample
+  scores 1 if its confidence is above it.
+The estimate is the mean score over the user's check samples. The validation rows can be
+weighted to the user's estimated class prior (a label-shifted user's validation set is not the
+source's), and calibration is redone for every candidate, so a rewrite that lowers validation
+accuracy lowers its own scores.
 
-A rewrite is kept when its estimate does not drop: the paired per-sample difference of the
-"above threshold" indicators on the check samples has a mean ≥ 0 and a one-sided lower
-confidence bound ≥ −tolerance. Agreement with another model is bounded with Wilson's interval.
+`paired` turns two candidates' per-sample scores on the same check samples into a verdict: kept
+when the mean change is ≥ 0 and its one-sided 95 % lower bound (Student's t) is ≥ −tolerance.
+Agreement with another model is bounded with Wilson's interval.
 """
 
 from __future__ import annotations
@@ -65,14 +69,22 @@ class Verdict:
         return {**asdict(self), "delta": self.delta}
 
 
+def t_quantile(z: float, dof: int) -> float:
+    """Student's t quantile at the normal quantile `z` (Cornish–Fisher, within 0.5 % for ≥ 5
+    degrees of freedom at 95 %): the paired bound on n check samples uses n − 1 of them."""
+    if dof < 1:
+        return np.inf
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
 def paired(before: np.ndarray, after: np.ndarray, tolerance: float = TOLERANCE) -> Verdict:
-    """The verdict on two indicator vectors over the same check samples."""
+    """The verdict on two per-sample score vectors over the same check samples."""
     before, after = np.asarray(before, float), np.asarray(after, float)
     n = len(before)
     d = after - before
     mean = float(d.mean()) if n else 0.0
     spread = float(d.std(ddof=1)) if n > 1 else (0.0 if mean == 0 else np.inf)
-    lower = mean - Z * spread / np.sqrt(max(n, 1))
+    lower = mean - t_quantile(Z, n - 1) * spread / np.sqrt(max(n, 1)) if spread else mean
     return Verdict(
         float(before.mean()) if n else 0.0,
         float(after.mean()) if n else 0.0,

@@ -237,3 +237,9 @@ def test_the_prior_is_proposed_only_for_a_shift_in_the_labels():
         shift = prior.estimate(g.logits(f), ref, g.weight, g.bias, f.mean(axis=0), len(f))
         assert shift.significant
         assert shift.labels_only == labels_only, (moved, shift.to_dict())
+
+
+def test_t_quantile_matches_tables():
+    # Student's t 0.95 quantiles from statistical tables.
+    for dof, expected in ((5, 2.015), (9, 1.833), (30, 1.697), (1000, 1.646)):
+        assert estimate.t_quantile(estimate.Z, dof) == pytest.approx(expected, rel=0.005)
