@@ -179,13 +179,22 @@ class Judge:
         return self._verdict(before, self._scores(f @ weight.T + bias, weight, bias))
 
     def rewrite(self, state: State, before: np.ndarray, after: np.ndarray) -> Verdict | None:
-        """Estimated accuracy of a model whose final layer is unchanged but whose features are
-        not (pruned), from its check logits `after` and the current model's `before`: both
-        scored with the current final layer's calibration."""
+        """Estimated accuracy of a pruned model, from its check logits `after` and the current
+        model's `before`. Pruning changes the features the validation data describes, so the
+        current model's calibrated posterior judges it: a sample counts with the probability
+        the current model gives the pruned model's prediction. Pruning is not meant to raise
+        accuracy (it cannot, by this estimate), so it is kept when the bound of its estimated
+        loss stays within the tolerance."""
         if not self.estimators:
             return None
-        w, b = state.weight, state.bias
-        return self._verdict(self._scores(before, w, b), self._scores(after, w, b))
+        e = self.estimators[0]
+        posterior = softmax(before / e.calibrate(state.weight, state.bias))
+        rows = np.arange(len(before))
+        return paired(
+            posterior[rows, before.argmax(axis=1)],
+            posterior[rows, after.argmax(axis=1)],
+            self.tolerance,
+        )
 
     def estimated(self, state: State) -> float | None:
         """The estimated accuracy of the current final layer on the check samples."""

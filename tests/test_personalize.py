@@ -200,3 +200,18 @@ def test_stages_run_in_one_order_or_are_refused(setting, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "give them as prototypes,prune" in err and "add prune to --stages" in err
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_with_a_reference_pruning_changes_no_check_prediction(setting, reference):
+    """The model before pruning judges a pruned candidate (its calibrated probability of the
+    candidate's prediction): a changed prediction always lowers that estimate, so admissible
+    sparsities agree on every check sample."""
+    model, xs, _ = setting
+    sweep = (0.0, 0.05, 0.1, 0.3, 0.6)
+    _, report = personalize(
+        model, xs, stages=("prune",), reference=reference, agreement=0.0, sparsities=sweep
+    )
+    for c in report.candidates[1:]:
+        assert c.admissible == (c.agreement == 1.0), c
+        assert c.estimated_accuracy <= report.candidates[0].estimated_accuracy + 0.01
+    assert any(c.agreement < 1.0 for c in report.candidates)
