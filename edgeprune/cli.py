@@ -151,6 +151,13 @@ def cmd_personalize(args: argparse.Namespace) -> None:
     )
     chosen.save(args.output)
     written = write_report(report, args.report, str(args.output)) if args.report else []
+    if args.report and len(report.candidates) > 1:
+        try:
+            from .host.charts import plot_sweep
+
+            written.append(plot_sweep(report, f"{args.report}/sweep.png"))
+        except ImportError:  # on a board without matplotlib: the tables say it all
+            pass
     if args.json:
         return _print_json({**report.to_dict(), "output": str(args.output)})
     print(f"wrote {args.output}")

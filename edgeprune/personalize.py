@@ -326,21 +326,13 @@ def _float_check(model: Model, c: Classifier, weight, bias, samples, labels=None
 
 
 def write_report(report: Report, directory: str | os.PathLike, model_path: str = "") -> list:
-    """report.json, report.md and (with matplotlib installed and a sweep) sweep.png."""
+    """report.json and report.md in `directory` (the CLI adds the sweep plot on the host)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = report.to_dict()
     atomic_write_bytes(directory / "report.json", json.dumps(data, indent=2).encode())
     atomic_write_bytes(directory / "report.md", _markdown(report, model_path).encode())
-    written = [directory / "report.json", directory / "report.md"]
-    if len(report.candidates) > 1:
-        try:
-            from .host.charts import plot_sweep
-
-            written.append(plot_sweep(report, directory / "sweep.png"))
-        except ImportError:  # on a board without matplotlib: the tables say it all
-            pass
-    return written
+    return [directory / "report.json", directory / "report.md"]
 
 
 def _cell(value: float | None) -> str:
