@@ -4,9 +4,8 @@ Built once on the host, where the source's own labelled validation data exists (
 never trained on), and shipped beside the model (inside an `.edgepkg`, or as a file for
 `--reference`). It holds, for the source model's final layer:
 
-- the validation confusion matrix (true × predicted counts): the source prior, the source
-  accuracy, and the prediction rates per class that black-box shift estimation uses (Lipton et
-  al. 2018);
+- the validation confusion matrix (true × predicted counts): the source prior and accuracy (and
+  what black-box shift estimation, Lipton et al. 2018, would need; not used yet);
 - the temperature that calibrates the source's logits on validation (Guo et al. 2017): the
   label-shift EM needs calibrated posteriors, and the prior's log-ratio lives in logit units
   divided by it;
@@ -76,12 +75,6 @@ class Reference:
     @property
     def accuracy(self) -> float:
         return float(np.trace(self.confusion) / max(self.size, 1))
-
-    @property
-    def rates(self) -> np.ndarray:
-        """P(predicted = i | true = j) as a [C, C] matrix (columns sum to 1)."""
-        counts = self.confusion.T + 1e-3  # rows: predicted, columns: true
-        return counts / counts.sum(axis=0, keepdims=True)
 
     def check(self, model: Model) -> None:
         """Refuse to judge a model this reference was not built for."""
