@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference",
         metavar="FILE",
         help="the model's source reference (made by `edgeprune reference`); an .edgepkg "
-        "carries its own. Without one only pruning runs, judged by agreement alone",
+        "carries its own. Without one only pruning runs, where no check prediction changes",
     )
     p.add_argument(
         "--support-size", type=int, default=20, help="prototype stage: features kept per class"

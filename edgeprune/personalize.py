@@ -8,8 +8,8 @@ confidence bound; pruning also keeps a bounded agreement with the model before i
 model stays byte-identical and the report says why.
 
 The accuracy estimate needs the source reference (`reference`), built on the host from labelled
-validation data. Without one, only what is safe without it runs: pruning judged by agreement with
-the source; the prior and prototype stages are skipped, and the report says so.
+validation data. Without one, only what is safe without it runs: pruning at a sparsity that
+changes no check prediction; the prior and prototype stages are skipped, and the report says so.
 
 Pruning rules, over a sweep of sparsities cut from one activation map (never a second pass):
 - "fidelity": the largest admissible sparsity (default);
@@ -192,8 +192,8 @@ def personalize(
     else:
         notes.append(
             "no source reference: accuracy cannot be estimated without labels, so the prior and "
-            "prototype stages were skipped and pruning was judged by agreement with the source "
-            "alone; build one with `edgeprune package --reference` or `edgeprune reference`"
+            "prototype stages were skipped and pruning kept only where no check prediction "
+            "changed; build one with `edgeprune package --reference` or `edgeprune reference`"
         )
     judge = Judge(evidence, tolerance)
     if shift is not None and shift.significant and shift.labels_only:

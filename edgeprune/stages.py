@@ -295,7 +295,8 @@ def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
 class PruneStage:
     """Fine-Pruning (Eq. 1) at the sparsity a rule picks from a sweep cut from the one map; a
     candidate is admissible only if the lower bound of its agreement with the model before
-    pruning reaches `agreement` and its estimated accuracy does not drop."""
+    pruning reaches `agreement` and its estimated accuracy does not drop (without a reference:
+    it changes no check prediction)."""
 
     name = "prune"
     needs_reference = False
@@ -334,8 +335,11 @@ class PruneStage:
                 infomax=float(_entropy(p.mean(axis=0)) - _entropy(p).mean()),
                 estimated_accuracy=verdict.after if verdict else judge.estimated(state),
                 estimated_lower=verdict.lower if verdict else None,
+                # Without a reference nothing estimates accuracy: no prediction may change,
+                # which is what the estimate admits anyway (it never credits pruning a gain).
                 admissible=bool(
-                    not s or (lower >= self.agreement and (verdict is None or verdict.kept))
+                    not s
+                    or (lower >= self.agreement and (verdict.kept if verdict else same == len(p)))
                 ),
                 **self.labelled_scores(m),
             )
