@@ -164,6 +164,8 @@ class Reference:
             problems.append("feature means must be [classes, features]")
         if self.labels.shape != (k,) or (k and (self.labels.min() < 0 or self.labels.max() >= c)):
             problems.append("labels must be one class id per feature row")
+        if k < 2 or d < 1:
+            problems.append("it needs at least 2 validation feature rows")
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             problems.append("the temperature must be positive")
         if not (np.all(np.isfinite(self.features)) and np.all(np.isfinite(self.feature_means))):

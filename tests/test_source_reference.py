@@ -79,7 +79,16 @@ def test_reference_is_refused_for_another_model(validation, tmp_path, capsys):
 def test_damaged_references_and_packages_are_one_line_errors(validation, tmp_path, capsys):
     model, xs, labels = validation
     data = build(model, iter(xs), labels).to_bytes()
-    for bad in (data[: len(data) // 2], b"not a zip", data.replace(b"confusion", b"confusiom")):
+    ref = build(model, iter(xs), labels)
+    empty = Reference(
+        ref.model_sha256, ref.confusion, 1.0, ref.feature_means, ref.features[:0], ref.labels[:0]
+    ).to_bytes()
+    for bad in (
+        data[: len(data) // 2],
+        b"not a zip",
+        data.replace(b"confusion", b"confusiom"),
+        empty,
+    ):
         with pytest.raises(EdgepruneError, match="reference"):
             Reference.from_bytes(bad)
     # A packaged reference altered after packaging: the package is refused.
