@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from typing import Any
 
@@ -171,6 +172,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import bench
     from .package import load_model
     from .profile import parse_shape
+
+    with contextlib.suppress(ImportError):  # the USB meters, where pyserial is installed
+        from .host import usbmeter  # noqa: F401  (registers them)
 
     model = load_model(args.model)
     bar = tqdm(total=args.runs, desc="bench", unit="run", disable=args.quiet, leave=False)

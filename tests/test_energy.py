@@ -307,3 +307,21 @@ def test_bench_energy_cli(sysfs, tflite_model, capsys):
     energy = json.loads(capsys.readouterr().out)["energy"]
     assert energy["meter"] == "estimate" and "Horowitz" in energy["source"]
     assert np.isfinite(energy["joules_per_inference"])
+
+
+def test_usb_meters_are_registered_by_the_host_side_only():
+    """The core opens the USB meters only once edgeprune.host.usbmeter registered them: it
+    never imports the host side itself, and says what is missing."""
+    code = (
+        "import sys\n"
+        "from edgeprune.energy import MeterError, open_meter\n"
+        "try:\n"
+        "    open_meter('um25c:/dev/null')\n"
+        "except MeterError as e:\n"
+        "    print(e)\n"
+        "print(any(m.startswith('edgeprune.host') for m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert "need the host extra" in out and out.strip().endswith("False")

@@ -8,12 +8,46 @@ the first of rapl, hwmon, pi5-pmic that works here, else the estimate (with the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .base import Meter, MeterError, Reading
 
 NAMES = ("auto", "rapl", "hwmon", "pi5-pmic", "um24c", "um25c", "um34c", "estimate")
+HOST_METERS = ("um24c", "um25c", "um34c")  # registered by edgeprune.host.usbmeter (pyserial)
+
+# name → factory(name, argument after the colon) → Meter. The core registers the meters it can
+# read by itself below; the host side registers what needs host libraries.
+_FACTORIES: dict[str, Callable[[str, str], Meter]] = {}
+
+
+def register(names: Iterable[str], factory: Callable[[str, str], Meter]) -> None:
+    """Make `open_meter` open each of `names` with `factory(name, argument)`."""
+    for name in names:
+        _FACTORIES[name] = factory
+
+
+def _rapl(name: str, arg: str) -> Meter:
+    from .rapl import RaplMeter
+
+    return RaplMeter()
+
+
+def _hwmon(name: str, arg: str) -> Meter:
+    from .hwmon import HwmonMeter
+
+    return HwmonMeter(arg or None)
+
+
+def _pmic(name: str, arg: str) -> Meter:
+    from .pmic import PmicMeter
+
+    return PmicMeter()
+
+
+register(["rapl"], _rapl)
+register(["hwmon"], _hwmon)
+register(["pi5-pmic"], _pmic)
 
 
 def open_meter(spec: str) -> Meter | None:
@@ -21,27 +55,15 @@ def open_meter(spec: str) -> Meter | None:
     name, _, arg = spec.partition(":")
     if name == "estimate":
         return None
-    if name == "rapl":
-        from .rapl import RaplMeter
-
-        return RaplMeter()
-    if name == "hwmon":
-        from .hwmon import HwmonMeter
-
-        return HwmonMeter(arg or None)
-    if name == "pi5-pmic":
-        from .pmic import PmicMeter
-
-        return PmicMeter()
-    if name in ("um24c", "um25c", "um34c"):
-        from ..host.usbmeter import UsbMeter  # pyserial: a host extra
-
-        port, _, baud = arg.partition("@")
-        try:
-            return UsbMeter(name, port, int(baud) if baud else 9600)
-        except ValueError:
-            raise MeterError(f"--energy {spec}: the baud rate after @ must be a number") from None
-    raise MeterError(f"unknown energy meter {spec!r}: choose one of {', '.join(NAMES)}")
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        hint = (
+            ": the USB meters need the host extra (pip install 'edgeprune[host]', pyserial)"
+            if name in HOST_METERS
+            else f": choose one of {', '.join(NAMES)}"
+        )
+        raise MeterError(f"unknown energy meter {spec!r}{hint}")
+    return factory(name, arg)
 
 
 def auto_meter() -> tuple[Meter | None, list[str]]:
@@ -91,4 +113,13 @@ def per_inference(
     }
 
 
-__all__ = ["NAMES", "Meter", "MeterError", "Reading", "auto_meter", "open_meter", "per_inference"]
+__all__ = [
+    "NAMES",
+    "Meter",
+    "MeterError",
+    "Reading",
+    "auto_meter",
+    "open_meter",
+    "per_inference",
+    "register",
+]

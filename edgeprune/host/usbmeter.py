@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from ..energy import register
 from ..energy.base import MeterError, SampledMeter
 
 REQUEST = b"\xf0"
@@ -73,3 +74,15 @@ class UsbMeter(SampledMeter):
 
     def close(self) -> None:
         self.port.close()
+
+
+def _open(name: str, arg: str) -> UsbMeter:
+    """`--energy um25c:PORT[@BAUD]`."""
+    port, _, baud = arg.partition("@")
+    try:
+        return UsbMeter(name, port, int(baud) if baud else 9600)
+    except ValueError:
+        raise MeterError(f"--energy {name}:{arg}: the baud rate after @ must be a number") from None
+
+
+register(MODELS, _open)
