@@ -35,6 +35,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in nats of probability rows."""
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=axis)
+
+
 def confidence(logits: np.ndarray) -> np.ndarray:
     """The max-softmax score of each row of logits."""
     return softmax(logits).max(axis=-1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .classifier import Classifier
-from .estimate import softmax
+from .estimate import entropy, softmax
 from .model import Model
 
 # How many supports the source weight vector counts as. Under a label shift (the prior stage found
@@ -44,9 +44,8 @@ class Supports:
     def add(self, features: np.ndarray, logits: np.ndarray) -> None:
         """Offer one batch of penultimate features [n, D] with their source logits [n, C]."""
         probs = softmax(logits.astype(np.float64))
-        entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=1)
         norms = np.linalg.norm(features, axis=1)
-        for f, norm, c, h in zip(features, norms, probs.argmax(axis=1), entropy):
+        for f, norm, c, h in zip(features, norms, probs.argmax(axis=1), entropy(probs)):
             worst = int(self.entropy[c].argmax())
             if h < self.entropy[c, worst] and norm > 0:
                 self.entropy[c, worst] = h

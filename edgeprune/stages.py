@@ -25,7 +25,7 @@ from . import prior, prototypes, prune
 from .activations import ActivationMap
 from .classifier import Classifier
 from .errors import EdgepruneError
-from .estimate import AccuracyEstimator, Verdict, paired, softmax, wilson_lower
+from .estimate import AccuracyEstimator, Verdict, entropy, paired, softmax, wilson_lower
 from .model import Model
 from .reference import Reference
 from .runtime import Runner
@@ -288,10 +288,6 @@ class Candidate:
     test_accuracy: float | None = None  # on --test samples (reported, never used to choose)
 
 
-def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=axis)
-
-
 class PruneStage:
     """Fine-Pruning (Eq. 1) at the sparsity a rule picks from a sweep cut from the one map; a
     candidate is admissible only if the lower bound of its agreement with the model before
@@ -332,7 +328,7 @@ class PruneStage:
                 agreement=same / len(current),
                 agreement_lower=lower,
                 confidence=float(p.max(axis=1).mean()),
-                infomax=float(_entropy(p.mean(axis=0)) - _entropy(p).mean()),
+                infomax=float(entropy(p.mean(axis=0)) - entropy(p).mean()),
                 estimated_accuracy=verdict.after if verdict else judge.estimated(state),
                 estimated_lower=verdict.lower if verdict else None,
                 # Without a reference nothing estimates accuracy: no prediction may change,
