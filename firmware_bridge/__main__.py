@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from .serve import DEFAULT_BAUD, default_root, serve_serial, serve_stdio
+from .protocol import DEFAULT_BAUD
+from .serve import default_root, serve_serial, serve_stdio
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from .agent import Agent
 from .files import WorkDir
+from .protocol import EXIT_BUSY
 
-DEFAULT_BAUD = 115200
 LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
-EXIT_BUSY = 3
 
 
 def default_root() -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from firmware_bridge import protocol
+
 from .device_errors import AgentMissingError, DeviceError, LinkError
 
 SCHEMES = ("ssh", "serial", "local")
@@ -27,7 +29,6 @@ PARAMETERS = {"ssh": ("python", "key"), "serial": ("baud",), "local": ("python",
 # What may go into the command line the host sends to the board: plain path characters only.
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./~-]+$")
 STDERR_KEPT = 8192  # bytes of the agent's stderr kept to explain a failure
-EXIT_BUSY = 3  # firmware_bridge.serve: another agent holds the work directory
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def parse_url(text: str) -> LinkURL:
         raise DeviceError(f"{text}: an ssh URL needs a host, e.g. ssh://pi@raspberrypi.local")
     if scheme == "serial" and not url.path:
         raise DeviceError(f"{text}: a serial URL needs a port, e.g. serial:///dev/ttyACM0")
-    if scheme == "serial" and not params.get("baud", "115200").isdigit():
+    if scheme == "serial" and not params.get("baud", str(protocol.DEFAULT_BAUD)).isdigit():
         raise DeviceError(f"{text}: baud must be a whole number, e.g. ?baud=921600")
     for key in ("python",):
         if key in params:
@@ -172,7 +173,7 @@ def explain_exit(label: str, python: str, status: int | None, stderr: str) -> De
             f"`{python} -m pip install 'edgeprune[litert]'` (for a venv, point the URL at it: "
             "?python=/path/to/venv/bin/python), then try again"
         )
-    if status == EXIT_BUSY:
+    if status == protocol.EXIT_BUSY:
         return LinkError(
             f"{label}: another agent is serving that work directory; wait for it to finish, or "
             "give this device another work directory in its URL"

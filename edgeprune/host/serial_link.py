@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 
+from firmware_bridge import protocol
+
 from .device_errors import LinkError
 from .links import Link, LinkURL
 
-DEFAULT_BAUD = 115200
 BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
 
 
@@ -26,7 +27,7 @@ class SerialLink(Link):
         import serial
 
         self.label = url.text
-        baud = int(url.params.get("baud", DEFAULT_BAUD))
+        baud = int(url.params.get("baud", protocol.DEFAULT_BAUD))
         self.rate = baud / BITS_PER_BYTE
         self._closed = threading.Event()
         self.error = ""
