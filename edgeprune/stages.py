@@ -27,7 +27,7 @@ from .classifier import Classifier
 from .errors import EdgepruneError
 from .estimate import AccuracyEstimator, Verdict, entropy, paired, softmax, wilson_lower
 from .model import Model
-from .reference import Reference
+from .reference import Reference, classifier_outputs
 from .runtime import Runner
 
 ORDER = ("prior", "prototypes", "prune")
@@ -166,9 +166,7 @@ class Judge:
 
     def logits(self, model: Model) -> np.ndarray:
         """The final layer's real-valued outputs of `model` on the check samples."""
-        layer = self.evidence.classifier.layer
-        runner = Runner(model, [layer.output])
-        return np.array([runner.run(x)[layer.output].reshape(-1) for x in self.evidence.check])
+        return np.array([z for _, z in classifier_outputs(model, self.evidence.check)])
 
     def final_layer(self, state: State, weight: np.ndarray, bias: np.ndarray) -> Verdict | None:
         """Estimated accuracy of replacing the final layer, on the source's check features."""
