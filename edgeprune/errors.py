@@ -1,4 +1,10 @@
-"""One exception family for errors a user can cause; the CLI prints them without a traceback."""
+"""One exception family for errors a user can cause; the CLI prints them without a traceback.
+
+Everything edgeprune raises on purpose derives from `EdgepruneError`: the core's errors below,
+the board errors of `edgeprune.host.device_errors` (DeviceError and its link and remote errors)
+and the agent's `firmware_bridge.protocol.ProtocolError`. This module imports nothing, so the
+agent can use it on a board that has only Python.
+"""
 
 
 class EdgepruneError(Exception):

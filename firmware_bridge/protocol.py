@@ -1,8 +1,9 @@
 """Frames of the device link (PROTOCOL.md): encode them, and decode them from a byte stream.
 
-Standard library only: the agent runs on boards that may have nothing but Python. The decoder
-resynchronizes on the magic after any damage, so dropped or flipped bytes cost frames, not the
-session; which frames were lost is the job of the request/response layer above.
+Standard library only, plus `edgeprune.errors` (which imports nothing): the agent runs on boards
+that may have nothing but Python. The decoder resynchronizes on the magic after any damage, so
+dropped or flipped bytes cost frames, not the session; which frames were lost is the job of the
+request/response layer above.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
+
+from edgeprune.errors import EdgepruneError
 
 MAGIC = b"EP"
 VERSIONS = (1,)  # protocol versions this code speaks, oldest first
@@ -56,8 +59,11 @@ REQUESTS = frozenset(t for t in NAMES if t < 0x80)
 FINAL = frozenset({OK, ERROR, DATA})  # replies that end a request
 
 
-class ProtocolError(Exception):
-    """A frame or payload that breaks PROTOCOL.md; `code` is the ERROR code to answer with."""
+class ProtocolError(EdgepruneError):
+    """A frame or payload that breaks PROTOCOL.md; `code` is the ERROR code to answer with.
+
+    One of edgeprune's errors: a host that meets one (a malformed reply) prints it as one line.
+    """
 
     def __init__(self, code: str, message: str, **extra: object):
         super().__init__(message)
