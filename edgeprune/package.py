@@ -18,9 +18,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import reference
+from ._io import atomic_directory
 from .errors import EdgepruneError
 from .model import Model
 
@@ -433,23 +432,15 @@ def unpack(path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise PackageError(f"{dest} exists and is not an empty directory: choose a new one")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     written = []
-    try:
-        with _open_zip(path) as zf:
-            for info in _check_members(zf, LIMITS, str(path)):
-                target = tmp.joinpath(*PurePosixPath(info.filename).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
-                    _, digest = _read_member(zf, info, sink=out)
-                if info.filename in expected and digest != expected[info.filename]:
-                    raise PackageError(f"{path}: {info.filename} changed while unpacking")
-                written.append(dest / target.relative_to(tmp))
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(dest) as tmp, _open_zip(path) as zf:
+        for info in _check_members(zf, LIMITS, str(path)):
+            target = tmp.joinpath(*PurePosixPath(info.filename).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+                _, digest = _read_member(zf, info, sink=out)
+            if info.filename in expected and digest != expected[info.filename]:
+                raise PackageError(f"{path}: {info.filename} changed while unpacking")
+            written.append(dest / target.relative_to(tmp))
     return written

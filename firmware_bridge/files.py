@@ -17,22 +17,14 @@ import shutil
 import time
 from pathlib import Path
 
+from edgeprune._io import TEMP_NAME, replace_durably
+
 from .protocol import ProtocolError
 
 STATE_DIR = ".edgeprune"
 PARTIAL_MAX_AGE = 7 * 24 * 3600  # seconds an abandoned upload is kept for resuming
-# Temp files of edgeprune's atomic writes (tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")).
-ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_sha256(value: object) -> str:
@@ -143,12 +135,9 @@ class WorkDir:
             raise ProtocolError(
                 "checksum", "the uploaded bytes do not match their sha256; push again"
             )
-        with open(part, "rb+") as f:
-            os.fsync(f.fileno())
         path.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(name)  # the parents just created must not have changed where it points
-        os.replace(part, path)
-        _fsync_dir(path.parent)
+        replace_durably(part, path)
         return path, path.stat().st_size
 
     # ----- downloads ---------------------------------------------------------------------
@@ -186,7 +175,7 @@ class WorkDir:
             if Path(directory) == self.root and STATE_DIR in dirs:
                 dirs.remove(STATE_DIR)
             for name in files:
-                if ATOMIC_TEMP.match(name):
+                if TEMP_NAME.match(name):
                     path = Path(directory, name)
                     path.unlink()
                     removed.append(self.relative(path))

@@ -20,6 +20,7 @@ from typing import Any
 
 from firmware_bridge import protocol as p
 
+from .._io import replace_durably
 from .client import Device, Session, error_of, is_corrupt
 from .device_errors import AgentMissingError, DeviceError, HostKeyError, LinkError
 
@@ -177,14 +178,6 @@ def _receive_chunks(session: Session, f, hasher, remote, digest, start, size, pr
                 progress(window.done, size)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def get(device: Device, remote: str, local: Path, progress: Progress | None = None) -> dict:
     """Download `remote` to `local` (a file, or a directory to put it in); returns its result.
 
@@ -208,13 +201,10 @@ def get(device: Device, remote: str, local: Path, progress: Progress | None = No
                 hasher.update(block)
             first.append(f.tell())
             _receive_chunks(device.session, f, hasher, remote, digest, first[-1], size, progress)
-            f.flush()
-            os.fsync(f.fileno())
         if hasher.hexdigest() != digest:
             partial.unlink()
             raise DeviceError(f"{remote}: the downloaded bytes do not match its sha256; pull again")
-        os.replace(partial, dest)
-        _fsync_dir(dest.parent)
+        replace_durably(partial, dest)
         return {
             "path": str(dest),
             "size": size,
