@@ -228,8 +228,8 @@ class Agent:
         from . import operations
 
         body = frame.json()
-        name, args = body.get("operation"), body.get("args", [])
-        argv, outputs = operations.check_arguments(name, args, self.workdir)
+        name, params = body.get("operation"), body.get("params", {})
+        checked = operations.check_request(name, params, self.workdir)
         with self._lock:
             if self._run is not None and self._run[0] == frame.request_id:
                 return None  # a resent RUN: the running one will answer
@@ -240,41 +240,41 @@ class Agent:
             cancelled = threading.Event()
             thread = threading.Thread(
                 target=self._run_thread,
-                args=(frame.request_id, name, argv, outputs, cancelled),
+                args=(frame.request_id, name, checked, cancelled),
                 daemon=True,
             )
             self._run = (frame.request_id, thread, cancelled)
         thread.start()
         return None
 
-    def _run_thread(self, request_id, name, args, outputs, cancelled) -> None:
+    def _run_thread(self, request_id, name, checked, cancelled) -> None:
+        from edgeprune.errors import EdgepruneError
+        from edgeprune.operation import Cancelled
+
         from . import operations
 
-        last_error = ""
-
         def emit(event: dict[str, Any]) -> None:
-            nonlocal last_error
-            if event.get("stream") == "stderr":
-                last_error = event["text"].strip()
             self._send(p.encode_json(p.EVENT, request_id, event))
 
-        emit({"kind": "started", "operation": name, "outputs": outputs})
+        emit({"kind": "started", "operation": name, "outputs": checked.outputs})
+        result, code, message = None, "failed", ""
         try:
-            for output in outputs:  # edgeprune expects an output's directory to exist
+            for output in checked.outputs:  # an operation expects an output's directory
                 (self.workdir.root / output).parent.mkdir(parents=True, exist_ok=True)
-            code = operations.run(name, args, emit, cancelled)
+            result = operations.run(checked, emit, cancelled)
+        except (Cancelled, KeyboardInterrupt):
+            code, message = "cancelled", f"{name} was cancelled; nothing written"
+        except EdgepruneError as e:  # the user's input: its one line, as on the host
+            message = str(e)
         except Exception as e:  # the operation itself crashed: report, keep serving
             traceback.print_exc(file=sys.stderr)
-            code, last_error = 1, f"{name} crashed on the board: {e!r}"
+            message = f"{name} crashed on the board: {e!r}"
         with self._lock:
             self._run = None
-        if code == 0:
-            done = [o for o in outputs if (self.workdir.root / o).exists()]
-            return self._reply(request_id, p.OK, {"exit_code": 0, "outputs": done})
-        if cancelled.is_set():
-            return self._error(request_id, "cancelled", f"{name} was cancelled; nothing written")
-        message = last_error or f"{name} exited with status {code}"
-        self._error(request_id, "failed", message, exit_code=code)
+        if result is None:
+            return self._error(request_id, code, message)
+        done = [o for o in checked.outputs if (self.workdir.root / o).exists()]
+        self._reply(request_id, p.OK, {"result": result, "outputs": done})
 
     def _cancel(self, frame: p.Frame):
         target = frame.json().get("request_id")

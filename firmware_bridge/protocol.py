@@ -17,7 +17,7 @@ from typing import Any
 from edgeprune.errors import EdgepruneError
 
 MAGIC = b"EP"
-VERSIONS = (1,)  # protocol versions this code speaks, oldest first
+VERSIONS = (2,)  # protocol versions this code speaks, oldest first (2: RUN takes params)
 VERSION = VERSIONS[-1]
 HEADER = struct.Struct(">2sBBII")  # magic, version, type, request id, payload length
 HEADER_SIZE = HEADER.size + 4  # ... followed by the CRC32 of those 12 bytes

@@ -2,7 +2,6 @@
 CANCEL, a killed agent, hostile frames, and what INFO says about the board."""
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,8 @@ import pytest
 from edgeprune.cli import main
 from edgeprune.host.client import Device
 from edgeprune.host.device_errors import LinkError, RemoteError
-from edgeprune.host.links import LocalLink, parse_url
+from edgeprune.host.local_link import LocalLink
+from edgeprune.host.transports import parse_url
 from firmware_bridge import info
 from firmware_bridge import protocol as p
 from tests.models import INPUT_SHAPES, random_inputs
@@ -159,29 +159,24 @@ def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
     device.put(model, "m.tflite")
     device.put(data, "data/x.npy")
     events = []
-    result = device.run("record", ["m.tflite", "data", "-o", "maps/map.npz"], events.append)
-    assert result == {"exit_code": 0, "outputs": ["maps/map.npz"]}
+    params = {"model": "m.tflite", "data": "data", "output": "maps/map.npz"}
+    result = device.run("record", params, events.append)
+    assert result == {
+        "result": {"output": "maps/map.npz", "samples": 40, "layers": 6},
+        "outputs": ["maps/map.npz"],
+    }
     assert events[0] == {"kind": "started", "operation": "record", "outputs": ["maps/map.npz"]}
     progress = [e for e in events if e["kind"] == "progress"]
     assert progress[-1]["n"] == progress[-1]["total"] == 40 and progress[-1]["unit"] == "sample"
-    assert [e["text"] for e in events if e["kind"] == "output"] == [
-        "recorded 40 samples over 6 layers -> maps/map.npz"
-    ]
     args = ["--sparsity", "0.5", "--scope", "global", "-o", "p.tflite"]
-    device.run("prune", ["m.tflite", "maps/map.npz", *args], events.append)
-    device.run(
-        "personalize", ["m.tflite", "data/x.npy", "-o", "u.tflite", "--report", "rep"], print
-    )
-    info = []
-    device.run("inspect", ["p.tflite", "--json"], info.append)
-    inspected = json.loads("\n".join(e["text"] for e in info if e["kind"] == "output"))
+    pruning = {"sparsity": 0.5, "scope": "global", "output": "p.tflite"}
+    device.run("prune", {"model": "m.tflite", "map": "maps/map.npz", **pruning}, events.append)
+    params = {"model": "m.tflite", "data": "data/x.npy", "output": "u.tflite", "report": "rep"}
+    device.run("personalize", params, print)
+    inspected = device.run("inspect", {"model": "p.tflite"}, print)["result"]
     assert 0.45 < inspected["totals"]["sparsity"] < 0.55
-
-    if "profile" in device.info()["operations"]:  # the host companion's profile, passed through
-        lines = []
-        device.run("profile", ["p.tflite", "--json"], lines.append)
-        totals = json.loads("\n".join(e["text"] for e in lines if e["kind"] == "output"))["totals"]
-        assert totals["effective_macs"] < totals["macs"]
+    totals = device.run("profile", {"model": "p.tflite"}, print)["result"]["totals"]
+    assert totals["effective_macs"] < totals["macs"]
 
     # The same commands here give byte-identical files.
     local = tmp_path / "local"
@@ -203,22 +198,30 @@ def test_unknown_operations_and_escaping_arguments_are_refused(board, model_and_
     device.put(model, "m.tflite")
     runnable = device.info()["operations"]
     assert {"inspect", "record", "prune", "personalize"} <= set(runnable)
-    for name in ["sh", "convert", *(n for n in ("profile", "bench") if n not in runnable)]:
+    for name in ["sh", "convert", "push", "device add"]:
         with pytest.raises(RemoteError) as e:
-            device.run(name, ["m.tflite"], print)
+            device.run(name, {"model": "m.tflite"}, print)
         assert e.value.code == "unknown_operation" and "this board runs inspect" in str(e.value)
     refused = [
-        ["m.tflite", "x.npy", "-o", "/tmp/map.npz"],
-        ["m.tflite", "../x.npy", "-o", "map.npz"],
-        ["m.tflite", "x.npy", "-o", "map.npz", "--resume", "../../etc/passwd"],
+        {"data": "x.npy", "output": "/tmp/map.npz"},
+        {"data": "../x.npy", "output": "map.npz"},
+        {"data": "x.npy", "output": "map.npz", "resume": "../../etc/passwd"},
     ]
-    for args in refused:
+    for params in refused:
         with pytest.raises(RemoteError) as e:
-            device.run("record", args, print)
-        assert e.value.code == "path", args
+            device.run("record", {"model": "m.tflite", **params}, print)
+        assert e.value.code == "path", params
     with pytest.raises(RemoteError) as e:
-        device.run("record", ["m.tflite"], print)
-    assert e.value.code == "bad_arguments" and "required" in str(e.value)
+        device.run("record", {"model": "m.tflite"}, print)
+    assert e.value.code == "bad_arguments" and "data is required" in str(e.value)
+    for params, message in [
+        ({"model": "m.tflite", "sparsity": 2, "output": "p.tflite"}, "between 0 and 1"),
+        ({"model": "m.tflite", "sparsity": 0.5, "output": "p", "score": "x"}, "one of fine"),
+        ({"model": "m.tflite", "sparsity": 0.5, "output": "p", "shell": "rm"}, "unknown"),
+    ]:
+        with pytest.raises(RemoteError) as e:
+            device.run("prune", params, print)
+        assert e.value.code == "bad_arguments" and message in str(e.value), params
     assert leftovers(root) == ["m.tflite"]
 
 
@@ -233,11 +236,11 @@ def test_cancel_stops_a_run_and_nothing_is_written(board, model_and_data):
         if event["kind"] == "progress":
             raise KeyboardInterrupt  # what Ctrl-C does: Device.run sends CANCEL
 
-    with pytest.raises(KeyboardInterrupt):  # -q too: the board still reports progress
-        device.run("record", ["m.tflite", "many.npy", "-o", "map.npz", "-q"], interrupt_on_progress)
+    params = {"model": "m.tflite", "data": "many.npy", "output": "map.npz"}
+    with pytest.raises(KeyboardInterrupt):
+        device.run("record", params, interrupt_on_progress)
     progress = [e["n"] for e in seen if e["kind"] == "progress"]
-    said = [e["text"] for e in seen if e["kind"] == "output"]
-    assert max(progress) < 40_000 and said == ["edgeprune: interrupted; nothing was written"]
+    assert max(progress) < 40_000
     assert leftovers(root) == ["m.tflite", "many.npy"]
     assert device.request(p.PING, b"").type == p.OK  # same session, agent still serving
 
@@ -253,7 +256,8 @@ def test_an_agent_killed_mid_run_is_a_clear_error_and_leaves_nothing(board, mode
             os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(LinkError) as e:
-        device.run("record", ["m.tflite", "many.npy", "-o", "out/map.npz"], kill_on_progress)
+        params = {"model": "m.tflite", "data": "many.npy", "output": "out/map.npz"}
+        device.run("record", params, kill_on_progress)
     assert "the agent exited (status -9)" in str(e.value)
     # What a killed writer leaves (edgeprune's atomic temp names) is swept by the next agent.
     (root / "out").mkdir(exist_ok=True)

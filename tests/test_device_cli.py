@@ -78,12 +78,11 @@ def test_push_remote_pull_through_the_command_line(config, tmp_path, capsys, tfl
     assert code == 0 and out == "recorded 12 samples over 6 layers -> map.npz\n"
     assert "fetch it with `edgeprune pull box map.npz`" in err and "box: record" in err
     code, out, _ = run(capsys, "remote", "box", "record", "--help")
-    assert code == 0 and out.startswith("usage: edgeprune record")
+    assert code == 0 and out.startswith("usage: edgeprune remote box record")
 
     code, _, err = run(capsys, "remote", "box", "record", "nothere.tflite", "x.npy", "-o", "y.npz")
     assert code == 2 and err.splitlines() == [
-        "[box] edgeprune: error: cannot read model nothere.tflite: No such file or directory",
-        "edgeprune: error: record failed on box (exit status 2)",
+        "edgeprune: error: box: cannot read model nothere.tflite: No such file or directory"
     ]
     code, _, err = run(capsys, "remote", "box", "format-disk")
     assert code == 2 and "unknown operation 'format-disk'" in err and err.count("\n") == 1

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgeprune.host import client
+from edgeprune.host import session
 from edgeprune.host.client import Device
 from tests.device_rig import REPO, Faults, PtyPair, Relay, have
 
@@ -22,7 +22,7 @@ def serial_board(tmp_path, monkeypatch):
 
     host ⇄ pty pair ⇄ relay (faults) ⇄ pty pair ⇄ `firmware_bridge serve --serial`
     """
-    monkeypatch.setattr(client, "RESEND_AFTER", 0.4)  # keep the tests quick; 1 s by default
+    monkeypatch.setattr(session, "RESEND_AFTER", 0.4)  # keep the tests quick; 1 s by default
     started = []
 
     def make(to_agent: Faults | None = None, to_host: Faults | None = None):
@@ -60,10 +60,9 @@ def test_push_pull_and_run_over_a_clean_serial_link(serial_board, tmp_path, tfli
         assert device.info()["workdir"] == str(root)
         device.put(tmp_path / "blob.bin", "blob.bin")
         device.put(tflite_model("int8"), "m.tflite")
-        lines = []
-        result = device.run("inspect", ["m.tflite"], lines.append)
+        result = device.run("inspect", {"model": "m.tflite"}, print)["result"]
         got = device.get("blob.bin", tmp_path / "back.bin")
-    assert result["exit_code"] == 0 and any("CONV_2D" in e.get("text", "") for e in lines)
+    assert "CONV_2D" in result["operators"]
     assert sha((root / "blob.bin").read_bytes()) == sha(payload) == got["sha256"]
     assert (tmp_path / "back.bin").read_bytes() == payload
 
@@ -96,11 +95,11 @@ def test_a_cable_pulled_mid_push_is_survived(serial_board, tmp_path):
 
 
 def test_a_port_with_no_agent_behind_it_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(client, "SILENCE", 1.5)
-    monkeypatch.setattr(client, "RESEND_AFTER", 0.3)
+    monkeypatch.setattr(session, "SILENCE", 1.5)
+    monkeypatch.setattr(session, "RESEND_AFTER", 0.3)
     pair = PtyPair.start(tmp_path, "empty")
     try:
-        with pytest.raises(client.LinkError) as e:
+        with pytest.raises(session.LinkError) as e:
             Device(f"serial://{pair.a}?baud={BAUD}").info()
     finally:
         pair.stop()

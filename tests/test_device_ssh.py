@@ -169,6 +169,7 @@ def test_an_agent_killed_mid_run_over_ssh(sshd, known_hosts, tmp_path, tflite_mo
                 os.kill(pid, signal.SIGKILL)
 
         with pytest.raises(LinkError) as e:
-            device.run("record", ["m.tflite", "many.npy", "-o", "map.npz"], kill_on_progress)
+            params = {"model": "m.tflite", "data": "many.npy", "output": "map.npz"}
+            device.run("record", params, kill_on_progress)
     assert "record did not finish" in str(e.value) and "the agent stopped" in str(e.value)
     assert sorted(p.name for p in root.iterdir()) == [".edgeprune", "m.tflite", "many.npy"]

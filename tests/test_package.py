@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from edgeprune.activations import record
-from edgeprune.cli import load_model_and_samples, main
+from edgeprune.cli import main
 from edgeprune.host.packaging import build
+from edgeprune.operations import open_model_and_samples
 from edgeprune.package import Limits, Package, PackageError, unpack, verify
 from edgeprune.preprocess import AudioRecipe, ImageRecipe, image_file_features
 from edgeprune.rawdata import RawSamples
@@ -103,7 +104,7 @@ def test_cli_package_verify_unpack(tflite_model, tmp_path, capsys):
     argv = ["package", str(tflite_model("int8", "mixed")), "-o", str(pkg), "--name", "m"]
     argv += ["--version", "2", "--labels", str(labels), "--recipe", str(recipe), "--json"]
     assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["labels"] == LABELS
+    assert json.loads(capsys.readouterr().out)["manifest"]["labels"] == LABELS
     assert main(["verify", str(pkg)]) == 0
     assert "ok:" in capsys.readouterr().out
     assert main(["unpack", str(pkg), "-o", str(tmp_path / "x")]) == 0
@@ -116,7 +117,7 @@ def test_cli_package_verify_unpack(tflite_model, tmp_path, capsys):
 
 def test_commands_take_a_package_and_raw_images(package, tmp_path, capsys):
     folder = images(tmp_path / "pictures")
-    model, samples = load_model_and_samples(str(package), str(folder))
+    model, samples, _ = open_model_and_samples(str(package), str(folder))
     assert isinstance(samples, RawSamples) and len(samples) == 5
     expected = [image_file_features(p, IMAGE_RECIPE) for p in sorted(folder.iterdir())]
     got = list(samples)
@@ -139,7 +140,7 @@ def test_commands_take_a_package_and_raw_images(package, tmp_path, capsys):
         capsys.readouterr()
     # .npy DATA still works with a package.
     np.save(tmp_path / "x.npy", np.stack(expected))
-    _, arrays = load_model_and_samples(str(package), str(tmp_path / "x.npy"))
+    _, arrays, _ = open_model_and_samples(str(package), str(tmp_path / "x.npy"))
     assert len(arrays) == 5
 
 
@@ -199,7 +200,7 @@ def test_device_features_equal_host_training_features(tmp_path, monkeypatch):
     pkg = tmp_path / "digits.edgepkg"
     build(model_path, pkg, "digits", "1", recipe=fsdd.RECIPE.to_dict())
 
-    model, samples = load_model_and_samples(str(pkg), str(tmp_path / "recordings"))
+    model, samples, _ = open_model_and_samples(str(pkg), str(tmp_path / "recordings"))
     assert isinstance(samples.recipe, AudioRecipe) and samples.recipe == fsdd.RECIPE
     device = dict(zip([p.name for p in samples.files], samples))
     assert sorted(device) == sorted(p.name for p in files) == sorted(host)

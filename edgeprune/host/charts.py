@@ -1,12 +1,18 @@
-"""PNG charts: compare (profiles), bench (latency) and the personalization sweep."""
+"""PNG charts: compare (profiles) and the personalization sweep.
+
+Importing this module registers them in `edgeprune.charts` (where matplotlib is installed), so
+the operations that draw them find them by name; matplotlib itself is imported when one draws.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
 from typing import Any
 
+from .. import charts
 from .._io import atomic_write_bytes
 
 
@@ -55,26 +61,34 @@ def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
-def plot_sweep(report, path: str | os.PathLike) -> Path:
-    """What each selection rule saw along a personalization sweep, the chosen point marked."""
+def plot_sweep(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """What each selection rule saw along a personalization sweep (a `Report.to_dict()`), the
+    chosen point marked."""
     plt = _pyplot()
-    xs = [c.sparsity for c in report.candidates]
+    candidates = report["candidates"]
+    xs = [c["sparsity"] for c in candidates]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    ax.plot(xs, [c.agreement for c in report.candidates], "o-", label="agreement before pruning")
-    ax.plot(xs, [c.agreement_lower for c in report.candidates], ":", label="its 95 % lower bound")
-    ax.plot(xs, [c.confidence for c in report.candidates], "s-", label="mean confidence")
+    ax.plot(xs, [c["agreement"] for c in candidates], "o-", label="agreement before pruning")
+    ax.plot(xs, [c["agreement_lower"] for c in candidates], ":", label="its 95 % lower bound")
+    ax.plot(xs, [c["confidence"] for c in candidates], "s-", label="mean confidence")
     for key, label in (
         ("estimated_accuracy", "estimated accuracy (no labels)"),
         ("labelled_accuracy", "labelled accuracy"),
         ("test_accuracy", "test accuracy"),
     ):
-        values = [getattr(c, key) for c in report.candidates]
+        values = [c[key] for c in candidates]
         if values[0] is not None:
             ax.plot(xs, values, "^--", label=label)
-    ax.axvline(report.best.sparsity, color="grey", linestyle=":", label=f"chosen ({report.rule})")
+    chosen = candidates[report["chosen"]]["sparsity"]
+    ax.axvline(chosen, color="grey", linestyle=":", label=f"chosen ({report['rule']})")
     ax.set_xlabel("requested sparsity")
     ax.set_ylim(0, 1.02)
     ax.set_title("Personalization sweep")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+if importlib.util.find_spec("matplotlib") is not None:
+    charts.register("compare", plot_compare)
+    charts.register("sweep", plot_sweep)

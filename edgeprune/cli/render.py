@@ -1,0 +1,345 @@
+"""What the command line prints for each operation's result (the same for local and remote runs).
+
+`RENDERERS[name](result)` yields the lines for stdout; `--json` prints `result.to_dict()` instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import operations as ops
+from ..host import operations as host_ops
+from ..operation import Result
+
+Lines = Iterator[str]
+RENDERERS: dict[str, Callable[[Any], Lines]] = {}
+GiB = 2**30
+
+
+def renders(name: str):
+    """Register the decorated function as the renderer of operation `name`."""
+
+    def add(fn: Callable[[Any], Lines]) -> Callable[[Any], Lines]:
+        RENDERERS[name] = fn
+        return fn
+
+    return add
+
+
+def render(name: str, result: Result) -> Lines:
+    return RENDERERS[name](result)
+
+
+def human(n: float | None, unit: str = "") -> str:
+    """1234567 -> '1.23 M' (or '1.18 MiB' for unit 'B')."""
+    if n is None:
+        return "n/a"
+    step, names = (
+        (1024.0, ("B", "KiB", "MiB", "GiB", "TiB"))
+        if unit == "B"
+        else (1000.0, ("", "k", "M", "G", "T"))
+    )
+    value, i = float(n), 0
+    while abs(value) >= step and i < len(names) - 1:
+        value, i = value / step, i + 1
+    if i == 0:
+        return f"{int(value):,}" + (" B" if unit == "B" else "")
+    return f"{value:.3g} {names[i]}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _tensors(info: Any) -> Lines:
+    for kind in ("inputs", "outputs"):
+        for t in getattr(info, kind):
+            yield f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}"
+
+
+# ------------------------------------------------------------------------------------- the core
+
+
+@renders("inspect")
+def _inspect(info: ops.InspectResult) -> Lines:
+    yield f"{info.model}: {info.bytes:,} bytes"
+    yield from _tensors(info)
+    counts = Counter(info.operators)
+    yield "operators: " + ", ".join(f"{name}×{n}" for name, n in counts.most_common())
+    row = "{:>4} {:<10} {:<16} {:>10} {:>10} {:>10}  {}".format
+    yield "\n" + row("op", "layer", "weights", "params", "nonzero", "bytes", "quantization")
+    for r in info.layers:
+        shape = "x".join(map(str, r["weight_shape"]))
+        numbers = (f"{r[k]:,}" for k in ("params", "nonzero", "weight_bytes"))
+        yield row(r["op"], r["opcode"][:10], shape, *numbers, r["weights"])
+    t = info.totals
+    numbers = (f"{t[k]:,}" for k in ("params", "nonzero", "weight_bytes"))
+    yield row("", "total", "", *numbers, f"sparsity {t['sparsity']:.1%}")
+    for s in info.skipped:
+        yield f"skipped op {s['op']} {s['opcode']}: {s['reason']}"
+
+
+@renders("record")
+def _record(r: ops.RecordResult) -> Lines:
+    yield f"recorded {r.samples} samples over {r.layers} layers -> {r.output}"
+
+
+@renders("prune")
+def _prune(r: ops.PruneResult) -> Lines:
+    yield (
+        f"wrote {r.output}: {r.zero_weights:,} of {r.weights:,} weights are zero "
+        f"(measured sparsity {r.measured_sparsity:.1%}, requested {r.requested_sparsity:.1%})"
+    )
+
+
+def stage_line(stage: dict[str, Any]) -> str:
+    """One line per stage: what it did, its label-free estimate and, with --test, the truth."""
+    name, check = stage["name"], stage["check"]
+    if name == "source":
+        line = f"source: estimated accuracy {percent(stage['estimated_accuracy'])}"
+    elif stage["applied"]:
+        line = f"{name}: kept"
+    elif check is None:
+        return f"{name}: skipped ({stage['reason']})"
+    else:
+        line = f"{name}: refused, {stage['reason']}"
+    if check is not None:
+        line += (
+            f"; estimated accuracy {percent(check['before'])} -> {percent(check['after'])} "
+            f"(lower bound of the change {100 * check['lower']:+.1f} pts)"
+        )
+    if name == "prune" and stage["applied"]:
+        details = stage["details"]
+        line += f"; sparsity {details['sparsity']:.2f} (measured {details['measured']:.1%})"
+    if stage["proposed_test_accuracy"] is not None:
+        line += f"; held-out accuracy of the proposal {percent(stage['proposed_test_accuracy'])}"
+    elif name == "source" and stage["test_accuracy"] is not None:
+        line += f", held-out {percent(stage['test_accuracy'])}"
+    return line
+
+
+@renders("personalize")
+def _personalize(r: ops.PersonalizeResult) -> Lines:
+    report = r.report
+    yield f"wrote {r.output}"
+    for note in report["notes"]:
+        yield f"note: {note}"
+    for stage in report["stages"]:
+        yield f"  {stage_line(stage)}"
+    source, final = report["stages"][0], report["stages"][-1]
+    if final["test_accuracy"] is not None:
+        yield (
+            f"held-out accuracy: source {source['test_accuracy']:.1%} -> "
+            f"{final['test_accuracy']:.1%}"
+        )
+    yield (
+        f"size: {r.bytes:,} bytes, as the source (same graph, weights rewritten in place); "
+        f"deflate-compressed {r.deflated_source:,} -> {r.deflated_output:,} bytes"
+    )
+    for path in r.written:
+        yield f"report: {path}"
+
+
+@renders("reference")
+def _reference(r: ops.ReferenceResult) -> Lines:
+    yield (
+        f"wrote {r.output}: {r.classes} classes, {r.samples} validation samples, source "
+        f"accuracy {r.accuracy:.1%}, temperature {r.temperature:.2f}"
+    )
+
+
+@renders("profile")
+def _profile(info: ops.ProfileResult) -> Lines:
+    t, m = info.totals, info.memory
+    yield f"{info.model}  ({info.convention}; {info.shapes})"
+    yield from _tensors(info)
+    row = "{:>4} {:<22} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}".format
+    yield "\n" + row("op", "opcode", "output", "MACs", "eff. MACs", "params", "nonzero", "bytes")
+    for r in info.ops:
+        shape = "x".join(map(str, r["output_shape"]))
+        macs = "not prof." if r["macs"] is None else human(r["macs"])
+        numbers = (human(r["effective_macs"]), human(r["params"]), human(r["nonzero_params"]))
+        yield row(r["op"], r["opcode"][:22], shape[:16], macs, *numbers, human(r["weight_bytes"]))
+    numbers = (human(t["effective_macs"]), human(t["params"]), human(t["nonzero_params"]))
+    yield row("", "total", "", human(t["macs"]), *numbers, human(t["weight_bytes"]))
+    yield (
+        f"\nMACs {t['macs']:,} (effective {t['effective_macs']:,}); params {t['params']:,} "
+        f"({t['nonzero_params']:,} non-zero, sparsity {t['sparsity']:.1%})"
+    )
+    yield (
+        f"weights {human(t['weight_bytes'], 'B')}; file {human(t['file_bytes'], 'B')}, "
+        f"gzip -9 {human(t['gzip_bytes'], 'B')}"
+    )
+    yield (
+        f"peak activation memory: arena {human(m['arena_bytes'], 'B')} ({m['arena_bytes']:,} B, "
+        f"greedy plan); {human(m['peak_live_bytes'], 'B')} live at op {m['peak_op']} "
+        "(lower bound)"
+    )
+    if info.not_profiled:
+        names = ", ".join(f"{r['opcode']} (op {r['op']})" for r in info.not_profiled)
+        yield f"not profiled ({len(info.not_profiled)} ops, not in the MAC totals): {names}"
+
+
+@renders("compare")
+def _compare(result: ops.CompareResult) -> Lines:
+    row = "{:<16} {:>14} {:>14} {:>8}".format
+    yield f"A: {result.a}\nB: {result.b}\n({result.convention})\n"
+    yield row("", "A", "B", "B/A")
+    for r in result.totals:
+        unit = "B" if r["metric"].endswith("bytes") else ""
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        yield row(r["metric"], human(r["a"], unit), human(r["b"], unit), ratio)
+    if result.ops:
+        yield "\n" + row("op", "eff. MACs A", "eff. MACs B", "B/A")
+        for r in result.ops:
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            a, b = r["effective_macs"]
+            yield row(f"{r['op']} {r['opcode'][:12]}", human(a), human(b), ratio)
+    elif not result.same_graph:
+        yield "\n(the models run different op sequences: no per-op comparison)"
+    for side in ("a", "b"):
+        missing = result.not_profiled[side]
+        if missing:
+            names = ", ".join(sorted({r["opcode"] for r in missing}))
+            yield f"not profiled in {side.upper()}: {len(missing)} ops ({names})"
+    if result.plot:
+        yield f"plot: {result.plot}"
+
+
+@renders("bench")
+def _bench(r: ops.BenchResult) -> Lines:
+    lat = r.latency_ms
+    plural = "s" if r.threads != 1 else ""
+    yield f"{r.model}: {r.runtime}, delegate {r.delegate}, {r.threads} thread{plural}"
+    if r.note:
+        yield f"  note: {r.note}"
+    yield (
+        f"init {r.init_ms:.1f} ms; {r.runs} runs after {r.warmup} "
+        f"warm-up: min {lat['min']:.3f}, p50 {lat['p50']:.3f}, p95 {lat['p95']:.3f}, "
+        f"max {lat['max']:.3f} ms (mean {lat['mean']:.3f} ± {lat['std']:.3f})"
+    )
+    yield f"peak RSS +{human(r.peak_rss_delta_bytes, 'B')} ({r.rss_method})"
+    e = r.energy
+    if e is None:
+        return
+    if e["meter"] == "estimate":
+        low, high = e["range_joules"]
+        yield (
+            f"energy (estimate, no meter): {e['joules_per_inference'] * 1e3:.4g} mJ per "
+            f"inference ({low * 1e3:.3g}-{high * 1e3:.3g} mJ); {e['source']}"
+        )
+        for reason in e.get("no_meter_because", []):
+            yield f"  skipped {reason}"
+    else:
+        yield (
+            f"energy ({e['meter']}): {e['joules_per_inference'] * 1e3:.4g} mJ per inference, "
+            f"idle {e['idle_watts']:.3f} W subtracted (active {e['active_watts']:.3f} W over "
+            f"{e['active_seconds']:.1f} s, {e['inferences']} inferences); {e['method']}"
+        )
+
+
+@renders("verify")
+def _verify(report: ops.VerifyResult) -> Lines:
+    title = f"{report.name or '?'} {report.version or ''}".strip()
+    yield f"{report.package}: {title}"
+    for check in report.checks:
+        yield f"  ok: {check}"
+    for problem in report.problems:
+        yield f"  PROBLEM: {problem}"
+
+
+@renders("unpack")
+def _unpack(r: ops.UnpackResult) -> Lines:
+    yield f"unpacked {len(r.files)} files into {r.output}"
+
+
+# ------------------------------------------------------------------------------------- the host
+
+
+@renders("convert")
+def _convert(r: host_ops.ConvertResult) -> Lines:
+    yield f"wrote {r.output}: {r.bytes:,} bytes, {r.mode}"
+    for name, d in r.outputs.items():
+        yield (
+            f"  {name}: max |tflite - source| {d['max_abs_diff']:.3g}, "
+            f"mean {d['mean_abs_diff']:.3g} (largest |source| {d['max_abs_source']:.3g}; "
+            f"{d['samples']} samples, {r.checked_on})"
+        )
+
+
+@renders("package")
+def _package(r: host_ops.PackageResult) -> Lines:
+    m = r.manifest
+    recipe = m["preprocessing"]
+    yield (
+        f"wrote {r.output}: {m['name']} {m['version']}, model "
+        f"{m['model']['bytes']:,} bytes, {len(m['files'])} extra file(s), "
+        f"recipe {recipe['kind'] if recipe else 'none'}, "
+        f"{len(m['labels']) if m['labels'] else 'no'} labels, "
+        f"{'a' if r.reference else 'no'} source reference"
+    )
+
+
+@renders("device add")
+def _device_add(r: host_ops.DeviceAdded) -> Lines:
+    yield f"added {r.name}: {r.url}"
+
+
+@renders("device list")
+def _device_list(r: host_ops.DeviceList) -> Lines:
+    if not r.devices:
+        yield f"no devices in {r.registry}; add one with `edgeprune device add NAME URL`"
+    for name, url in r.devices.items():
+        yield f"{name:<16} {url}"
+
+
+@renders("device remove")
+def _device_remove(r: host_ops.DeviceRemoved) -> Lines:
+    yield f"removed {r.name}"
+
+
+@renders("device info")
+def _device_info(r: host_ops.DeviceInfo) -> Lines:
+    info = r.info
+    rt, mem, disk, tpu = info.get("runtime"), info.get("memory"), info["disk"], info["edgetpu"]
+    tpu_text = tpu["hint"] + (f" ({', '.join(tpu['devices'])})" if tpu["devices"] else "")
+    memory = (
+        f"{mem['available'] / GiB:.1f} GiB free of {mem['total'] / GiB:.1f} GiB"
+        if mem
+        else "unknown"
+    )
+    rows = [
+        ("board", info["board"]),
+        ("os", info["os"]),
+        ("python", f"{info['python']} ({info['machine']}, {info['cpus']} cpus)"),
+        ("edgeprune", f"{info['edgeprune']}, agent protocol {info['protocol']}"),
+        ("runtime", f"{rt['name']} {rt['version']}" if rt else "none: pip install ai-edge-litert"),
+        ("edge tpu", tpu_text),
+        ("memory", memory),
+        (
+            "disk",
+            f"{disk['free'] / GiB:.1f} GiB free of {disk['total'] / GiB:.1f} GiB "
+            f"(work directory {info['workdir']})",
+        ),
+        ("operations", ", ".join(info["operations"]) or info.get("problem", "none")),
+    ]
+    yield f"{r.label}: {r.url}"
+    for key, value in rows:
+        yield f"  {key:<11}{value}"
+
+
+def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:
+    resumed = f", resumed at byte {r.resumed_from:,}" if r.resumed_from else ""
+    return f"{verb} {route} ({r.size:,} bytes, sha256 {r.sha256[:16]}…{resumed})"
+
+
+@renders("push")
+def _push(r: host_ops.Transfer) -> Lines:
+    yield _transfer("pushed", f"{r.source} -> {r.device}:{r.path}", r)
+
+
+@renders("pull")
+def _pull(r: host_ops.Transfer) -> Lines:
+    yield _transfer("pulled", f"{r.device}:{r.source} -> {r.path}", r)

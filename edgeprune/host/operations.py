@@ -1,0 +1,409 @@
+"""The host's operations: convert and package models, and work with boards.
+
+convert, package, `device add|list|info|remove`, push and pull, declared like the core's
+operations (`edgeprune.operation`): parameters once, progress through the context, typed results.
+Running an operation on a board is `Device.run` (the CLI's `remote` parses a board operation's
+arguments with the same declarations). TensorFlow, paramiko and pyserial are imported when an
+operation runs, never by importing this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import EdgepruneError
+from ..operation import REQUIRED, Context, Operation, Param, Result, register
+from .convert import MODES as CONVERT_MODES
+
+DEVICE = Param("device", "a registered board's name, or a device URL", default=REQUIRED,
+               positional=True)  # fmt: skip
+URL_HELP = (
+    "ssh://user@host[:port][/WORKDIR][?python=PY&key=FILE], serial:///dev/ttyX[?baud=N] or "
+    "local://[/WORKDIR]"
+)
+
+
+def open_device(name_or_url: str):
+    """A `Device` for a registered name or a URL (not connected until first used)."""
+    from .client import Device
+    from .registry import resolve
+
+    label, url = resolve(name_or_url)
+    return Device(url, label)
+
+
+# ---------------------------------------------------------------------------------------- convert
+
+
+@dataclass
+class ConvertResult(Result):
+    source: str
+    output: str
+    mode: str
+    bytes: int
+    checked_on: str
+    outputs: dict[str, Any]
+
+
+def _samples(data: str | None, shape: tuple[int, ...], count: int):
+    """Up to `count` samples from `data`, or seeded standard-normal ones; and where from."""
+    import itertools
+
+    import numpy as np
+
+    from ..data import Samples
+
+    if data:
+        return list(itertools.islice(Samples(data, shape), count)), data
+    rng = np.random.default_rng(0)
+    return list(rng.standard_normal((count, *shape[1:])).astype(np.float32)), "random normal"
+
+
+def _convert(
+    context: Context,
+    source: str,
+    output: str,
+    mode: str,
+    data: str | None,
+    float_io: bool,
+    calibration_samples: int,
+    check_samples: int,
+) -> ConvertResult:
+    from .._io import atomic_write_bytes
+    from .convert import compare_outputs, convert, load_source
+
+    if mode == "int8" and not data:
+        raise EdgepruneError("--mode int8 needs calibration samples: pass --data FOLDER")
+    model = load_source(source)
+    try:
+        calibration = None
+        if mode == "int8":
+            samples, _ = _samples(data, model.input_shape, calibration_samples)
+            calibration = context.iterate(samples, "calibrate", len(samples), "sample")
+        tflite = convert(model, mode, calibration, float_io=float_io)
+        atomic_write_bytes(output, tflite)
+        check, origin = _samples(data, model.input_shape, check_samples)
+        outputs = compare_outputs(
+            tflite, model, context.iterate(check, "check", len(check), "sample")
+        )
+    finally:
+        model.close()
+    return ConvertResult(str(source), str(output), mode, len(tflite), origin, outputs)
+
+
+convert = register(
+    Operation(
+        "convert",
+        "Keras (.keras/.h5) or SavedModel -> .tflite, checked against the source",
+        (
+            Param(
+                "source",
+                ".keras or .h5 file, or a SavedModel directory",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),  # fmt: skip
+            Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
+            Param(
+                "mode",
+                "float32; dynamic: int8 weights, float activations; int8: full integer, "
+                "calibrated on --data; float16: fp16 weights",
+                default="float32",
+                choices=CONVERT_MODES,
+            ),
+            Param(
+                "data", "calibration samples: a .npy/.npz file or folder of them", role="input"
+            ),  # fmt: skip
+            Param(
+                "float_io", "int8 mode: keep float32 input and output", type=bool, default=False
+            ),  # fmt: skip
+            Param(
+                "calibration_samples",
+                "at most this many calibration samples",
+                type=int,
+                default=200,
+            ),  # fmt: skip
+            Param("check_samples", "samples compared after converting", type=int, default=32),
+        ),
+        _convert,
+        ConvertResult,
+        description="Converts, then runs the .tflite and the source model on the same samples "
+        "(--data, else seeded random ones) and reports the max and mean absolute difference "
+        "of every output. Needs TensorFlow (pip install 'edgeprune[host]').",
+        progress=True,
+    )
+)
+
+# ---------------------------------------------------------------------------------------- package
+
+
+@dataclass
+class PackageResult(Result):
+    output: str
+    manifest: dict[str, Any]
+    reference: bool
+
+
+def _package(
+    context: Context,
+    model: str,
+    output: str,
+    name: str,
+    version: str,
+    labels: str | None,
+    recipe: str | None,
+    file: list[str],
+    description: str,
+    reference: str | None,
+) -> PackageResult:
+    from .packaging import build, read_labels, read_recipe
+
+    files = {}
+    for spec in file or ():
+        path, _, inside = spec.partition("=")
+        files[inside or Path(path).name] = path
+    ref = None
+    if reference:
+        from ..model import Model
+        from ..reference import build_from_file
+
+        with context.bar("reference", unit="sample") as bar:
+            ref = build_from_file(Model.load(model), reference, progress=bar.update).to_bytes()
+    manifest = build(
+        model,
+        output,
+        name=name,
+        version=version,
+        labels=read_labels(labels) if labels else None,
+        recipe=read_recipe(recipe) if recipe else None,
+        files=files,
+        description=description,
+        reference=ref,
+    )
+    return PackageResult(str(output), manifest, ref is not None)
+
+
+package = register(
+    Operation(
+        "package",
+        "bundle a .tflite with its manifest, labels, recipe and files into an .edgepkg",
+        (
+            Param("model", ".tflite file", default=REQUIRED, role="input", positional=True),
+            Param("output", ".edgepkg file to write", default=REQUIRED, role="output", flag="-o"),
+            Param("name", "package name", default=REQUIRED),
+            Param("version", "package version, e.g. 1.0.0", default=REQUIRED),
+            Param(
+                "labels", "class labels: one per line, or a JSON list", role="input", metavar="FILE"
+            ),  # fmt: skip
+            Param(
+                "recipe",
+                "preprocessing recipe (AudioRecipe/ImageRecipe to_dict() as JSON)",
+                role="input",
+                metavar="JSON",
+            ),  # fmt: skip
+            Param(
+                "file",
+                "an extra file to include (as NAME inside the package); repeatable",
+                role="input",
+                metavar="PATH[=NAME]",
+                many=True,
+                default=(),
+            ),  # fmt: skip
+            Param("description", "one line about the model", default=""),
+            Param(
+                "reference",
+                ".npz with x and y: labelled validation samples the model never trained on; the "
+                "source reference built from them travels in the package, for personalize's "
+                "checks",
+                role="input",
+                metavar="DATA",
+            ),
+        ),
+        _package,
+        PackageResult,
+        progress=True,
+    )
+)
+
+# ---------------------------------------------------------------------------------------- devices
+
+
+@dataclass
+class DeviceAdded(Result):
+    name: str
+    url: str
+
+
+def _device_add(context: Context, name: str, url: str, replace: bool) -> DeviceAdded:
+    from .registry import add
+
+    add(name, url, replace)
+    return DeviceAdded(name, url)
+
+
+device_add = register(
+    Operation(
+        "device add",
+        "remember a board by name",
+        (
+            Param("name", "a short name for the board", default=REQUIRED, positional=True),
+            Param("url", URL_HELP, default=REQUIRED, positional=True),
+            Param("replace", "overwrite an existing name", type=bool, default=False),
+        ),
+        _device_add,
+        DeviceAdded,
+        description=f"URL: {URL_HELP}",
+    )
+)
+
+
+@dataclass
+class DeviceList(Result):
+    registry: str
+    devices: dict[str, str]
+
+
+def _device_list(context: Context) -> DeviceList:
+    from .registry import load, registry_path
+
+    return DeviceList(str(registry_path()), load())
+
+
+device_list = register(Operation("device list", "the registered boards", (), _device_list,
+                                 DeviceList))  # fmt: skip
+
+
+@dataclass
+class DeviceRemoved(Result):
+    name: str
+
+
+def _device_remove(context: Context, name: str) -> DeviceRemoved:
+    from .registry import remove
+
+    remove(name)
+    return DeviceRemoved(name)
+
+
+device_remove = register(
+    Operation(
+        "device remove",
+        "forget a board",
+        (Param("name", "the board's name", default=REQUIRED, positional=True),),
+        _device_remove,
+        DeviceRemoved,
+    )
+)
+
+
+@dataclass
+class DeviceInfo(Result):
+    label: str
+    url: str
+    info: dict[str, Any]
+
+
+def _device_info(context: Context, device: str) -> DeviceInfo:
+    with open_device(device) as board:
+        return DeviceInfo(board.label, board.url, board.info())
+
+
+device_info = register(
+    Operation(
+        "device info",
+        "connect and show board, OS, runtime, Edge TPU, memory",
+        (DEVICE,),
+        _device_info,
+        DeviceInfo,
+    )
+)
+
+# ------------------------------------------------------------------------------------ push, pull
+
+
+@dataclass
+class Transfer(Result):
+    """A finished push or pull: where the file is now, and what moved."""
+
+    device: str
+    source: str
+    path: str
+    size: int
+    sha256: str
+    resumed_from: int = 0
+    reconnected_at: list[int] = field(default_factory=list)
+    reconnects: int = 0
+
+
+def _moved(context: Context, verb: str, device: str, source: str, move) -> Transfer:
+    """Run one push or pull with a byte bar; `move(board, progress)` returns the result."""
+    bars = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(context.bar(verb, total, "B"))
+        bars[0].set(done)
+
+    with open_device(device) as board:
+        try:
+            result = move(board, progress)
+        finally:
+            for bar in bars:
+                bar.close()
+    names = {"path", "size", "sha256", "resumed_from", "reconnected_at", "reconnects"}
+    return Transfer(board.label, source, **{k: v for k, v in result.items() if k in names})
+
+
+def _push(context: Context, device: str, file: str, remote: str | None) -> Transfer:
+    target = remote or Path(file).name
+    return _moved(context, "push", device, file, lambda b, p: b.put(file, target, p))
+
+
+push = register(
+    Operation(
+        "push",
+        "copy a file to a board's work directory (resumable)",
+        (
+            DEVICE,
+            Param("file", "the file to copy", default=REQUIRED, role="input", positional=True),
+            Param(
+                "remote",
+                "path on the board (default: the file's name)",
+                long="--as",
+                metavar="PATH",
+            ),  # fmt: skip
+        ),
+        _push,
+        Transfer,
+        progress=True,
+    )
+)
+
+
+def _pull(context: Context, device: str, path: str, output: str) -> Transfer:
+    return _moved(context, "pull", device, path, lambda b, p: b.get(path, output, p))
+
+
+pull = register(
+    Operation(
+        "pull",
+        "copy a file from a board's work directory (resumable)",
+        (
+            DEVICE,
+            Param(
+                "path",
+                "path on the board, relative to its work directory",
+                default=REQUIRED,
+                positional=True,
+            ),  # fmt: skip
+            Param(
+                "output", "file or directory (default: here)", default=".", role="output", flag="-o"
+            ),  # fmt: skip
+        ),
+        _pull,
+        Transfer,
+        progress=True,
+    )
+)

@@ -1,0 +1,774 @@
+"""The core's operations: what runs on a board as well as on a laptop.
+
+inspect, record, prune, personalize, reference, profile, compare, bench, verify and unpack, each
+an `Operation` (see `edgeprune.operation`) with its parameters declared once and a typed result.
+Call them from Python as functions of keyword arguments:
+
+    from edgeprune import operations as ops
+    result = ops.prune(model="m.tflite", map="m.npz", sparsity=0.5, output="p.tflite")
+    result.measured_sparsity
+
+The command line generates its options from these declarations; the board agent runs them for
+the host. Heavy modules (numpy, the runtime) are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import charts
+from .bench import DELEGATES
+from .errors import EdgepruneError
+from .operation import REQUIRED, Context, Operation, Param, Result, register
+from .personalize import RULES, STAGES
+from .prune import GRANULARITIES, SCOPES, SCORES
+from .runtime import MODES
+
+MODEL = Param("model", ".tflite file or .edgepkg package", default=REQUIRED, role="input",
+              positional=True)  # fmt: skip
+OUTPUT = Param("output", "file to write", default=REQUIRED, role="output", flag="-o")
+INPUT_SHAPE = Param(
+    "input_shape",
+    "input shape for a model whose input is dynamic, e.g. 1,224,224,3",
+    metavar="SHAPE",
+)
+
+
+def fraction(text: Any) -> float:
+    """A number between 0 and 1 (a sparsity, an agreement)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"a fraction between 0 and 1 (e.g. 0.5), not {text}")
+    return value
+
+
+def sparsity_or_auto(text: Any) -> float | str:
+    return "auto" if text == "auto" else fraction(text)
+
+
+def stage_list(value: Any) -> tuple[str, ...]:
+    """Stages as a tuple: from "prior,prune" or from a list."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(n.strip() for n in names if n.strip())
+
+
+def positive(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"at least 1, not {value}")
+    return number
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    from .profile import parse_shape
+
+    return parse_shape(text) if text else None
+
+
+# ---------------------------------------------------------------------------------------- inspect
+
+
+@dataclass
+class InspectResult(Result):
+    model: str
+    bytes: int
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    operators: list[str]
+    layers: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+
+def _inspect(context: Context, model: str) -> InspectResult:
+    from .package import load_model
+    from .summary import summarize
+
+    return InspectResult(**summarize(load_model(model)))
+
+
+inspect = register(
+    Operation(
+        "inspect",
+        "operators, prunable layers, parameters and quantization",
+        (MODEL,),
+        _inspect,
+        InspectResult,
+        board=True,
+    )
+)
+
+# ----------------------------------------------------------------------------------------- record
+
+DATA = Param(
+    "data",
+    "unlabeled samples: a .npy/.npz file or a folder of them (one sample or a stack per "
+    "array); with a package that has a recipe, also .wav or image files",
+    default=REQUIRED,
+    role="input",
+    positional=True,
+)
+MODE = Param(
+    "mode",
+    "read activations from an instrumented model copy (instrument, fast) or with "
+    "preserve_all_tensors (preserve)",
+    default="instrument",
+    choices=MODES,
+)
+
+
+@dataclass
+class RecordResult(Result):
+    output: str
+    samples: int
+    layers: int
+
+
+def open_model_and_samples(path: str, data: str | None = None):
+    """MODEL (a .tflite file or an .edgepkg package), its samples from DATA (or None) and the
+    package (or None): .npy/.npz arrays, or raw .wav/image files through the package's recipe."""
+    from .package import open_model
+    from .rawdata import open_samples
+
+    model, package = open_model(path)
+    if data is None:
+        return model, None, package
+    recipe = package.recipe if package is not None else None
+    return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe), package
+
+
+def _record(
+    context: Context, model: str, data: str, output: str, resume: str | None, mode: str, threads
+) -> RecordResult:
+    from .activations import ActivationMap, record
+
+    m, samples, _ = open_model_and_samples(model, data)
+    amap = ActivationMap.load(resume, m) if resume else ActivationMap(m)
+    record(m, context.iterate(samples, "record", len(samples), "sample"), amap, mode, threads)
+    amap.save(output)
+    return RecordResult(str(output), amap.count, len(amap.layers))
+
+
+record = register(
+    Operation(
+        "record",
+        "run unlabeled samples and save the activation map",
+        (
+            MODEL,
+            DATA,
+            Param(
+                "output",
+                "activation map to write (.npz)",
+                default=REQUIRED,
+                role="output",
+                flag="-o",
+            ),  # fmt: skip
+            Param(
+                "resume",
+                "add to this earlier map instead of starting empty",
+                role="input",
+                metavar="MAP",
+            ),  # fmt: skip
+            MODE,
+            Param("threads", "interpreter threads", type=positive),
+        ),
+        _record,
+        RecordResult,
+        board=True,
+        progress=True,
+    )
+)
+
+# ------------------------------------------------------------------------------------------ prune
+
+SCORE = Param(
+    "score",
+    "fine: Eq. 1 |w|·S_in; magnitude: |w|; random: seeded",
+    default="fine",
+    choices=SCORES,
+)
+SCOPE = Param(
+    "scope",
+    "layer: the same sparsity in every layer; global: one threshold; global_normalized: one "
+    "threshold on scores divided by their layer mean",
+    default="layer",
+    choices=SCOPES,
+)
+GRANULARITY = Param(
+    "granularity",
+    "weight, or whole output channels ranked by S_out",
+    default="weight",
+    choices=GRANULARITIES,
+)
+
+
+@dataclass
+class PruneResult(Result):
+    output: str
+    requested_sparsity: float
+    measured_sparsity: float
+    zero_weights: int
+    weights: int
+    score: str
+    scope: str
+    granularity: str
+    keep_classifier: bool
+
+
+def _prune(
+    context: Context,
+    model: str,
+    map: str | None,
+    sparsity: float,
+    output: str,
+    score: str,
+    scope: str,
+    granularity: str,
+    keep_classifier: bool,
+    seed: int,
+) -> PruneResult:
+    from . import prune as prune_mod
+    from .activations import ActivationMap
+    from .layers import scan
+    from .package import load_model
+
+    m = load_model(model)
+    amap = ActivationMap.load(map, m) if map else None
+    layers = amap.layers if amap else scan(m).layers
+    chosen = prune_mod.masks(
+        m,
+        layers,
+        amap,
+        sparsity,
+        score=score,
+        scope=scope,
+        granularity=granularity,
+        keep_classifier=keep_classifier,
+        seed=seed,
+    )
+    pruned = prune_mod.apply(m, chosen)
+    pruned.save(output)
+    zeros, total = prune_mod.measured_sparsity(pruned, layers)
+    return PruneResult(
+        str(output),
+        sparsity,
+        zeros / total if total else 0.0,
+        zeros,
+        total,
+        score,
+        scope,
+        granularity,
+        keep_classifier,
+    )
+
+
+prune = register(
+    Operation(
+        "prune",
+        "write a pruned copy of a model",
+        (
+            MODEL,
+            Param(
+                "map",
+                "activation map from `record` (needed for --score fine)",
+                role="input",
+                positional=True,
+            ),  # fmt: skip
+            Param("sparsity", "fraction of weights to zero", type=fraction, default=REQUIRED),
+            SCORE,
+            SCOPE,
+            GRANULARITY,
+            Param("keep_classifier", "leave the final layer unpruned", type=bool, default=False),
+            Param("seed", "seed for --score random", type=int, default=0),
+            Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
+        ),
+        _prune,
+        PruneResult,
+        board=True,
+    )
+)
+
+# ------------------------------------------------------------------------------------ personalize
+
+
+@dataclass
+class PersonalizeResult(Result):
+    output: str
+    bytes: int
+    deflated_source: int
+    deflated_output: int
+    report: dict[str, Any]
+    written: list[str] = field(default_factory=list)
+
+
+def _reference(path: str | None, package, model):
+    """The source reference: --reference FILE, else the package's own, else None."""
+    from .reference import Reference
+
+    if path is not None:
+        ref = Reference.load(path)
+        ref.check(model)
+        return ref
+    return package.reference() if package is not None else None
+
+
+def _personalize(
+    context: Context,
+    model: str,
+    data: str,
+    output: str,
+    sparsity: float | str,
+    rule: str,
+    agreement: float,
+    labels: str | None,
+    test: str | None,
+    report: str | None,
+    score: str,
+    scope: str,
+    granularity: str,
+    prune_classifier: bool,
+    stages: tuple[str, ...],
+    reference: str | None,
+    support_size: int,
+    eval_samples: int,
+    mode: str,
+) -> PersonalizeResult:
+    import zlib
+
+    from .data import load_labelled
+    from .personalize import check_stages, personalize, write_report
+
+    fixed = None if sparsity == "auto" else sparsity
+    stages = check_stages(stages, fixed)
+    m, samples, package = open_model_and_samples(model, data)
+    ref = _reference(reference, package, m)
+    chosen, rep = personalize(
+        m,
+        context.iterate(samples, "record", len(samples), "sample"),
+        reference=ref,
+        rule="fixed" if fixed is not None else rule,
+        fixed=fixed,
+        agreement=agreement,
+        labelled=load_labelled(labels) if labels else None,
+        test=load_labelled(test) if test else None,
+        score=score,
+        scope=scope,
+        granularity=granularity,
+        keep_classifier=not prune_classifier,
+        stages=stages,
+        support_size=support_size,
+        evaluation_size=eval_samples,
+        mode=mode,
+    )
+    chosen.save(output)
+    written = write_report(rep, report, str(output)) if report else []
+    if report and len(rep.candidates) > 1 and charts.available("sweep"):
+        written.append(charts.draw("sweep", rep.to_dict(), f"{report}/sweep.png"))
+    before, after = (len(zlib.compress(x.to_bytes(), 6)) for x in (m, chosen))
+    return PersonalizeResult(
+        str(output), chosen.nbytes, before, after, rep.to_dict(), [str(p) for p in written]
+    )
+
+
+personalize = register(
+    Operation(
+        "personalize",
+        "record, sweep sparsities, choose one without labels, write the model and a report",
+        (
+            MODEL,
+            DATA,
+            Param(
+                "output",
+                "personalized .tflite to write",
+                default=REQUIRED,
+                role="output",
+                flag="-o",
+            ),  # fmt: skip
+            Param(
+                "sparsity",
+                "auto (the rule decides) or 0..1: that sparsity, if it passes the check",
+                type=sparsity_or_auto,
+                default="auto",
+            ),
+            Param(
+                "rule",
+                "among sparsities whose agreement with the model before pruning has a 95%% lower "
+                "bound of at least --agreement and whose estimated accuracy does not drop: "
+                "fidelity, the largest; infomax, the most confident and diverse predictions; "
+                "labels: the best accuracy on --labels (no check)",
+                default="fidelity",
+                choices=tuple(r for r in RULES if r != "fixed"),
+            ),
+            Param(
+                "agreement",
+                "the least agreement (its 95%% lower bound) a pruned candidate keeps with the "
+                "model before pruning",
+                type=fraction,
+                default=0.95,
+            ),
+            Param(
+                "labels",
+                ".npz (x, y): a few labelled samples, held out from DATA, for --rule labels",
+                role="input",
+                metavar="FILE",
+            ),  # fmt: skip
+            Param(
+                "test",
+                ".npz (x, y): held-out samples to report accuracy on; never used to choose",
+                role="input",
+                metavar="FILE",
+            ),  # fmt: skip
+            Param(
+                "report",
+                "write report.json, report.md (and sweep.png) into this folder",
+                role="output",
+                metavar="DIR",
+            ),  # fmt: skip
+            SCORE,
+            SCOPE,
+            GRANULARITY,
+            Param(
+                "prune_classifier",
+                "also prune the final layer (kept by default)",
+                type=bool,
+                default=False,
+            ),  # fmt: skip
+            Param(
+                "stages",
+                "comma-separated stages, a subsequence of the one order prior,prototypes,prune: "
+                "prior (label-shift EM folded into the final bias), prototypes (final layer from "
+                "your own features, plus the prior), prune (Eq. 1). Each is kept only if the "
+                "label-free check says it does not hurt",
+                type=stage_list,
+                default=STAGES,
+            ),
+            Param(
+                "reference",
+                "the model's source reference (made by `edgeprune reference`); an .edgepkg "
+                "carries its own. Without one only pruning runs, where no check prediction "
+                "changes",
+                role="input",
+                metavar="FILE",
+            ),
+            Param(
+                "support_size",
+                "prototype stage: features kept per class",
+                type=positive,
+                default=20,
+            ),  # fmt: skip
+            Param(
+                "eval_samples",
+                "how many check samples (a uniform reservoir of the check half) judge each stage",
+                type=positive,
+                default=256,
+            ),  # fmt: skip
+            MODE,
+        ),
+        _personalize,
+        PersonalizeResult,
+        description="One pass over unlabeled samples; half of them fit each stage, the other "
+        "half check it: a stage is kept only if its label-free accuracy estimate (against the "
+        "source reference) does not drop, with a 95 % confidence bound. Candidate sparsities "
+        "are cut from the one activation map and judged the same way.",
+        board=True,
+        progress=True,
+    )
+)
+
+# -------------------------------------------------------------------------------------- reference
+
+
+@dataclass
+class ReferenceResult(Result):
+    output: str
+    classes: int
+    samples: int
+    accuracy: float
+    temperature: float
+
+
+def _make_reference(context: Context, model: str, data: str, output: str) -> ReferenceResult:
+    from .package import load_model
+    from .reference import build_from_file
+
+    with context.bar("reference", unit="sample") as bar:
+        ref = build_from_file(load_model(model), data, progress=bar.update)
+    ref.save(output)
+    return ReferenceResult(str(output), ref.classes, ref.size, ref.accuracy, ref.temperature)
+
+
+reference = register(
+    Operation(
+        "reference",
+        "the source reference personalize needs to check its rewrites without labels",
+        (
+            MODEL,
+            Param(
+                "data",
+                ".npz with x (validation samples) and y (their class ids)",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),  # fmt: skip
+            Param(
+                "output", "reference .npz to write", default=REQUIRED, role="output", flag="-o"
+            ),  # fmt: skip
+        ),
+        _make_reference,
+        ReferenceResult,
+        description="Run MODEL over labelled validation samples it never trained on and keep "
+        "what a device needs to estimate accuracy without labels: the confusion matrix, a "
+        "calibration temperature, per-class feature statistics and a sample of features.",
+        board=True,
+        progress=True,
+    )
+)
+
+# ---------------------------------------------------------------------------- profile and compare
+
+
+@dataclass
+class ProfileResult(Result):
+    model: str
+    convention: str
+    shapes: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    ops: list[dict[str, Any]]
+    not_profiled: list[dict[str, Any]]
+    totals: dict[str, Any]
+    memory: dict[str, Any]
+
+
+def _profile_dict(path: str, input_shape: str | None) -> dict[str, Any]:
+    from .package import load_model
+    from .profile import profile as profile_model
+
+    return profile_model(load_model(path), _shape(input_shape))
+
+
+def _profile(context: Context, model: str, input_shape: str | None) -> ProfileResult:
+    return ProfileResult(**_profile_dict(model, input_shape))
+
+
+profile = register(
+    Operation(
+        "profile",
+        "MACs (dense and effective), parameters, weight bytes, peak activation memory",
+        (MODEL, INPUT_SHAPE),
+        _profile,
+        ProfileResult,
+        description="Static profile: 1 MAC = one multiply-add; effective MACs count only "
+        "non-zero weights. MODEL is a .tflite file or an .edgepkg package.",
+        board=True,
+    )
+)
+
+
+@dataclass
+class CompareResult(Result):
+    a: str
+    b: str
+    convention: str
+    totals: list[dict[str, Any]]
+    same_graph: bool
+    ops: list[dict[str, Any]]
+    not_profiled: dict[str, Any]
+    plot: str | None = None
+
+
+def _compare(
+    context: Context, a: str, b: str, input_shape: str | None, plot: str | None
+) -> CompareResult:
+    from .profile import compare as compare_profiles
+
+    pa, pb = (_profile_dict(path, input_shape) for path in (a, b))
+    result = compare_profiles(pa, pb)
+    if plot:
+        result["plot"] = str(charts.draw("compare", result, plot))
+    return CompareResult(**result)
+
+
+compare = register(
+    Operation(
+        "compare",
+        "two models' profiles side by side, with ratios B / A",
+        (
+            Param(
+                "a",
+                ".tflite file or .edgepkg package (the reference)",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),  # fmt: skip
+            Param(
+                "b",
+                ".tflite file or .edgepkg package",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),  # fmt: skip
+            INPUT_SHAPE,
+            Param(
+                "plot",
+                "also draw the comparison into this PNG (needs matplotlib)",
+                role="output",
+                metavar="PNG",
+            ),  # fmt: skip
+        ),
+        _compare,
+        CompareResult,
+        board=True,
+    )
+)
+
+# ------------------------------------------------------------------------------------------ bench
+
+
+@dataclass
+class BenchResult(Result):
+    model: str
+    runtime: str
+    delegate: str
+    threads: int | None
+    inputs: list[dict[str, Any]]
+    init_ms: float
+    runs: int
+    warmup: int
+    latency_ms: dict[str, float]
+    peak_rss_delta_bytes: int
+    rss_method: str
+    note: str | None = None
+    energy: dict[str, Any] | None = None
+
+
+def _bench(
+    context: Context,
+    model: str,
+    runs: int,
+    warmup: int,
+    threads: int,
+    delegate: str,
+    input_shape: str | None,
+    energy: str | None,
+    idle_seconds: float,
+) -> BenchResult:
+    from .bench import bench as bench_model
+    from .package import load_model
+
+    if warmup < 0:
+        raise EdgepruneError("bench: warmup must be >= 0")
+    m = load_model(model)
+    with context.bar("bench", runs, "run") as bar:
+        result = bench_model(
+            m,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            delegate=delegate,
+            input_shape=_shape(input_shape),
+            energy=energy,
+            idle_seconds=idle_seconds,
+            progress=bar.set,
+        )
+    return BenchResult(**result)
+
+
+bench = register(
+    Operation(
+        "bench",
+        "latency percentiles, init time, peak RSS, delegate; energy per inference",
+        (
+            MODEL,
+            Param("runs", "timed runs", type=positive, default=50),
+            Param("warmup", "untimed runs first", type=int, default=5),
+            Param("threads", "interpreter threads", type=positive, default=1),
+            Param(
+                "delegate",
+                "xnnpack: LiteRT's default CPU delegate; none: reference kernels; edgetpu: the "
+                "Coral Edge TPU through libedgetpu.so.1",
+                default="xnnpack",
+                choices=DELEGATES,
+            ),
+            INPUT_SHAPE,
+            Param("energy", "auto or a meter name (see above)", metavar="METER"),
+            Param("idle_seconds", "idle power window in seconds", type=float, default=2.0),
+        ),
+        _bench,
+        BenchResult,
+        description="Warm-up runs, then timed runs of invoke(). --energy measures energy per "
+        "inference with idle power subtracted: auto (RAPL, INA2xx hwmon, Pi 5 PMIC, else an "
+        "estimate), rapl, hwmon[:SENSOR], pi5-pmic, um24c|um25c|um34c:PORT[@BAUD], estimate.",
+        board=True,
+        progress=True,
+    )
+)
+
+# ---------------------------------------------------------------------------- verify and unpack
+
+PACKAGE = Param("package", ".edgepkg file", default=REQUIRED, role="input", positional=True)
+
+
+@dataclass
+class VerifyResult(Result):
+    package: str
+    ok: bool
+    checks: list[str]
+    problems: list[str]
+    name: str | None = None
+    version: str | None = None
+
+    def problem(self) -> str | None:
+        return None if self.ok else f"{self.package} failed verification: {self.problems[0]}"
+
+
+def _verify(context: Context, package: str) -> VerifyResult:
+    from .package import verify as verify_package
+
+    return VerifyResult(**verify_package(package))
+
+
+verify = register(
+    Operation(
+        "verify",
+        "check a package: safe structure, sha256s, model, recipe",
+        (PACKAGE,),
+        _verify,
+        VerifyResult,
+        board=True,
+    )
+)
+
+
+@dataclass
+class UnpackResult(Result):
+    output: str
+    files: list[str]
+
+
+def _unpack(context: Context, package: str, output: str) -> UnpackResult:
+    from .package import unpack as unpack_package
+
+    return UnpackResult(str(output), [str(p) for p in unpack_package(package, output)])
+
+
+unpack = register(
+    Operation(
+        "unpack",
+        "verify a package and extract it into a new directory",
+        (
+            PACKAGE,
+            Param(
+                "output",
+                "directory to create (or an empty one)",
+                default=REQUIRED,
+                role="output",
+                flag="-o",
+            ),  # fmt: skip
+        ),
+        _unpack,
+        UnpackResult,
+        board=True,
+    )
+)
