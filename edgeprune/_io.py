@@ -26,17 +26,9 @@ from .errors import EdgepruneError
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Flush a directory's entries (a rename into it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDWR)
+def _fsync(path: str | os.PathLike, flags: int = os.O_RDWR) -> None:
+    """Flush a file's bytes to disk, or with O_RDONLY a directory's entries (a rename into it)."""
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -48,9 +40,9 @@ def replace_durably(src: str | os.PathLike, dest: str | os.PathLike) -> None:
 
     `src` must be in `dest`'s file system (beside it, or in a state directory there).
     """
-    _fsync_file(src)
+    _fsync(src)
     os.replace(src, dest)
-    fsync_dir(Path(dest).parent)
+    _fsync(Path(dest).parent, os.O_RDONLY)
 
 
 @contextlib.contextmanager
@@ -92,12 +84,12 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         for directory, _, files in os.walk(tmp, topdown=False):
             for name in files:
-                _fsync_file(os.path.join(directory, name))
-            fsync_dir(directory)
+                _fsync(os.path.join(directory, name))
+            _fsync(directory, os.O_RDONLY)
         if path.exists():
             path.rmdir()
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _fsync(path.parent, os.O_RDONLY)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,31 +1,24 @@
-"""Links to a board's agent, addressed by URL as pyserial's `serial_for_url` addresses ports.
-
-    ssh://[user@]host[:port][/WORKDIR][?python=PY&key=FILE]   the agent over an SSH exec channel
-    serial:///dev/ttyUSB0[?baud=921600]                         the agent on a serial port
-    local://[/WORKDIR][?python=PY]                               the agent as a child process here
+"""What every link to a board's agent is made of; the transports build on it, never the reverse.
 
 A link moves bytes and says, when it ends, why; framing and retries are the client's job. Each
-scheme's module is imported only when a URL of that scheme is opened (paramiko, pyserial).
+kind of link (ssh_link, serial_link, local_link) subclasses `Link` and is registered under its
+URL scheme in `transports`, which parses device URLs and opens them. This module knows no
+scheme: it holds the parsed URL, the base class and the helpers the transports share (the
+agent's command line, its stderr, why it exited).
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import re
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from firmware_bridge import protocol
 
 from .device_errors import AgentMissingError, DeviceError, LinkError
 
-SCHEMES = ("ssh", "serial", "local")
-PARAMETERS = {"ssh": ("python", "key"), "serial": ("baud",), "local": ("python",)}
 # What may go into the command line the host sends to the board: plain path characters only.
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./~-]+$")
 STDERR_KEPT = 8192  # bytes of the agent's stderr kept to explain a failure
@@ -45,8 +38,9 @@ class LinkURL:
 
     @property
     def workdir(self) -> str | None:
-        """The agent's work directory from the URL path ("/~/x" means "~/x"), if given."""
-        if self.scheme == "serial" or not self.path.strip("/"):
+        """The agent's work directory from the URL path ("/~/x" means "~/x"), if given (for the
+        links that start the agent; a serial URL's path is its port)."""
+        if not self.path.strip("/"):
             return None
         return self.path[1:] if self.path.startswith("/~") else self.path
 
@@ -58,52 +52,22 @@ def safe_word(value: str, what: str) -> str:
     return value
 
 
-def parse_url(text: str) -> LinkURL:
-    """Parse and check a device URL; DeviceError with the accepted forms when it is wrong."""
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES or "://" not in text:
+def refuse_host(url: LinkURL) -> None:
+    """DeviceError if a URL of a scheme that has no host (local, serial) names one."""
+    parts = urlsplit(url.text)
+    if parts.netloc:
         raise DeviceError(
-            f"{text!r} is not a device URL: use ssh://user@host[:port], "
-            "serial:///dev/ttyX?baud=N or local://"
+            f"{url.text}: a {url.scheme} URL has no host; write the path after three slashes, "
+            f"e.g. {url.scheme}:///{parts.netloc}{parts.path}"
         )
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = sorted(set(params) - set(PARAMETERS[scheme]))
-    if unknown:
-        allowed = ", ".join(PARAMETERS[scheme])
-        raise DeviceError(
-            f"{text}: unknown parameter {unknown[0]!r} (a {scheme} URL takes {allowed})"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise DeviceError(f"{text}: the port must be a number") from None
-    url = LinkURL(
-        scheme,
-        unquote(parts.username or "") or None,
-        parts.hostname,
-        port,
-        unquote(parts.path),
-        params,
-        text,
-    )
-    if scheme in ("local", "serial") and parts.netloc:
-        raise DeviceError(
-            f"{text}: a {scheme} URL has no host; write the path after three slashes, "
-            f"e.g. {scheme}:///{parts.netloc}{parts.path}"
-        )
-    if scheme == "ssh" and not url.host:
-        raise DeviceError(f"{text}: an ssh URL needs a host, e.g. ssh://pi@raspberrypi.local")
-    if scheme == "serial" and not url.path:
-        raise DeviceError(f"{text}: a serial URL needs a port, e.g. serial:///dev/ttyACM0")
-    if scheme == "serial" and not params.get("baud", str(protocol.DEFAULT_BAUD)).isdigit():
-        raise DeviceError(f"{text}: baud must be a whole number, e.g. ?baud=921600")
-    for key in ("python",):
-        if key in params:
-            safe_word(params[key], key)
+
+
+def check_agent_words(url: LinkURL) -> None:
+    """DeviceError unless the URL's python and work directory can go on the agent's command line."""
+    if "python" in url.params:
+        safe_word(url.params["python"], "python")
     if url.workdir:
         safe_word(url.workdir, "work directory")
-    return url
 
 
 def agent_argv(python: str, workdir: str | None) -> list[str]:
@@ -113,13 +77,23 @@ def agent_argv(python: str, workdir: str | None) -> list[str]:
 
 
 class Link:
-    """Bytes to and from an agent. `read` blocks and returns b"" once the link has ended."""
+    """Bytes to and from an agent. `read` blocks and returns b"" once the link has ended.
 
+    A subclass is opened with a parsed URL of its scheme, which `transports` checked with the
+    subclass's `parameters` and `check` first.
+    """
+
+    parameters: tuple[str, ...] = ()  # the query parameters its URLs take
+    example = ""  # what its URLs look like, for the message about a URL that is none
     lossy = False  # may bytes be lost or damaged in transit (serial)? then the client resends
     rate: float | None = None  # bytes per second of the wire, if it has one
     chunk_size = 256 << 10  # bytes of file per PUT_DATA / GET_DATA
     window = 8  # chunks in flight
     label = ""
+
+    @classmethod
+    def check(cls, url: LinkURL) -> None:
+        """DeviceError saying what to write if `url` (of this scheme) cannot name such a link."""
 
     def read(self) -> bytes:
         raise NotImplementedError
@@ -182,77 +156,3 @@ def explain_exit(label: str, python: str, status: int | None, stderr: str) -> De
     if status is None:
         return LinkError(f"{label}: the agent stopped (killed, or the link dropped): {last[0]}")
     return LinkError(f"{label}: the agent exited (status {status}): {last[0]}")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class LocalLink(Link):
-    """The agent as a child process of this machine, on its stdin/stdout."""
-
-    def __init__(self, url: LinkURL):
-        import firmware_bridge
-
-        self.label = url.text
-        self.python = url.params.get("python", sys.executable)
-        env = dict(os.environ)  # run the agent of this very installation
-        source = str(Path(firmware_bridge.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-        try:
-            self.proc = subprocess.Popen(
-                agent_argv(self.python, url.workdir),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                bufsize=0,
-            )
-        except OSError as e:
-            raise explain_exit(self.label, self.python, 127, str(e)) from None
-        self.stderr = StderrTail(self.proc.stderr.read)
-
-    def read(self) -> bytes:
-        try:
-            return os.read(self.proc.stdout.fileno(), 1 << 20)
-        except (OSError, ValueError):
-            return b""
-
-    def write(self, data: bytes) -> None:
-        try:
-            _write_all(self.proc.stdin.fileno(), data)
-        except (OSError, ValueError) as e:
-            raise LinkError(f"the link to {self.label} is closed: {e}") from None
-
-    def close(self) -> None:
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()  # the agent ends at end of file
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-
-    def failure(self) -> DeviceError:
-        try:
-            status = self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            status = None
-        return explain_exit(self.label, self.python, status, self.stderr.text())
-
-
-def open_link(url: str | LinkURL) -> Link:
-    """Open the link a device URL names."""
-    url = parse_url(url) if isinstance(url, str) else url
-    if url.scheme == "ssh":
-        from .ssh_link import SshLink
-
-        return SshLink(url)
-    if url.scheme == "serial":
-        from .serial_link import SerialLink
-
-        return SerialLink(url)
-    return LocalLink(url)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._io import atomic_write_bytes
 from .device_errors import DeviceError
-from .links import parse_url
+from .transports import parse_url
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -10,18 +10,31 @@ import threading
 
 from firmware_bridge import protocol
 
-from .device_errors import LinkError
-from .links import Link, LinkURL
+from .device_errors import DeviceError, LinkError
+from .links import Link, LinkURL, refuse_host
 
 BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
 
 
 class SerialLink(Link):
-    """A serial port opened exclusively; input left over from an earlier session is dropped."""
+    """A serial port opened exclusively; input left over from an earlier session is dropped.
 
+    Its URL: serial:///dev/ttyUSB0[?baud=921600]
+    """
+
+    parameters = ("baud",)
+    example = "serial:///dev/ttyX?baud=N"
     lossy = True
     chunk_size = 8 << 10  # a damaged frame costs one small chunk, not a large one
     window = 4
+
+    @classmethod
+    def check(cls, url: LinkURL) -> None:
+        refuse_host(url)
+        if not url.path:
+            raise DeviceError(f"{url.text}: a serial URL needs a port, e.g. serial:///dev/ttyACM0")
+        if not url.params.get("baud", str(protocol.DEFAULT_BAUD)).isdigit():
+            raise DeviceError(f"{url.text}: baud must be a whole number, e.g. ?baud=921600")
 
     def __init__(self, url: LinkURL):
         import serial

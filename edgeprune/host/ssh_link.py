@@ -16,7 +16,15 @@ import shlex
 from pathlib import Path
 
 from .device_errors import DeviceError, HostKeyError, LinkError
-from .links import Link, LinkURL, StderrTail, agent_argv, explain_exit, safe_word
+from .links import (
+    Link,
+    LinkURL,
+    StderrTail,
+    agent_argv,
+    check_agent_words,
+    explain_exit,
+    safe_word,
+)
 
 CONNECT_TIMEOUT = 15.0
 WINDOW = 8 << 20  # bytes the agent may send before we read (downloads)
@@ -115,7 +123,21 @@ def _connect(url: LinkURL):
 
 
 class SshLink(Link):
-    """`python3 -m firmware_bridge serve --stdio` on the board, over an SSH exec channel."""
+    """`python3 -m firmware_bridge serve --stdio` on the board, over an SSH exec channel.
+
+    Its URL: ssh://[user@]host[:port][/WORKDIR][?python=PY&key=FILE]
+    """
+
+    parameters = ("python", "key")
+    example = "ssh://user@host[:port]"
+
+    @classmethod
+    def check(cls, url: LinkURL) -> None:
+        if not url.host:
+            raise DeviceError(
+                f"{url.text}: an ssh URL needs a host, e.g. ssh://pi@raspberrypi.local"
+            )
+        check_agent_words(url)
 
     def __init__(self, url: LinkURL):
         self.label = url.text

@@ -21,8 +21,8 @@ from typing import Any
 from firmware_bridge import protocol as p
 
 from .._io import replace_durably
-from .client import Device, Session, error_of, is_corrupt
 from .device_errors import AgentMissingError, DeviceError, HostKeyError, LinkError
+from .session import Connection, Session, error_of, is_corrupt
 
 RECONNECTS = 3  # times a transfer reopens a broken link before giving up
 BACKOFF = 0.5  # seconds, times the attempt number, before reopening
@@ -42,7 +42,7 @@ def _chunk(session: Session) -> int:
     return min(session.link.chunk_size, session.max_payload - 64)
 
 
-def _with_reconnects(device: Device, attempt: Callable[[], dict[str, Any]], what: str) -> dict:
+def _with_reconnects(device: Connection, attempt: Callable[[], dict[str, Any]], what: str) -> dict:
     """Call `attempt` until it succeeds, reopening the link after each LinkError (a few times)."""
     reconnects = 0
     while True:
@@ -127,7 +127,7 @@ def _send_chunks(session: Session, f, digest: str, start: int, size: int, progre
                 progress(window.done, size)
 
 
-def put(device: Device, local: Path, remote: str, progress: Progress | None = None) -> dict:
+def put(device: Connection, local: Path, remote: str, progress: Progress | None = None) -> dict:
     """Upload `local` to `remote` (relative to the agent's work directory); returns its result."""
     if not local.is_file():
         raise DeviceError(f"{local}: no such file")
@@ -178,7 +178,7 @@ def _receive_chunks(session: Session, f, hasher, remote, digest, start, size, pr
                 progress(window.done, size)
 
 
-def get(device: Device, remote: str, local: Path, progress: Progress | None = None) -> dict:
+def get(device: Connection, remote: str, local: Path, progress: Progress | None = None) -> dict:
     """Download `remote` to `local` (a file, or a directory to put it in); returns its result.
 
     The bytes go to a hidden `.NAME.<sha256 prefix>.partial` beside the destination, which a
