@@ -16,7 +16,6 @@ import ctypes
 import resource
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 
 from .errors import EdgepruneError
 from .model import Model
-from .runtime import interpreter_class
+from .runtime import interpreter_class, load_interpreter
 
 DELEGATES = ("xnnpack", "none", "edgetpu")
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -74,7 +73,7 @@ def make_interpreter(content: bytes, delegate: str = "xnnpack", threads: int | N
         raise EdgepruneError(f"unknown delegate {delegate!r}: choose one of {', '.join(DELEGATES)}")
     cls, runtime = interpreter_class()
     module = sys.modules[cls.__module__]
-    options: dict[str, Any] = {"model_content": content, "num_threads": threads}
+    options: dict[str, Any] = {"num_threads": threads}
     note = ""
     if delegate == "none":
         resolver = getattr(module, "OpResolverType", None)
@@ -88,13 +87,9 @@ def make_interpreter(content: bytes, delegate: str = "xnnpack", threads: int | N
                 "the model is not compiled for the Edge TPU (no edgetpu-custom-op): it runs on "
                 "the CPU; compile it with edgetpu_compiler"
             )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interpreter = cls(**options)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise EdgepruneError(f"the interpreter cannot load the model ({delegate}): {e}") from e
+    interpreter, _ = load_interpreter(
+        content, f"the interpreter cannot load the model ({delegate})", runtime, **options
+    )
     return interpreter, runtime, note
 
 

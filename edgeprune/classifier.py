@@ -47,8 +47,7 @@ class Classifier:
         if q is None or not logits.size:
             return 1.0
         info = np.iinfo(model.tensor(self.layer.output).dtype)
-        scale, zero = float(q.scale[0]), int(q.zero_point[0])
-        high, low = scale * (info.max - zero), scale * (info.min - zero)
+        high, low = q.dequantize(np.array([info.max, info.min]))
         worst = max(logits.max() / high if high > 0 else 0, logits.min() / low if low < 0 else 0)
         return margin / worst if worst > 0 else 1.0
 

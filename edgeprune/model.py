@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field, replace
-from functools import cache
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,70 @@ from ._io import atomic_write_bytes
 from .errors import ModelError, UnsupportedError
 
 _U8, _U16, _I32, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<Q"))
+_I8 = struct.Struct("<b")
 _IDENTIFIER = b"TFL3"
 _MAX_RANK = 16
+
+
+# ----- schema slots: field numbers of the tables read here (tensorflow/lite/schema.fbs) ----------
+
+
+class ModelSlot(IntEnum):
+    VERSION = 0
+    OPERATOR_CODES = 1
+    SUBGRAPHS = 2
+    DESCRIPTION = 3
+    BUFFERS = 4
+
+
+class OperatorCodeSlot(IntEnum):
+    DEPRECATED_BUILTIN_CODE = 0
+    CUSTOM_CODE = 1
+    VERSION = 2
+    BUILTIN_CODE = 3
+
+
+class SubGraphSlot(IntEnum):
+    TENSORS = 0
+    INPUTS = 1
+    OUTPUTS = 2
+    OPERATORS = 3
+    NAME = 4
+
+
+class TensorSlot(IntEnum):
+    SHAPE = 0
+    TYPE = 1
+    BUFFER = 2
+    NAME = 3
+    QUANTIZATION = 4
+    IS_VARIABLE = 5
+    SPARSITY = 6
+    SHAPE_SIGNATURE = 7
+
+
+class QuantizationSlot(IntEnum):
+    MIN = 0
+    MAX = 1
+    SCALE = 2
+    ZERO_POINT = 3
+    DETAILS_TYPE = 4
+    DETAILS = 5
+    QUANTIZED_DIMENSION = 6
+
+
+class OperatorSlot(IntEnum):
+    OPCODE_INDEX = 0
+    INPUTS = 1
+    OUTPUTS = 2
+    BUILTIN_OPTIONS_TYPE = 3
+    BUILTIN_OPTIONS = 4
+
+
+class BufferSlot(IntEnum):
+    DATA = 0
+    OFFSET = 1
+    SIZE = 2
 
 
 def _enum_names(enum_class: type) -> dict[int, str]:
@@ -33,7 +96,6 @@ def _enum_names(enum_class: type) -> dict[int, str]:
 
 
 _OPCODE_NAMES = _enum_names(tflite.BuiltinOperator)
-_OPTIONS_NAMES = _enum_names(tflite.BuiltinOptions)
 _TYPE_NAMES = _enum_names(tflite.TensorType)
 _DTYPES = {
     "FLOAT32": "<f4",
@@ -121,6 +183,153 @@ class _Table:
         return bytes(self.buf[start : start + count]).decode("utf-8", "replace")
 
 
+# ----- typed builtin options -------------------------------------------------------------------
+#
+# One dataclass per option set edgeprune reads, built by a small function from the generated
+# `tflite` options class; `OPTIONS` maps the BuiltinOptions type to both. Option sets not listed
+# read as `NO_OPTIONS`. Field names are the schema's (snake_case).
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of an operator whose option set edgeprune does not read: none."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The option `name`, or `default` when this option set has no such field."""
+        return getattr(self, name, default) if name in self._names() else default
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+NO_OPTIONS = Options()
+
+
+@dataclass(frozen=True)
+class Conv2DOptions(Options):
+    padding: int = 0
+    stride_w: int = 0
+    stride_h: int = 0
+    fused_activation_function: int = 0
+    dilation_w_factor: int = 1
+    dilation_h_factor: int = 1
+
+
+@dataclass(frozen=True)
+class DepthwiseConv2DOptions(Conv2DOptions):
+    depth_multiplier: int = 0
+
+
+@dataclass(frozen=True)
+class FullyConnectedOptions(Options):
+    fused_activation_function: int = 0
+    weights_format: int = 0
+    keep_num_dims: bool = False
+    asymmetric_quantize_inputs: bool = False
+
+
+@dataclass(frozen=True)
+class BatchMatMulOptions(Options):
+    adj_x: bool = False
+    adj_y: bool = False
+    asymmetric_quantize_inputs: bool = False
+
+
+@dataclass(frozen=True)
+class Pool2DOptions(Options):
+    padding: int = 0
+    stride_w: int = 0
+    stride_h: int = 0
+    filter_width: int = 0
+    filter_height: int = 0
+    fused_activation_function: int = 0
+
+
+@dataclass(frozen=True)
+class ActivationOptions(Options):
+    """ADD, SUB, MUL, DIV and CONCATENATION: only their fused activation matters here."""
+
+    fused_activation_function: int = 0
+
+
+@dataclass(frozen=True)
+class ReducerOptions(Options):
+    keep_dims: bool = False
+
+
+def _conv(o) -> Conv2DOptions:
+    return Conv2DOptions(
+        o.Padding(), o.StrideW(), o.StrideH(), o.FusedActivationFunction(),
+        o.DilationWFactor(), o.DilationHFactor(),
+    )  # fmt: skip
+
+
+def _depthwise(o) -> DepthwiseConv2DOptions:
+    return DepthwiseConv2DOptions(
+        o.Padding(), o.StrideW(), o.StrideH(), o.FusedActivationFunction(),
+        o.DilationWFactor(), o.DilationHFactor(), o.DepthMultiplier(),
+    )  # fmt: skip
+
+
+def _fully_connected(o) -> FullyConnectedOptions:
+    return FullyConnectedOptions(
+        o.FusedActivationFunction(), o.WeightsFormat(), o.KeepNumDims(),
+        o.AsymmetricQuantizeInputs(),
+    )  # fmt: skip
+
+
+def _batch_matmul(o) -> BatchMatMulOptions:
+    return BatchMatMulOptions(o.AdjX(), o.AdjY(), o.AsymmetricQuantizeInputs())
+
+
+def _pool(o) -> Pool2DOptions:
+    return Pool2DOptions(
+        o.Padding(), o.StrideW(), o.StrideH(), o.FilterWidth(), o.FilterHeight(),
+        o.FusedActivationFunction(),
+    )  # fmt: skip
+
+
+def _activation(o) -> ActivationOptions:
+    return ActivationOptions(o.FusedActivationFunction())
+
+
+def _reducer(o) -> ReducerOptions:
+    return ReducerOptions(o.KeepDims())
+
+
+_BO = tflite.BuiltinOptions
+OPTIONS: dict[int, tuple[type, Callable[[Any], Options]]] = {
+    _BO.Conv2DOptions: (tflite.Conv2DOptions, _conv),
+    _BO.DepthwiseConv2DOptions: (tflite.DepthwiseConv2DOptions, _depthwise),
+    _BO.FullyConnectedOptions: (tflite.FullyConnectedOptions, _fully_connected),
+    _BO.BatchMatMulOptions: (tflite.BatchMatMulOptions, _batch_matmul),
+    _BO.Pool2DOptions: (tflite.Pool2DOptions, _pool),
+    _BO.AddOptions: (tflite.AddOptions, _activation),
+    _BO.SubOptions: (tflite.SubOptions, _activation),
+    _BO.MulOptions: (tflite.MulOptions, _activation),
+    _BO.DivOptions: (tflite.DivOptions, _activation),
+    _BO.ConcatenationOptions: (tflite.ConcatenationOptions, _activation),
+    _BO.ReducerOptions: (tflite.ReducerOptions, _reducer),
+}
+
+
+def _read_options(table: _Table | None, options_type: int) -> Options:
+    """The typed options of an operator, from its checked options table."""
+    reader = OPTIONS.get(options_type)
+    if table is None or reader is None:
+        return NO_OPTIONS
+    generated, build = reader
+    obj = generated()
+    obj.Init(table.buf, table.pos)
+    return build(obj)
+
+
 @dataclass(frozen=True)
 class Quantization:
     """Affine quantization: real = scale * (q - zero_point), per channel along `axis`."""
@@ -128,6 +337,12 @@ class Quantization:
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int = 0
+    # Byte offset of the scale vector in the file it was read from (0: not read from a file).
+    scale_at: int = field(default=0, compare=False, repr=False)
+
+    @classmethod
+    def per_tensor(cls, scale: float, zero_point: int) -> Quantization:
+        return cls(np.array([scale], np.float32), np.array([zero_point], np.int64))
 
     def _along(self, values: np.ndarray, ndim: int) -> np.ndarray:
         if values.size == 1 or ndim == 0:
@@ -149,6 +364,12 @@ class Quantization:
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         scale = self._along(self.scale.astype(np.float64), q.ndim)
         return scale * (q.astype(np.float64) - self._along(self.zero_point, q.ndim))
+
+
+def dequantize(stored: np.ndarray, q: Quantization | None) -> np.ndarray:
+    """Real values of `stored` as a new float64 array: scale · (q − zero_point) when quantized."""
+    stored = np.asarray(stored)
+    return q.dequantize(stored) if q is not None else stored.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -184,7 +405,7 @@ class Operator:
     opcode: str
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Options = NO_OPTIONS
     custom: bool = False
 
 
@@ -197,76 +418,48 @@ class Subgraph:
     outputs: tuple[int, ...]
 
 
-@cache
-def _option_getters(class_name: str) -> tuple[tuple[str, str], ...]:
-    """(method, snake_case key) for every scalar getter of a generated options class."""
-    getters = []
-    cls = getattr(tflite, class_name)
-    for name, fn in vars(cls).items():
-        code = getattr(fn, "__code__", None)
-        if code is None or code.co_argcount != 1 or name in ("Init",):
-            continue
-        if name.endswith(("Length", "IsNone", "AsNumpy")):
-            continue
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-        getters.append((name, snake))
-    return tuple(getters)
-
-
-def _read_options(table: _Table | None, options_type: int) -> dict[str, Any]:
-    class_name = _OPTIONS_NAMES.get(options_type, "")
-    cls = getattr(tflite, class_name, None)
-    if table is None or not isinstance(cls, type):
-        return {}
-    obj = cls()
-    obj.Init(table.buf, table.pos)
-    options = {}
-    for method, key in _option_getters(class_name):
-        value = getattr(obj, method)()
-        if isinstance(value, (int, float, bool)):
-            options[key] = value
-    return options
-
-
 def _read_quantization(table: _Table | None, shape: tuple[int, ...]) -> Quantization | None:
     if table is None:
         return None
-    scale = table.array(2, "<f4")
+    scale = table.array(QuantizationSlot.SCALE, "<f4")
     if scale.size == 0:
         return None
-    zero_point = table.array(3, "<i8")
+    zero_point = table.array(QuantizationSlot.ZERO_POINT, "<i8")
     if zero_point.size == 0:
         zero_point = np.zeros(scale.size, np.int64)
-    axis = table.scalar(6, _I32)
+    axis = table.scalar(QuantizationSlot.QUANTIZED_DIMENSION, _I32)
     if zero_point.size != scale.size:
         table.fail(f"{scale.size} scales but {zero_point.size} zero points")
     if scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size):
         table.fail(f"{scale.size} per-channel scales do not fit shape {shape} on axis {axis}")
     if not np.all(np.isfinite(scale)):
         table.fail("non-finite quantization scale")
-    return Quantization(scale.astype(np.float32), zero_point.astype(np.int64), axis)
+    scale_at, _ = table.span(QuantizationSlot.SCALE, 4)
+    return Quantization(scale.astype(np.float32), zero_point.astype(np.int64), axis, scale_at)
 
 
 def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
-    shape = table.array(0, "<i4")
+    shape = table.array(TensorSlot.SHAPE, "<i4")
     if shape.size > _MAX_RANK or np.any(shape < 0):
         table.fail(f"implausible shape {shape.tolist()[: _MAX_RANK + 1]}")
     shape = tuple(int(d) for d in shape)
-    signature = table.array(7, "<i4")
+    signature = table.array(TensorSlot.SHAPE_SIGNATURE, "<i4")
     if signature.size > _MAX_RANK or np.any(signature < -1):
         table.fail(f"implausible shape signature {signature.tolist()[: _MAX_RANK + 1]}")
-    type_code = table.scalar(1, _U8)
-    buffer = table.scalar(2, _U32)
+    type_code = table.scalar(TensorSlot.TYPE, _U8)
+    buffer = table.scalar(TensorSlot.BUFFER, _U32)
     if buffer >= max(num_buffers, 1):
         table.fail(f"buffer index {buffer} but the model has {num_buffers} buffers")
     return Tensor(
         index=index,
-        name=table.string(3),
+        name=table.string(TensorSlot.NAME),
         shape=shape,
         type_name=_TYPE_NAMES.get(type_code, f"TYPE_{type_code}"),
         buffer=buffer,
-        quantization=_read_quantization(table.table(4, f"quantization of tensor {index}"), shape),
-        sparse=bool(table.field(6)),
+        quantization=_read_quantization(
+            table.table(TensorSlot.QUANTIZATION, f"quantization of tensor {index}"), shape
+        ),
+        sparse=bool(table.field(TensorSlot.SPARSITY)),
         signature=tuple(int(d) for d in signature) if signature.size else None,
     )
 
@@ -307,20 +500,22 @@ class Model:
         if len(buf) < 8 or bytes(buf[4:8]) != _IDENTIFIER:
             raise ModelError(f"{self.name} is not a .tflite file (no TFL3 identifier)")
         root = _Table(buf, _U32.unpack_from(buf, 0)[0], "model")
-        self.version = root.scalar(0, _U32)
-        self.description = root.string(3)
-        self._buffers = [self._buffer_span(b) for b in root.tables(4, "buffer")]
-        self.opcodes = tuple(self._opcode(t) for t in root.tables(1, "operator code"))
-        tables = root.tables(2, "subgraph")
+        self.version = root.scalar(ModelSlot.VERSION, _U32)
+        self.description = root.string(ModelSlot.DESCRIPTION)
+        self._buffers = [self._buffer_span(b) for b in root.tables(ModelSlot.BUFFERS, "buffer")]
+        codes = root.tables(ModelSlot.OPERATOR_CODES, "operator code")
+        self.opcodes = tuple(self._opcode(t) for t in codes)
+        tables = root.tables(ModelSlot.SUBGRAPHS, "subgraph")
         if not tables:
             raise ModelError(f"{self.name} has no subgraph; re-export the model")
         self.subgraphs = tuple(self._subgraph(t) for t in tables)
-        self._outputs_field = tables[0].field(2)
+        self._outputs_field = tables[0].field(SubGraphSlot.OUTPUTS)
         self._check_constant_sizes()
 
     def _buffer_span(self, table: _Table) -> tuple[int, int]:
-        start, size = table.span(0, 1)
-        offset, external = table.scalar(1, _U64), table.scalar(2, _U64)
+        start, size = table.span(BufferSlot.DATA, 1)
+        offset = table.scalar(BufferSlot.OFFSET, _U64)
+        external = table.scalar(BufferSlot.SIZE, _U64)
         if offset > 1:
             if offset + external > len(self._data):
                 table.fail(f"external buffer at {offset}+{external} runs past the end of the file")
@@ -328,19 +523,23 @@ class Model:
         return start, size
 
     def _opcode(self, table: _Table) -> tuple[str, bool]:
-        code = max(table.scalar(0, struct.Struct("<b")), table.scalar(3, _I32))
+        code = max(
+            table.scalar(OperatorCodeSlot.DEPRECATED_BUILTIN_CODE, _I8),
+            table.scalar(OperatorCodeSlot.BUILTIN_CODE, _I32),
+        )
         if code == tflite.BuiltinOperator.CUSTOM:
-            return table.string(1), True
+            return table.string(OperatorCodeSlot.CUSTOM_CODE), True
         return _OPCODE_NAMES.get(code, f"BUILTIN_{code}"), False
 
     def _subgraph(self, table: _Table) -> Subgraph:
         tensors = tuple(
-            _read_tensor(t, i, len(self._buffers)) for i, t in enumerate(table.tables(0, "tensor"))
+            _read_tensor(t, i, len(self._buffers))
+            for i, t in enumerate(table.tables(SubGraphSlot.TENSORS, "tensor"))
         )
         n = len(tensors)
         operators = []
-        for i, op in enumerate(table.tables(3, "operator")):
-            code = op.scalar(0, _U32)
+        for i, op in enumerate(table.tables(SubGraphSlot.OPERATORS, "operator")):
+            code = op.scalar(OperatorSlot.OPCODE_INDEX, _U32)
             if code >= len(self.opcodes):
                 op.fail(f"opcode index {code} but the model has {len(self.opcodes)} opcodes")
             name, custom = self.opcodes[code]
@@ -348,18 +547,21 @@ class Model:
                 Operator(
                     index=i,
                     opcode=name,
-                    inputs=_indices(op, 1, n, f"{name} input", optional_ok=True),
-                    outputs=_indices(op, 2, n, f"{name} output"),
-                    options=_read_options(op.table(4, f"{name} options"), op.scalar(3, _U8)),
+                    inputs=_indices(op, OperatorSlot.INPUTS, n, f"{name} input", True),
+                    outputs=_indices(op, OperatorSlot.OUTPUTS, n, f"{name} output"),
+                    options=_read_options(
+                        op.table(OperatorSlot.BUILTIN_OPTIONS, f"{name} options"),
+                        op.scalar(OperatorSlot.BUILTIN_OPTIONS_TYPE, _U8),
+                    ),
                     custom=custom,
                 )
             )
         return Subgraph(
-            name=table.string(4),
+            name=table.string(SubGraphSlot.NAME),
             tensors=tensors,
             operators=tuple(operators),
-            inputs=_indices(table, 1, n, "subgraph input"),
-            outputs=_indices(table, 2, n, "subgraph output"),
+            inputs=_indices(table, SubGraphSlot.INPUTS, n, "subgraph input"),
+            outputs=_indices(table, SubGraphSlot.OUTPUTS, n, "subgraph output"),
         )
 
     def _check_constant_sizes(self) -> None:
@@ -413,8 +615,15 @@ class Model:
     def dequantized(self, ref: int | Tensor) -> np.ndarray:
         """A constant tensor's real values as float64."""
         t = self.tensor(ref)
-        data = self.tensor_data(t)
-        return t.quantization.dequantize(data) if t.quantization else data.astype(np.float64)
+        return dequantize(self.tensor_data(t), t.quantization)
+
+    def real(self, ref: int | Tensor, stored: np.ndarray) -> np.ndarray:
+        """Stored values of tensor `ref` (e.g. read from an interpreter) as float64 reals."""
+        return dequantize(stored, self.tensor(ref).quantization)
+
+    def nonzero(self, ref: int | Tensor) -> int:
+        """How many stored values of a constant dequantize to something other than 0."""
+        return int(np.count_nonzero(self.dequantized(ref)))
 
     def buffer_users(self) -> dict[int, int]:
         """How many tensors (over all subgraphs) point at each non-empty buffer."""
@@ -455,14 +664,8 @@ class Model:
             raise UnsupportedError(
                 f"tensor {t.name!r} has no quantization with {np.size(scale)} scales"
             )
-        buf = memoryview(self._data)
-        root = _Table(buf, _U32.unpack_from(buf, 0)[0], "model")
-        start, _ = root.tables(2, "subgraph")[0].span(0, 4)
-        at = start + 4 * t.index
-        quantization = _Table(buf, at + _U32.unpack_from(buf, at)[0], "tensor").table(4, "quant")
-        scale_start, _ = quantization.span(2, 4)
         new_scale = np.asarray(scale, "<f4").reshape(-1)
-        np.frombuffer(self._data, "<f4", new_scale.size, scale_start)[:] = new_scale
+        np.frombuffer(self._data, "<f4", new_scale.size, t.quantization.scale_at)[:] = new_scale
         updated = replace(t, quantization=replace(t.quantization, scale=new_scale.copy()))
         tensors = list(self.main.tensors)
         tensors[t.index] = updated

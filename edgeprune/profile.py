@@ -82,18 +82,16 @@ def _propagate(model: Model, t: Tensor, shape: tuple[int, ...]) -> list[tuple[in
             f"--input-shape {list(shape)} does not fit input {t.name!r} of shape "
             f"{list(signature)} (-1 = free)"
         )
-    from .runtime import interpreter_class
+    from .runtime import load_interpreter
 
-    cls, _ = interpreter_class()
+    failure = f"the interpreter cannot run {model.name} at {list(shape)}"
+    interpreter, _ = load_interpreter(model.to_bytes(), failure, allocate=False)
     try:
-        interpreter = cls(model_content=model.to_bytes())
         interpreter.resize_tensor_input(t.index, list(shape), strict=False)
         interpreter.allocate_tensors()
         details = interpreter.get_tensor_details()
     except (ValueError, RuntimeError) as e:
-        raise EdgepruneError(
-            f"the interpreter cannot run {model.name} at {list(shape)}: {e}"
-        ) from e
+        raise EdgepruneError(f"{failure}: {e}") from e
     shapes = [tt.shape for tt in model.tensors]
     for d in details:
         if d["index"] < len(shapes):
@@ -108,14 +106,6 @@ def is_parameter(t: Tensor) -> bool:
     """Constants that are learned values: floating point or quantized (shapes, axes and other
     int32 operands are not)."""
     return t.dtype is not None and (t.dtype.kind in "fc" or t.quantization is not None)
-
-
-def nonzero(model: Model, t: Tensor) -> int:
-    """How many stored values of a constant dequantize to something other than 0."""
-    data = model.tensor_data(t)
-    if t.quantization is not None and np.any(t.quantization.zero_point):
-        return int(np.count_nonzero(data != t.quantization.zero_like(data.ndim)))
-    return int(np.count_nonzero(data))
 
 
 # ----- memory plan ------------------------------------------------------------------------------
@@ -268,7 +258,7 @@ def profile(model: Model, input_shape: tuple[int, ...] | None = None) -> dict[st
                     constants.append(model.tensor(stored))
         for t in constants:
             if t.buffer not in counted:
-                counted[t.buffer] = (t.size, nonzero(model, t), t.size * t.dtype.itemsize)
+                counted[t.buffer] = (t.size, model.nonzero(t), t.size * t.dtype.itemsize)
         params = sum(t.size for t in constants)
         row = {
             "op": op.index,
@@ -286,7 +276,7 @@ def profile(model: Model, input_shape: tuple[int, ...] | None = None) -> dict[st
             row["macs"] = row["effective_macs"] = cost.dense
             if cost.weight is not None and cost.dense:
                 w = model.tensor(cost.weight)
-                kept = counted[w.buffer][1] if w.buffer in counted else nonzero(model, w)
+                kept = counted[w.buffer][1] if w.buffer in counted else model.nonzero(w)
                 row["effective_macs"] = int(round(cost.dense * kept / max(w.size, 1)))
         rows.append(row)
     data = model.to_bytes()

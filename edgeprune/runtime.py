@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,30 @@ def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
     )
 
 
+def load_interpreter(
+    content: bytes,
+    failure: str,
+    runtime: str | None = None,
+    allocate: bool = True,
+    **options: Any,
+) -> tuple[Any, str]:
+    """An interpreter over the model bytes `content`, and the name of its runtime package.
+
+    `options` go to the Interpreter (num_threads, delegates, op resolver...). Its warnings (that
+    preserve mode is for debugging, that tf.lite is deprecated) are silenced; a model it cannot
+    load raises EdgepruneError("`failure`: why")."""
+    cls, package = interpreter_class(runtime)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = cls(model_content=content, **options)
+        if allocate:
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise EdgepruneError(f"{failure}: {e}") from e
+    return interpreter, package
+
+
 class Runner:
     """Invokes a model one sample at a time and returns its outputs and watched tensors as floats.
 
@@ -61,18 +86,15 @@ class Runner:
             raise UnsupportedError(
                 f"{model.name} has {len(model.main.inputs)} inputs; edgeprune needs 1"
             )
-        cls, self.runtime = interpreter_class(runtime)
         extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
-        try:
-            with warnings.catch_warnings():  # preserve mode warns that it is for debugging
-                warnings.simplefilter("ignore", UserWarning)
-                self.interpreter = cls(
-                    model_content=content.to_bytes(), num_threads=num_threads, **extra
-                )
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise EdgepruneError(f"the interpreter cannot load {model.name}: {e}") from e
+        self.interpreter, self.runtime = load_interpreter(
+            content.to_bytes(),
+            f"the interpreter cannot load {model.name}",
+            runtime,
+            num_threads=num_threads,
+            **extra,
+        )
         self.mode = mode
         self.model = model
         self.input = model.tensor(model.main.inputs[0])

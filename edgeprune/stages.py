@@ -51,11 +51,6 @@ class Reservoir:
                 self.items[j] = item
 
 
-def _real(model: Model, tensor: int, stored: np.ndarray) -> np.ndarray:
-    q = model.tensor(tensor).quantization
-    return q.dequantize(stored) if q is not None else stored.astype(np.float64)
-
-
 @dataclass
 class Evidence:
     """What the one pass over the user's samples left: fit part and check part."""
@@ -95,12 +90,12 @@ def collect(
 
     def take(i: int, x: np.ndarray, stored: dict[int, np.ndarray]) -> None:
         nonlocal feature_sum
-        features = _real(model, layer.input, stored[layer.input]).reshape(-1, d)
+        features = model.real(layer.input, stored[layer.input]).reshape(-1, d)
         if i % 2:
             check.add((np.array(x), features[0].copy()))
             return
         amap.update(stored)
-        z = _real(model, layer.output, stored[layer.output]).reshape(-1, classifier.classes)
+        z = model.real(layer.output, stored[layer.output]).reshape(-1, classifier.classes)
         supports.add(features, z)
         feature_sum += features.sum(axis=0)
         for row in z:

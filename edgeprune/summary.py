@@ -29,15 +29,14 @@ def _io(model: Model, indices: tuple[int, ...]) -> list[dict[str, Any]]:
 def _layer_row(model: Model, layer: Layer) -> dict[str, Any]:
     w = model.tensor(layer.weight)
     tensors = [w] + ([model.tensor(layer.bias)] if layer.bias is not None else [])
-    values = model.dequantized(w)
     return {
         "op": layer.op,
         "opcode": layer.opcode,
         "name": model.tensor(layer.output).name,
         "weight_shape": list(layer.weight_shape),
         "weights": describe_quantization(w),
-        "params": int(values.size),
-        "nonzero": int(np.count_nonzero(values)),
+        "params": w.size,
+        "nonzero": model.nonzero(w),
         "weight_bytes": int(sum(t.size * t.dtype.itemsize for t in tensors)),
     }
 

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from edgeprune.errors import ModelError, UnsupportedError
-from edgeprune.model import Model
+from edgeprune.model import (
+    NO_OPTIONS,
+    Conv2DOptions,
+    DepthwiseConv2DOptions,
+    FullyConnectedOptions,
+    Model,
+    Quantization,
+    dequantize,
+)
 from edgeprune.runtime import Runner
 from tests.models import INPUT_SHAPES, build, random_inputs
 
@@ -50,10 +58,45 @@ def test_operators_and_options():
     ops = [op.opcode for op in model.operators]
     assert ops[:3] == ["CONV_2D", "CONV_2D", "DEPTHWISE_CONV_2D"]
     first, second, depthwise = model.operators[:3]
-    assert (first.options["stride_h"], first.options["padding"]) == (2, 0)
-    assert second.options["dilation_h_factor"] == 2 and second.options["padding"] == 1
-    assert depthwise.options["depth_multiplier"] == 2
+    assert isinstance(first.options, Conv2DOptions)
+    assert (first.options.stride_h, first.options.padding) == (2, 0)
+    assert second.options.dilation_h_factor == 2 and second.options.padding == 1
+    assert isinstance(depthwise.options, DepthwiseConv2DOptions)
+    assert depthwise.options.depth_multiplier == 2
+    dense = [op for op in model.operators if op.opcode == "FULLY_CONNECTED"]
+    assert all(isinstance(op.options, FullyConnectedOptions) for op in dense)
+    assert model.operators[4].opcode == "RESHAPE" and model.operators[4].options is NO_OPTIONS
+    # Scripts that read options by name keep working.
+    assert first.options["stride_h"] == first.options.get("stride_h") == 2
+    assert first.options.get("depth_multiplier", 7) == 7
+    with pytest.raises(KeyError):
+        first.options["depth_multiplier"]
     assert len(model.main.inputs) == 1 and len(model.main.outputs) == 1
+
+
+def test_set_scales_rewrites_the_scales_the_reader_found():
+    model = Model(build("int8"))
+    t = next(t for t in model.tensors if t.quantization and t.quantization.scale.size > 1)
+    wider = t.quantization.scale.astype(np.float64) * 2
+    model.set_scales(t, wider)
+    np.testing.assert_array_equal(model.tensor(t.index).quantization.scale, wider.astype("<f4"))
+    reread = Model(model.to_bytes()).tensor(t.index).quantization
+    np.testing.assert_array_equal(reread.scale, wider.astype("<f4"))
+    np.testing.assert_array_equal(reread.zero_point, t.quantization.zero_point)
+    with pytest.raises(UnsupportedError):
+        model.set_scales(t, wider[:1])
+
+
+def test_one_dequantize():
+    q = Quantization(np.array([0.5, 2.0], np.float32), np.array([1, -3]), axis=1)
+    stored = np.array([[1, -3], [3, 0]], np.int8)
+    np.testing.assert_array_equal(dequantize(stored, q), [[0.0, 0.0], [1.0, 6.0]])
+    assert dequantize(np.float32([1.5]), None).dtype == np.float64
+    model = Model(build("uint8"))
+    w = next(t for t in model.tensors if model.is_constant(t) and t.type_name == "UINT8")
+    values = model.dequantized(w)
+    np.testing.assert_array_equal(values, model.real(w, model.tensor_data(w)))
+    assert model.nonzero(w) == np.count_nonzero(values)
 
 
 def test_weight_view_is_writable_and_saved_atomically(tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgepruneError, UnsupportedError
+from ..model import Quantization, dequantize
 
 MODES = ("float32", "dynamic", "int8", "float16")
 SIGNATURE = "serving_default"
@@ -178,10 +179,11 @@ def convert(
 
 
 def _signature_runner(tflite: bytes):
-    from ..runtime import interpreter_class
+    from ..runtime import load_interpreter
 
-    cls, _ = interpreter_class()
-    interpreter = cls(model_content=tflite)
+    interpreter, _ = load_interpreter(
+        tflite, "the interpreter cannot load the converted model", allocate=False
+    )
     return interpreter.get_signature_runner(SIGNATURE)
 
 
@@ -196,9 +198,8 @@ def _quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
 
 def _dequantize(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     scale, zero_point = details["quantization"]
-    if y.dtype.kind in "iu" and scale:
-        return scale * (y.astype(np.float64) - zero_point)
-    return y.astype(np.float64)
+    quantized = y.dtype.kind in "iu" and scale
+    return dequantize(y, Quantization.per_tensor(scale, zero_point) if quantized else None)
 
 
 def compare_outputs(
