@@ -326,7 +326,8 @@ def _float_check(model: Model, c: Classifier, weight, bias, samples, labels=None
 
 
 def write_report(report: Report, directory: str | os.PathLike, model_path: str = "") -> list:
-    """report.json and report.md in `directory` (the personalize operation adds sweep.png where a chart is registered)."""
+    """report.json and report.md in `directory` (the personalize operation adds sweep.png
+    where a chart is registered)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = report.to_dict()

@@ -27,6 +27,7 @@ DEFAULT_MAX_PAYLOAD = 1 << 20
 HARD_MAX_PAYLOAD = 16 << 20  # no side may announce more than this in HELLO
 OFFSET = struct.Struct(">Q")  # file offsets inside binary payloads
 DEFAULT_BAUD = 115200  # serial speed of agent and host unless both are told otherwise
+EXIT_UNUSABLE = 2  # `serve` exits with it when its link cannot be opened
 EXIT_BUSY = 3  # `serve` exits with it when another agent holds the work directory
 SHA256_SIZE = 32
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .agent import Agent
 from .files import WorkDir
-from .protocol import EXIT_BUSY
+from .protocol import EXIT_BUSY, EXIT_UNUSABLE
 
 LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
 
@@ -92,7 +92,7 @@ def serve_serial(root: str, port: str, baud: int, keepalive: float) -> int:
         link = serial.serial_for_url(port, baudrate=baud, timeout=None, exclusive=True)
     except (serial.SerialException, ValueError) as e:
         _log(f"cannot open {port}: {e}")
-        return 2
+        return EXIT_UNUSABLE
 
     def read() -> bytes:
         try:

@@ -110,7 +110,9 @@ def _raw_agent(root):
 def test_hostile_frames_get_errors_and_the_agent_keeps_serving(tmp_path):
     link, exchange = _raw_agent(tmp_path / "board")
     try:
-        hello = exchange(p.encode_json(p.HELLO, 1, {"versions": [1], "max_payload": 4096}), 1)
+        hello = exchange(
+            p.encode_json(p.HELLO, 1, {"versions": [p.VERSION], "max_payload": 4096}), 1
+        )
         assert hello[0].json()["max_payload"] == 4096
         oversize = p.HEADER.pack(p.MAGIC, 1, p.PUT_DATA, 2, 1 << 31)
         oversize += (__import__("zlib").crc32(oversize)).to_bytes(4, "big")

@@ -19,7 +19,7 @@ def decode_all(data: bytes, max_payload: int = p.DEFAULT_MAX_PAYLOAD, step: int 
 
 def test_layout_is_the_documented_one():
     frame = p.encode(p.PUT_DATA, 0x01020304, b"xyz")
-    assert frame[:2] == b"EP" and frame[2] == 1 and frame[3] == 0x11
+    assert frame[:2] == b"EP" and frame[2] == p.VERSION == 2 and frame[3] == 0x11
     assert struct.unpack(">II", frame[4:12]) == (0x01020304, 3)
     assert int.from_bytes(frame[12:16], "big") == zlib.crc32(frame[:12])
     assert frame[16:19] == b"xyz"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 
 from .. import operation
@@ -19,7 +18,7 @@ from .. import operations as _core  # noqa: F401  (registers the core's operatio
 from ..errors import EdgepruneError
 from ..host import operations as _host  # noqa: F401  (registers the host's operations)
 from .arguments import add_operation, params_of
-from .render import render
+from .render import show
 from .terminal import TerminalContext
 
 with contextlib.suppress(ImportError):  # where the host libraries are installed
@@ -40,18 +39,6 @@ def run_operation(op: operation.Operation, args: argparse.Namespace) -> None:
     finally:
         context.close_all()
     show(op.name, result, args.json)
-
-
-def show(name: str, result: operation.Result, as_json: bool) -> None:
-    """Print `result` (rendered, or as JSON); a result that reports a problem exits 2 after."""
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        for line in render(name, result):
-            print(line)
-    problem = result.problem()
-    if problem:
-        raise EdgepruneError(problem)
 
 
 def _subparsers(parent: argparse.ArgumentParser, groups: dict, path: str):
@@ -95,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeprune: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except SystemExit as e:  # `remote` parses its operation's arguments (or --help) itself
+        return e.code if isinstance(e.code, int) else 2
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from .. import operation
 from ..operation import Bar
 from .arguments import add_operation, params_of
+from .render import show
 from .terminal import TerminalContext
 
 
@@ -60,7 +61,6 @@ def run_remote(args: argparse.Namespace) -> None:
     from ..errors import EdgepruneError
     from ..host.device_errors import RemoteError
     from ..host.operations import open_device
-    from . import show
 
     if args.operation not in board_operations():
         raise EdgepruneError(

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import operations as ops
+from ..errors import EdgepruneError
 from ..host import operations as host_ops
 from ..operation import Result
 
@@ -30,6 +32,18 @@ def renders(name: str):
 
 def render(name: str, result: Result) -> Lines:
     return RENDERERS[name](result)
+
+
+def show(name: str, result: Result, as_json: bool) -> None:
+    """Print `result` (rendered, or as JSON); a result that reports a problem exits 2 after."""
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in render(name, result):
+            print(line)
+    problem = result.problem()
+    if problem:
+        raise EdgepruneError(problem)
 
 
 def human(n: float | None, unit: str = "") -> str:
