@@ -1,10 +1,11 @@
 """Layering, read from the source with `ast`: every import, also those inside functions and
 literal `importlib.import_module("...")` calls, is an edge between modules.
 
-- edgeprune.host.* and firmware_bridge.* each have no import cycle;
+- edgeprune.host.*, firmware_bridge.* and edgeprune.cli.* each have no import cycle;
 - the core (edgeprune.* outside edgeprune.host and the CLI modules, cli*/*_cli) imports neither
   edgeprune.host, firmware_bridge nor the host's heavy libraries;
-- firmware_bridge (the board agent) never imports edgeprune.host.
+- firmware_bridge (the board agent) never imports edgeprune.host;
+- nothing but `python -m edgeprune` imports the CLI (edgeprune.cli): it is the top layer.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def test_the_graph_sees_the_packages(graph):
     assert "firmware_bridge.protocol" in graph["edgeprune.host.session"]
 
 
-@pytest.mark.parametrize("prefix", ["edgeprune.host", "firmware_bridge"])
+@pytest.mark.parametrize("prefix", ["edgeprune.host", "firmware_bridge", "edgeprune.cli"])
 def test_no_import_cycles(graph, prefix):
     assert cycles(graph, prefix) == []
 
@@ -176,3 +177,13 @@ def test_the_checks_find_planted_violations(tmp_path):
         ("edgeprune.core", "serial.tools"),
     }
     assert planted["firmware_bridge.agent"] == {"edgeprune.host.b"}
+
+
+def test_only_the_entry_point_imports_the_cli(graph):
+    callers = sorted(
+        module
+        for module, targets in graph.items()
+        if not within(module, "edgeprune.cli") and module != "edgeprune.__main__"
+        if any(within(target, "edgeprune.cli") for target in targets)
+    )
+    assert callers == [], "the CLI is a caller of the library, never called by it"
