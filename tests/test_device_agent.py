@@ -194,6 +194,21 @@ def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
     assert {"m.tflite", "p.tflite", "u.tflite", "rep/report.json"} <= set(leftovers(root))
 
 
+def test_a_meter_url_cannot_make_the_agent_open_files_or_connections(
+    board, model_and_data, tmp_path
+):
+    """USB meters are pyserial URLs, which reach files (spy://…?file=) and sockets; the agent
+    registers none, so bench on a board refuses them before opening anything."""
+    device, root = board
+    device.put(model_and_data[0], "m.tflite")
+    target = tmp_path / "outside.txt"
+    for meter in (f"um24c:spy://loop://?file={target}", "um25c:socket://127.0.0.1:9"):
+        with pytest.raises(RemoteError) as e:
+            device.run("bench", {"model": "m.tflite", "runs": 1, "energy": meter}, print)
+        assert e.value.code == "failed" and "unknown energy meter" in str(e.value)
+    assert not target.exists() and leftovers(root) == ["m.tflite"]
+
+
 def test_unknown_operations_and_escaping_arguments_are_refused(board, model_and_data):
     device, root = board
     model, data = model_and_data
