@@ -84,8 +84,9 @@ class ActivationMap:
             for layer in self.layers
             for t in (layer.input, layer.output)
         }
-        self._s_in = [np.zeros(_s_in_shape(layer)) for layer in self.layers]
-        self._s_out = [np.zeros(layer.weight_shape[layer.out_axis]) for layer in self.layers]
+        # Statistics keyed by layer (its operator index), never by position in a list.
+        self._s_in = {layer.op: np.zeros(layer.s_in_shape()) for layer in self.layers}
+        self._s_out = {layer.op: np.zeros(layer.out_channels) for layer in self.layers}
 
     @property
     def watched(self) -> list[int]:
@@ -106,20 +107,28 @@ class ActivationMap:
         if not self._pending:
             return
         sums = {t: total.take() for t, total in self._sums.items()}
-        for i, layer in enumerate(self.layers):
-            self._s_in[i] += layer.s_in(sums[layer.input])
-            self._s_out[i] += layer.s_out(sums[layer.output])
+        for layer in self.layers:
+            layer.accumulate_s_in(sums[layer.input], self._s_in[layer.op])
+            self._s_out[layer.op] += layer.s_out(sums[layer.output])
         self._pending = 0
 
-    def s_in(self, i: int) -> np.ndarray:
-        """S_in of layer i: [kh, kw, c_in] for spatial layers, [in] for dense ones."""
-        self._fold()
-        return self._s_in[i].copy()
+    def _key(self, layer: Layer | int) -> int:
+        """The operator index of `layer` (a Layer, or its position in `self.layers`)."""
+        op = layer.op if isinstance(layer, Layer) else self.layers[layer].op
+        if op not in self._s_in:
+            raise EdgepruneError(f"layer op {op} is not in the activation map")
+        return op
 
-    def s_out(self, i: int) -> np.ndarray:
-        """S_out of layer i: one sum per output channel."""
+    def s_in(self, layer: Layer | int) -> np.ndarray:
+        """S_in of `layer` (or of self.layers[i]): [kh, kw, c_in] for spatial layers, [in] for
+        dense ones."""
         self._fold()
-        return self._s_out[i].copy()
+        return self._s_in[self._key(layer)].copy()
+
+    def s_out(self, layer: Layer | int) -> np.ndarray:
+        """S_out of `layer` (or of self.layers[i]): one sum per output channel."""
+        self._fold()
+        return self._s_out[self._key(layer)].copy()
 
     def merge(self, other: ActivationMap) -> ActivationMap:
         """A new map of both sample sets together (both maps must come from the same model)."""
@@ -129,8 +138,8 @@ class ActivationMap:
         merged._sums = {t: total.fresh() for t, total in self._sums.items()}
         merged._pending = 0
         merged.count = self.count + other.count
-        merged._s_in = [self.s_in(i) + other.s_in(i) for i in range(len(self.layers))]
-        merged._s_out = [self.s_out(i) + other.s_out(i) for i in range(len(self.layers))]
+        merged._s_in = {x.op: self.s_in(x) + other.s_in(x) for x in self.layers}
+        merged._s_out = {x.op: self.s_out(x) + other.s_out(x) for x in self.layers}
         return merged
 
     def _check_signature(self, signature: list) -> None:
@@ -145,9 +154,9 @@ class ActivationMap:
         """Write S_in, S_out and the sample count as .npz, atomically."""
         meta = {"format": _FORMAT, "count": self.count, "layers": _signature(self.layers)}
         arrays = {"meta": np.array(json.dumps(meta))}
-        for i in range(len(self.layers)):
-            arrays[f"s_in_{i}"] = self.s_in(i)
-            arrays[f"s_out_{i}"] = self.s_out(i)
+        for i, layer in enumerate(self.layers):  # the file's keys are positions in "layers"
+            arrays[f"s_in_{i}"] = self.s_in(layer)
+            arrays[f"s_out_{i}"] = self.s_out(layer)
         with atomic_open(path) as f:
             np.savez(f, **arrays)
 
@@ -169,18 +178,12 @@ class ActivationMap:
                     )
                 amap._check_signature(meta["layers"])
                 amap.count = int(meta["count"])
-                for i in range(len(amap.layers)):
-                    amap._s_in[i] = _same_shape(npz[f"s_in_{i}"], amap._s_in[i], path)
-                    amap._s_out[i] = _same_shape(npz[f"s_out_{i}"], amap._s_out[i], path)
+                for i, (op, _, _) in enumerate(meta["layers"]):  # position i -> layer op
+                    amap._s_in[op] = _same_shape(npz[f"s_in_{i}"], amap._s_in[op], path)
+                    amap._s_out[op] = _same_shape(npz[f"s_out_{i}"], amap._s_out[op], path)
         except (OSError, ValueError, KeyError) as e:
             raise EdgepruneError(f"cannot read activation map {path}: {e}") from e
         return amap
-
-
-def _s_in_shape(layer: Layer) -> tuple[int, ...]:
-    if layer.spatial:
-        return (*layer.kernel, layer.weight_shape[3] // layer.depth_multiplier)
-    return (layer.in_features,)
 
 
 def _signature(layers: Sequence[Layer]) -> list:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UnsupportedError
-from .layers import Layer, scan
+from .layers import Dense, Layer, scan
 from .model import Model
 
 
@@ -27,7 +27,7 @@ class Classifier:
     @classmethod
     def of(cls, model: Model) -> Classifier:
         layer = scan(model).classifier
-        if layer is None or layer.kind != "dense":
+        if not isinstance(layer, Dense):
             raise UnsupportedError("the model does not end in a FULLY_CONNECTED layer")
         if layer.bias is None:
             raise UnsupportedError("the final layer has no bias tensor of its own to rewrite")

@@ -1,56 +1,189 @@
 """The one table of op semantics: which ops are prunable layers and how they use their weights.
 
 Everything that needs to know an op's layout — activation statistics, scores, masks, profiles —
-asks a `Layer` from this module instead of testing op names itself.
+asks a `Layer` from this module instead of testing op names itself. Each prunable op kind is a
+subclass of `Layer` (`Conv`, `Depthwise`, `Dense`, `MatMul`) registered in `OPS` by its builtin
+op name; it owns how its operator is parsed, the shape and arithmetic of S_in, its weight's
+output-channel axis, its multiply-adds (`cost`) and how channels flow through it. The MAC rules
+of every op are `Cost` classes in the table `MACS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tflite
 
-from .model import Model, Operator
+from .model import (
+    BatchMatMulOptions,
+    Conv2DOptions,
+    DepthwiseConv2DOptions,
+    Model,
+    Operator,
+    Options,
+    Pool2DOptions,
+    Tensor,
+)
 
 ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
 PADDINGS = {v: k for k, v in vars(tflite.Padding).items() if k.isupper()}
 
+Shape = tuple[int, ...]
+
+
+def _options(op: Operator, kind: type[Options]) -> Any:
+    """The op's options if they are of `kind`, else that option set's schema defaults."""
+    return op.options if isinstance(op.options, kind) else kind()
+
+
+# ----- multiply-adds ----------------------------------------------------------------------------
+#
+# Convention: one MAC is one multiply-add, a·b + c. A convolution or matrix product costs one MAC
+# per weight per position where that weight is applied (zero padding included, as published
+# figures count it); an elementwise arithmetic op costs one MAC per output element, a window or
+# reduction one per element it reads. Ops that only move, compare or look up values, and the
+# nonlinearities, cost none. An op in neither table is "not profiled" — never silently 0.
+
 
 @dataclass(frozen=True)
-class OpSpec:
-    """Where an op keeps its operands and how its weight is laid out."""
+class Cost:
+    """How an op's multiply-adds follow from its tensor shapes (one subclass per rule).
 
-    kind: str  # "conv", "depthwise", "dense" or "matmul"
-    activation: int  # position of the activation input in op.inputs
-    weight: int  # position of the weight input
-    bias: int | None  # position of the bias input, if the op has one
-    layout: str  # weight axes: o = output channel, i = input channel, h/w = kernel offsets
+    weight: position of a weight input whose zero entries skip work (effective MACs), if any.
+    input: position of the activation input, for the rules that read it.
+    """
+
+    weight: int | None = None
+    input: int = 0
+
+    def dense(self, op: Operator, shape: Callable[[int], Shape], out_elements: int) -> int:
+        """Dense MACs of `op`; `shape(position)` is the shape of its input at that position."""
+        raise NotImplementedError
 
 
-OPS: dict[str, OpSpec] = {
-    "CONV_2D": OpSpec("conv", 0, 1, 2, "ohwi"),
-    "DEPTHWISE_CONV_2D": OpSpec("depthwise", 0, 1, 2, "1hwo"),
-    "FULLY_CONNECTED": OpSpec("dense", 0, 1, 2, "oi"),
-    "BATCH_MATMUL": OpSpec("matmul", 0, 1, None, "io"),
-}
-# Ops that carry weights but that edgeprune does not prune yet: listed, never fatal.
-KNOWN_UNSUPPORTED = {
-    "TRANSPOSE_CONV",
-    "CONV_3D",
-    "CONV_3D_TRANSPOSE",
-    "EMBEDDING_LOOKUP",
-}
+@dataclass(frozen=True)
+class Reduction(Cost):
+    """Output elements × the weight's elements per output channel (`out_axis` of the weight)."""
+
+    out_axis: int = 0
+
+    def dense(self, op, shape, out_elements):
+        w = shape(self.weight)
+        return out_elements * (int(np.prod(w, dtype=np.int64)) // max(w[self.out_axis], 1))
+
+
+@dataclass(frozen=True)
+class DepthwiseWindow(Cost):
+    """Output elements × kernel height × kernel width."""
+
+    def dense(self, op, shape, out_elements):
+        w = shape(self.weight)
+        return out_elements * w[1] * w[2]
+
+
+@dataclass(frozen=True)
+class Contraction(Cost):
+    """Output elements × the contracted dimension of the first input (BATCH_MATMUL's adj_x)."""
+
+    def dense(self, op, shape, out_elements):
+        x = shape(self.input)
+        return out_elements * (x[-2] if _options(op, BatchMatMulOptions).adj_x else x[-1])
+
+
+@dataclass(frozen=True)
+class InputTimesWeight(Cost):
+    """Input positions (input elements / channels) × weight elements."""
+
+    def dense(self, op, shape, out_elements):
+        x, w = shape(self.input), shape(self.weight)
+        positions = int(np.prod(x, dtype=np.int64)) // max(x[-1], 1)
+        return positions * int(np.prod(w, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class PerOutput(Cost):
+    """One MAC per output element."""
+
+    def dense(self, op, shape, out_elements):
+        return out_elements
+
+
+@dataclass(frozen=True)
+class PerInput(Cost):
+    """One MAC per element of the input."""
+
+    def dense(self, op, shape, out_elements):
+        return int(np.prod(shape(self.input), dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class PoolWindow(Cost):
+    """Output elements × pooling window (filter_height × filter_width)."""
+
+    def dense(self, op, shape, out_elements):
+        o = _options(op, Pool2DOptions)
+        return out_elements * (o.filter_height or 1) * (o.filter_width or 1)
+
+
+# ----- the DEQUANTIZE special case --------------------------------------------------------------
+
+
+def _dequantized_constant(model: Model, op: Operator | None) -> int | None:
+    """The constant a DEQUANTIZE op expands (float16 or int8 weights stored for a float op), or
+    None. Its output is the weight: the op that reads it is the layer and counts the parameter."""
+    if op is not None and op.opcode == "DEQUANTIZE" and model.is_constant(op.inputs[0]):
+        return op.inputs[0]
+    return None
+
+
+def stored_constant(model: Model, tensor: int, writers: dict[int, Operator]) -> int | None:
+    """The constant tensor holding `tensor`'s values: itself, or its DEQUANTIZE's input."""
+    if model.is_constant(tensor):
+        return tensor
+    return _dequantized_constant(model, writers.get(tensor))
+
+
+def stored_parameters(model: Model, op: Operator, writers: dict[int, Operator]) -> list[int]:
+    """The constant tensors whose values `op` reads (DEQUANTIZE's input counts at its reader)."""
+    if _dequantized_constant(model, op) is not None:
+        return []
+    found = (stored_constant(model, i, writers) for i in op.inputs if i >= 0)
+    return [t for t in found if t is not None]
+
+
+def producers(model: Model) -> dict[int, Operator]:
+    """{tensor index: the operator that writes it} for the main subgraph."""
+    return {t: op for op in model.operators for t in op.outputs}
+
+
+# ----- prunable layers: one class per op kind ---------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One prunable operator: its tensors, geometry and the arithmetic of its statistics."""
+    """One prunable operator: its tensors, geometry and the arithmetic of its statistics.
+
+    Subclasses are the op kinds; each declares where its operator keeps its operands, the axes
+    of its weight (`layout`: o = output channel, i = input channel, h/w = kernel offsets) and its
+    MAC rule, and overrides what its geometry changes. Instances come from `scan`.
+    """
+
+    kind: ClassVar[str]  # "conv", "depthwise", "dense" or "matmul"
+    layout: ClassVar[str]
+    activation_input: ClassVar[int] = 0  # position of the activation input in op.inputs
+    weight_input: ClassVar[int] = 1  # position of the weight input
+    bias_input: ClassVar[int | None] = 2  # position of the bias input, if the op has one
+    cost: ClassVar[Cost]
+    # Structured pruning: the output tensor's axis that carries channels (NHWC: the last), and
+    # whether output channel c depends on input channel c alone (its channels pass through).
+    channel_axis: ClassVar[int] = -1
+    propagates_channels: ClassVar[bool] = False
 
     op: int
     opcode: str
-    spec: OpSpec
     input: int  # activation input tensor
     output: int  # output tensor (after the fused activation)
     weight: int  # constant tensor holding the stored weights (a DEQUANTIZE's input if any)
@@ -64,42 +197,147 @@ class Layer:
     transpose_weight: bool = False  # BATCH_MATMUL with adj_y: weight is [out, in]
     output_hw: tuple[int, int] = (1, 1)  # spatial output size of conv layers
 
-    @property
-    def kind(self) -> str:
-        return self.spec.kind
+    spatial: ClassVar[bool] = False
+
+    # ----- parsing -------------------------------------------------------------------------
+
+    @classmethod
+    def geometry(cls, op: Operator, x: Tensor, w: Tensor, y: Tensor) -> dict[str, Any] | str:
+        """The layer's fields read from its operator, or why the op is not a layer."""
+        if len(w.shape) != 2:
+            return f"expected a 2-D weight, got {w.shape}"
+        return {}
+
+    @classmethod
+    def weightless(cls) -> str:
+        """Why an op of this kind whose weight is not a constant is skipped ("" = silently)."""
+        return "weight is not a constant tensor"
+
+    # ----- weight axes ---------------------------------------------------------------------
 
     @property
     def out_axis(self) -> int:
         """Axis of the weight that indexes output channels."""
-        if self.kind == "matmul":
-            return 0 if self.transpose_weight else 1
-        return self.spec.layout.index("o")
+        return self.layout.index("o")
+
+    @property
+    def in_axis(self) -> int:
+        """Axis of the weight that indexes input channels: where the previous op's output
+        channels arrive (`propagates_channels` kinds map them through `depth_multiplier`)."""
+        return self.layout.index("i")
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight_shape[self.out_axis]
 
     @property
     def in_features(self) -> int:
         """Length of the input vector a dense or matmul weight multiplies."""
-        if self.kind == "matmul":
-            return self.weight_shape[1 if self.transpose_weight else 0]
         return self.weight_shape[-1]
 
     @property
     def kernel(self) -> tuple[int, int]:
-        return (self.weight_shape[1], self.weight_shape[2]) if self.spatial else (1, 1)
-
-    @property
-    def spatial(self) -> bool:
-        return self.kind in ("conv", "depthwise")
+        return (1, 1)
 
     # ----- statistics ----------------------------------------------------------------------
 
-    def s_in(self, sum_abs_x: np.ndarray) -> np.ndarray:
-        """S_in from Σ_samples |x| (the input tensor without its batch axis).
+    def s_in_shape(self) -> tuple[int, ...]:
+        """Shape of S_in: [kh, kw, c_in] for spatial layers, [in] for the others."""
+        return (self.in_features,)
 
-        Spatial layers give [kh, kw, c_in]: the kernel windows are folded here, once, because
-        summing over samples commutes with the strided window sums. Others give [in].
-        """
-        if not self.spatial:
-            return sum_abs_x.reshape(-1, self.in_features).sum(axis=0)
+    def s_in(self, sum_abs_x: np.ndarray) -> np.ndarray:
+        """S_in from Σ_samples |x| (the input tensor without its batch axis)."""
+        return sum_abs_x.reshape(-1, self.in_features).sum(axis=0)
+
+    def accumulate_s_in(self, sum_abs_x: np.ndarray, out: np.ndarray) -> None:
+        """Add the S_in of Σ_samples |x| into `out` (of shape `s_in_shape()`)."""
+        out += self.s_in(sum_abs_x)
+
+    def input_for_weight(self, s_in: np.ndarray) -> np.ndarray:
+        """S_in arranged to broadcast against the weight tensor (Eq. 1: A(w) = |w| · S_in)."""
+        return s_in[None, :]
+
+    def s_out(self, sum_abs_y: np.ndarray) -> np.ndarray:
+        """S_out[c] from Σ_samples |y| (the output tensor without its batch axis)."""
+        return sum_abs_y.reshape(-1, self.out_channels).sum(axis=0)
+
+
+class Dense(Layer):
+    """FULLY_CONNECTED: weight [out, in]."""
+
+    kind = "dense"
+    layout = "oi"
+    cost = Reduction(weight=1, out_axis=0)
+
+
+class MatMul(Layer):
+    """BATCH_MATMUL with a constant second operand: weight [in, out], or [out, in] with adj_y."""
+
+    kind = "matmul"
+    layout = "io"
+    bias_input = None
+    cost = Contraction(weight=1)
+
+    @classmethod
+    def geometry(cls, op, x, w, y):
+        reason = super().geometry(op, x, w, y)
+        if isinstance(reason, str):
+            return reason
+        options = _options(op, BatchMatMulOptions)
+        if options.adj_x:
+            return "BATCH_MATMUL with adj_x is not supported"
+        return {"transpose_weight": bool(options.adj_y)}
+
+    @classmethod
+    def weightless(cls) -> str:
+        return ""  # a BATCH_MATMUL of two activations is not a layer with weights
+
+    @property
+    def out_axis(self) -> int:
+        return 0 if self.transpose_weight else 1
+
+    @property
+    def in_axis(self) -> int:
+        return 1 - self.out_axis
+
+    @property
+    def in_features(self) -> int:
+        return self.weight_shape[self.in_axis]
+
+    def input_for_weight(self, s_in):
+        return s_in[None, :] if self.transpose_weight else s_in[:, None]
+
+
+class _Spatial(Layer):
+    """2-D convolutions: NHWC input, kernel windows folded into S_in."""
+
+    spatial = True
+    option_set: ClassVar[type[Conv2DOptions]] = Conv2DOptions
+
+    @classmethod
+    def geometry(cls, op, x, w, y):
+        if len(w.shape) != 4 or len(x.shape) != 4:
+            return f"expected 4-D input and weight, got {x.shape} and {w.shape}"
+        if len(y.shape) != 4:
+            return f"expected a 4-D output, got {y.shape}"
+        o = _options(op, cls.option_set)
+        return {
+            "output_hw": (y.shape[1], y.shape[2]),
+            "stride": (o.stride_h or 1, o.stride_w or 1),
+            "dilation": (o.dilation_h_factor or 1, o.dilation_w_factor or 1),
+            "padding": PADDINGS.get(o.padding, "SAME"),
+        }
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return (self.weight_shape[1], self.weight_shape[2])
+
+    def s_in_shape(self) -> tuple[int, ...]:
+        return (*self.kernel, self.weight_shape[3] // self.depth_multiplier)
+
+    def s_in(self, sum_abs_x: np.ndarray) -> np.ndarray:
+        """[kh, kw, c_in]: the kernel windows are folded here, once, because summing over
+        samples commutes with the strided window sums."""
         reduced = sum_abs_x.reshape(sum_abs_x.shape[-3:])
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         (h, w), (oh, ow) = reduced.shape[:2], self.output_hw
@@ -127,19 +365,59 @@ class Layer:
             pads.append(max((out - 1) * s + (k - 1) * d + 1 - size, 0) // 2)
         return pads[0], pads[1]
 
-    def input_for_weight(self, s_in: np.ndarray) -> np.ndarray:
-        """S_in arranged to broadcast against the weight tensor (Eq. 1: A(w) = |w| · S_in)."""
-        if self.kind == "conv":
-            return s_in[None]
-        if self.kind == "depthwise":
-            return np.repeat(s_in, self.depth_multiplier, axis=-1)[None]
-        if self.kind == "matmul" and not self.transpose_weight:
-            return s_in[:, None]
-        return s_in[None, :]
 
-    def s_out(self, sum_abs_y: np.ndarray) -> np.ndarray:
-        """S_out[c] from Σ_samples |y| (the output tensor without its batch axis)."""
-        return sum_abs_y.reshape(-1, self.weight_shape[self.out_axis]).sum(axis=0)
+class Conv(_Spatial):
+    """CONV_2D: weight [out, kh, kw, in]."""
+
+    kind = "conv"
+    layout = "ohwi"
+    cost = Reduction(weight=1, out_axis=0)
+
+    def input_for_weight(self, s_in):
+        return s_in[None]
+
+
+class Depthwise(_Spatial):
+    """DEPTHWISE_CONV_2D: weight [1, kh, kw, in × depth_multiplier]; output channel c reads input
+    channel c // depth_multiplier only."""
+
+    kind = "depthwise"
+    layout = "1hwo"
+    cost = DepthwiseWindow(weight=1)
+    propagates_channels = True
+    option_set = DepthwiseConv2DOptions
+
+    @classmethod
+    def geometry(cls, op, x, w, y):
+        found = super().geometry(op, x, w, y)
+        if isinstance(found, str):
+            return found
+        if x.shape[3] == 0 or w.shape[3] % x.shape[3]:
+            return f"depthwise weight {w.shape} does not fit input {x.shape}"
+        return {**found, "depth_multiplier": w.shape[3] // x.shape[3]}
+
+    @property
+    def in_axis(self) -> int:
+        return 3  # shared with the output channels: c_in = c_out // depth_multiplier
+
+    def input_for_weight(self, s_in):
+        return np.repeat(s_in, self.depth_multiplier, axis=-1)[None]
+
+
+# The one op table: builtin op name -> its prunable layer kind.
+OPS: dict[str, type[Layer]] = {
+    "CONV_2D": Conv,
+    "DEPTHWISE_CONV_2D": Depthwise,
+    "FULLY_CONNECTED": Dense,
+    "BATCH_MATMUL": MatMul,
+}
+# Ops that carry weights but that edgeprune does not prune yet: listed, never fatal.
+KNOWN_UNSUPPORTED = {
+    "TRANSPOSE_CONV",
+    "CONV_3D",
+    "CONV_3D_TRANSPOSE",
+    "EMBEDDING_LOOKUP",
+}
 
 
 @dataclass(frozen=True)
@@ -157,16 +435,16 @@ class Scan:
 
 def scan(model: Model) -> Scan:
     """Find every prunable layer of the main subgraph; unsupported ops are listed, not fatal."""
-    producers = {t: op for op in model.operators for t in op.outputs}
+    writers = producers(model)
     users = model.buffer_users()
     layers, skipped = [], []
     for op in model.operators:
-        spec = OPS.get(op.opcode)
-        if spec is None:
+        kind = OPS.get(op.opcode)
+        if kind is None:
             if op.opcode in KNOWN_UNSUPPORTED or op.custom:
                 skipped.append((op.index, op.opcode, "op not supported for pruning"))
             continue
-        layer_or_reason = _layer(model, op, spec, producers, users)
+        layer_or_reason = _layer(model, op, kind, writers, users)
         if isinstance(layer_or_reason, Layer):
             layers.append(layer_or_reason)
         elif layer_or_reason:
@@ -174,134 +452,66 @@ def scan(model: Model) -> Scan:
     return Scan(tuple(layers), tuple(skipped))
 
 
-def _stored(model: Model, tensor: int, producers: dict[int, Operator]) -> int | None:
-    """The constant tensor holding `tensor`'s values: itself, or the input of its DEQUANTIZE."""
-    if model.is_constant(tensor):
-        return tensor
-    op = producers.get(tensor)
-    if op is not None and op.opcode == "DEQUANTIZE" and model.is_constant(op.inputs[0]):
-        return op.inputs[0]
-    return None
-
-
-def _layer(model: Model, op: Operator, spec: OpSpec, producers, users) -> Layer | str:
-    if len(op.inputs) <= spec.weight or op.inputs[spec.weight] < 0 or not op.outputs:
+def _layer(model: Model, op: Operator, kind: type[Layer], writers, users) -> Layer | str:
+    """`op` as a layer of `kind`, or why it is not one ("" when that needs no mention)."""
+    if len(op.inputs) <= kind.weight_input or op.inputs[kind.weight_input] < 0 or not op.outputs:
         return "missing operands"
-    weight = _stored(model, op.inputs[spec.weight], producers)
+    weight = stored_constant(model, op.inputs[kind.weight_input], writers)
     if weight is None:
-        # A BATCH_MATMUL of two activations is not a layer with weights: nothing to report.
-        return "" if spec.kind == "matmul" else "weight is not a constant tensor"
+        return kind.weightless()
     w = model.tensor(weight)
     if w.dtype is None or w.sparse:
         return f"weights stored as {'sparse' if w.sparse else w.type_name}"
     if users.get(w.buffer, 0) > 1:
         return "weight buffer shared with another tensor"
-    bias = None
-    if spec.bias is not None and len(op.inputs) > spec.bias and op.inputs[spec.bias] >= 0:
-        bias = _stored(model, op.inputs[spec.bias], producers)
+    bias, at = None, kind.bias_input
+    if at is not None and len(op.inputs) > at and op.inputs[at] >= 0:
+        bias = stored_constant(model, op.inputs[at], writers)
         if bias is None:
             return "bias is not a constant tensor"
         if users.get(model.tensor(bias).buffer, 0) > 1:
             # The converter shares identical buffers; an all-zero bias has nothing to prune.
-            if np.any(model.dequantized(bias)):
+            if model.nonzero(bias):
                 return "bias buffer shared with another tensor"
             bias = None
-    opts: dict[str, Any] = op.options
-    x = model.tensor(op.inputs[spec.activation])
-    geometry: dict[str, Any] = {
-        "activation": ACTIVATIONS.get(opts.get("fused_activation_function", 0), "NONE"),
-    }
-    if spec.kind in ("conv", "depthwise"):
-        if len(w.shape) != 4 or len(x.shape) != 4:
-            return f"expected 4-D input and weight, got {x.shape} and {w.shape}"
-        y = model.tensor(op.outputs[0])
-        if len(y.shape) != 4:
-            return f"expected a 4-D output, got {y.shape}"
-        geometry.update(
-            output_hw=(y.shape[1], y.shape[2]),
-            stride=(opts.get("stride_h") or 1, opts.get("stride_w") or 1),
-            dilation=(
-                opts.get("dilation_h_factor") or 1,
-                opts.get("dilation_w_factor") or 1,
-            ),
-            padding=PADDINGS.get(opts.get("padding", 0), "SAME"),
-        )
-        if spec.kind == "depthwise":
-            if x.shape[3] == 0 or w.shape[3] % x.shape[3]:
-                return f"depthwise weight {w.shape} does not fit input {x.shape}"
-            geometry["depth_multiplier"] = w.shape[3] // x.shape[3]
-    elif len(w.shape) != 2:
-        return f"expected a 2-D weight, got {w.shape}"
-    if spec.kind == "matmul":
-        if opts.get("adj_x"):
-            return "BATCH_MATMUL with adj_x is not supported"
-        geometry["transpose_weight"] = bool(opts.get("adj_y"))
-    return Layer(
+    x = model.tensor(op.inputs[kind.activation_input])
+    geometry = kind.geometry(op, x, w, model.tensor(op.outputs[0]))
+    if isinstance(geometry, str):
+        return geometry
+    activation = op.options.get("fused_activation_function", 0)
+    return kind(
         op=op.index,
         opcode=op.opcode,
-        spec=spec,
-        input=op.inputs[spec.activation],
+        input=op.inputs[kind.activation_input],
         output=op.outputs[0],
         weight=weight,
         bias=bias,
         weight_shape=w.shape,
+        activation=ACTIVATIONS.get(activation, "NONE"),
         **geometry,
     )
 
 
-# ----- multiply-adds ----------------------------------------------------------------------------
-#
-# Convention: one MAC is one multiply-add, a·b + c. A convolution or matrix product costs one MAC
-# per weight per position where that weight is applied (zero padding included, as published
-# figures count it); an elementwise arithmetic op costs one MAC per output element, a window or
-# reduction one per element it reads. Ops that only move, compare or look up values, and the
-# nonlinearities, cost none. An op in neither table is "not profiled" — never silently 0.
-
-
-@dataclass(frozen=True)
-class Cost:
-    """How an op's multiply-adds follow from its tensor shapes.
-
-    rule:
-      "reduction"       output elements × the weight's elements per output channel
-                        (`out_axis` names that axis of the weight)
-      "depthwise"       output elements × kernel height × kernel width
-      "matmul"          output elements × the contracted dimension of the first input
-      "input_x_weight"  input positions (input elements / channels) × weight elements
-      "output"          output elements
-      "input"           elements of the first input
-      "window"          output elements × pooling window (filter_height × filter_width)
-    weight: position of a weight input whose zero entries skip work (effective MACs), if any.
-    input: position of the activation input ("matmul", "input_x_weight", "input").
-    """
-
-    rule: str
-    weight: int | None = None
-    out_axis: int = 0
-    input: int = 0
-
+# ----- the MAC table ----------------------------------------------------------------------------
 
 MACS: dict[str, Cost] = {
-    "CONV_2D": Cost("reduction", weight=1, out_axis=0),
-    "CONV_3D": Cost("reduction", weight=1, out_axis=4),
-    "DEPTHWISE_CONV_2D": Cost("depthwise", weight=1),
-    "FULLY_CONNECTED": Cost("reduction", weight=1, out_axis=0),
-    "BATCH_MATMUL": Cost("matmul", weight=1),
-    "TRANSPOSE_CONV": Cost("input_x_weight", weight=1, input=2),
-    "CONV_3D_TRANSPOSE": Cost("input_x_weight", weight=1, input=2),
-    "ADD": Cost("output"),
-    "SUB": Cost("output"),
-    "MUL": Cost("output"),
-    "DIV": Cost("output"),
-    "SQUARED_DIFFERENCE": Cost("output"),
-    "SQUARE": Cost("output"),
-    "PRELU": Cost("output"),
-    "LEAKY_RELU": Cost("output"),
-    "ADD_N": Cost("output"),
-    "AVERAGE_POOL_2D": Cost("window"),
-    "MEAN": Cost("input"),
-    "SUM": Cost("input"),
-    "L2_NORMALIZATION": Cost("input"),
+    **{name: kind.cost for name, kind in OPS.items()},
+    "CONV_3D": Reduction(weight=1, out_axis=4),
+    "TRANSPOSE_CONV": InputTimesWeight(weight=1, input=2),
+    "CONV_3D_TRANSPOSE": InputTimesWeight(weight=1, input=2),
+    "ADD": PerOutput(),
+    "SUB": PerOutput(),
+    "MUL": PerOutput(),
+    "DIV": PerOutput(),
+    "SQUARED_DIFFERENCE": PerOutput(),
+    "SQUARE": PerOutput(),
+    "PRELU": PerOutput(),
+    "LEAKY_RELU": PerOutput(),
+    "ADD_N": PerOutput(),
+    "AVERAGE_POOL_2D": PoolWindow(),
+    "MEAN": PerInput(),
+    "SUM": PerInput(),
+    "L2_NORMALIZATION": PerInput(),
 }
 # Ops that do no multiply-adds: data movement, comparisons, lookups, casts, quantization and
 # nonlinearities (evaluated by tables or polynomials whose cost is not a MAC count).
@@ -431,43 +641,10 @@ def count_macs(
         return shapes[index] if shapes is not None else model.tensor(index).shape
 
     out = shapes[op.outputs[0]] if shapes is not None else model.tensor(op.outputs[0]).shape
-    out_elements = int(np.prod(out, dtype=np.int64))
     weight = None
     if cost.weight is not None:
         if len(op.inputs) <= cost.weight or op.inputs[cost.weight] < 0:
             return None
-        w = shape(cost.weight)
-        weight = _stored(model, op.inputs[cost.weight], writers)
-    if cost.rule == "reduction":
-        per_output = int(np.prod(w, dtype=np.int64)) // max(w[cost.out_axis], 1)
-        dense = out_elements * per_output
-    elif cost.rule == "depthwise":
-        dense = out_elements * w[1] * w[2]
-    elif cost.rule == "matmul":
-        x = shape(cost.input)
-        contracted = x[-2] if op.options.get("adj_x") else x[-1]
-        dense = out_elements * contracted
-    elif cost.rule == "input_x_weight":
-        x = shape(cost.input)
-        positions = int(np.prod(x, dtype=np.int64)) // max(x[-1], 1)
-        dense = positions * int(np.prod(w, dtype=np.int64))
-    elif cost.rule == "output":
-        dense = out_elements
-    elif cost.rule == "input":
-        dense = int(np.prod(shape(cost.input), dtype=np.int64))
-    elif cost.rule == "window":
-        window = (op.options.get("filter_height") or 1) * (op.options.get("filter_width") or 1)
-        dense = out_elements * window
-    else:
-        raise ValueError(f"unknown MAC rule {cost.rule!r} for {op.opcode}")
+        weight = stored_constant(model, op.inputs[cost.weight], writers)
+    dense = cost.dense(op, shape, int(np.prod(out, dtype=np.int64)))
     return MacCount(int(dense), weight)
-
-
-def producers(model: Model) -> dict[int, Operator]:
-    """{tensor index: the operator that writes it} for the main subgraph."""
-    return {t: op for op in model.operators for t in op.outputs}
-
-
-def stored_constant(model: Model, tensor: int, writers: dict[int, Operator]) -> int | None:
-    """The constant tensor holding `tensor`'s values: itself, or its DEQUANTIZE's input."""
-    return _stored(model, tensor, writers)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EdgepruneError, UnsupportedError
-from .layers import IN_PLACE, count_macs, producers, stored_constant
+from .layers import IN_PLACE, count_macs, producers, stored_parameters
 from .model import Model, Tensor
 from .summary import describe_quantization
 
@@ -250,12 +250,8 @@ def profile(model: Model, input_shape: tuple[int, ...] | None = None) -> dict[st
     rows, counted, not_profiled = [], {}, []
     for op in model.operators:
         cost = count_macs(model, op, writers, shapes)
-        constants = []
-        if op.opcode != "DEQUANTIZE":  # a dequantized weight is counted at the op that uses it
-            for i in op.inputs:
-                stored = stored_constant(model, i, writers) if i >= 0 else None
-                if stored is not None and is_parameter(model.tensor(stored)):
-                    constants.append(model.tensor(stored))
+        stored = (model.tensor(t) for t in stored_parameters(model, op, writers))
+        constants = [t for t in stored if is_parameter(t)]
         for t in constants:
             if t.buffer not in counted:
                 counted[t.buffer] = (t.size, model.nonzero(t), t.size * t.dtype.itemsize)

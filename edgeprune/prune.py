@@ -38,27 +38,27 @@ def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def weight_scores(
-    model: Model, layer: Layer, i: int, amap: ActivationMap | None, score: str, rng
+    model: Model, layer: Layer, amap: ActivationMap | None, score: str, rng
 ) -> np.ndarray:
-    """One score per weight of layer i (weight-shaped): higher means more worth keeping."""
+    """One score per weight of `layer` (weight-shaped): higher means more worth keeping."""
     w = np.abs(model.dequantized(layer.weight))
     if score == "fine":
-        return w * layer.input_for_weight(amap.s_in(i))
+        return w * layer.input_for_weight(amap.s_in(layer))
     if score == "magnitude":
         return w
     return rng.random(w.shape)
 
 
 def channel_scores(
-    model: Model, layer: Layer, i: int, amap: ActivationMap | None, score: str, rng
+    model: Model, layer: Layer, amap: ActivationMap | None, score: str, rng
 ) -> np.ndarray:
-    """One score per output channel of layer i: S_out ("fine"), its L1 norm, or random."""
+    """One score per output channel of `layer`: S_out ("fine"), its L1 norm, or random."""
     if score == "fine":
-        return amap.s_out(i)
+        return amap.s_out(layer)
     if score == "magnitude":
         w = np.abs(model.dequantized(layer.weight))
-        return np.moveaxis(w, layer.out_axis, 0).reshape(w.shape[layer.out_axis], -1).sum(axis=1)
-    return rng.random(layer.weight_shape[layer.out_axis])
+        return np.moveaxis(w, layer.out_axis, 0).reshape(layer.out_channels, -1).sum(axis=1)
+    return rng.random(layer.out_channels)
 
 
 def _keep_top(scores: list[np.ndarray], sparsity: float, sizes: list[int] | None = None):
@@ -135,16 +135,17 @@ def compute_scores(
     keep_classifier: bool = False,
     seed: int = 0,
 ) -> Scores:
-    """Scores for `layers` (those of `amap`, in its order), minus the classifier if it is kept."""
+    """Scores for `layers` (their statistics are looked up in `amap` by layer), minus the
+    classifier (the last of `layers`) if it is kept."""
     _choose("score", score, SCORES)
     _choose("granularity", granularity, GRANULARITIES)
     if score == "fine" and amap is None:
         raise EdgepruneError("score 'fine' needs an activation map: run `edgeprune record` first")
     rng = np.random.default_rng(seed)
-    chosen = list(enumerate(layers))[: -1 if keep_classifier else None]
+    chosen = tuple(layers)[: -1 if keep_classifier else None]
     scorer = weight_scores if granularity == "weight" else channel_scores
-    values = tuple(scorer(model, layer, i, amap, score, rng) for i, layer in chosen)
-    return Scores(tuple(layer for _, layer in chosen), values, granularity)
+    values = tuple(scorer(model, layer, amap, score, rng) for layer in chosen)
+    return Scores(chosen, values, granularity)
 
 
 def masks(

@@ -1,11 +1,14 @@
 """ActivationMap: exact S_in/S_out, both runner modes, merge, save/load, constant memory."""
 
 import dataclasses
+import json
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeprune import prune
 from edgeprune.activations import ActivationMap, record
 from edgeprune.errors import EdgepruneError
 from edgeprune.model import Model
@@ -54,15 +57,16 @@ def test_s_in_and_s_out_equal_brute_force(kind):
 
 def test_fold_matches_brute_force_on_odd_geometry():
     """Uneven SAME padding, stride 3, dilation 2 and a non-square kernel: folding must agree."""
-    from edgeprune.layers import OPS, Layer
+    from edgeprune.layers import OPS, Conv
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 11, 8, 2))
     for padding in ("SAME", "VALID"):
         out_hw = (ref.output_size(11, 3, 3, 2, padding), ref.output_size(8, 2, 2, 1, padding))
-        spec = OPS["CONV_2D"]
-        layer = Layer(0, "CONV_2D", spec, 0, 1, 2, None, (4, 3, 2, 2), (3, 2), (2, 1), padding)
+        assert OPS["CONV_2D"] is Conv
+        layer = Conv(0, "CONV_2D", 0, 1, 2, None, (4, 3, 2, 2), (3, 2), (2, 1), padding)
         layer = dataclasses.replace(layer, output_hw=out_hw)
+        assert layer.s_in_shape() == (3, 2, 2)
         folded = layer.s_in(np.abs(x).sum(axis=0))
         expected = ref.im2col_s_in(x, 3, 2, (3, 2), padding, (2, 1))
         np.testing.assert_allclose(folded, expected, rtol=1e-6)
@@ -133,3 +137,42 @@ def test_a_batch_update_equals_one_update_per_sample():
     for i in range(len(batched.layers)):
         np.testing.assert_allclose(batched.s_in(i), one_by_one.s_in(i), rtol=1e-6)
         np.testing.assert_allclose(batched.s_out(i), one_by_one.s_out(i), rtol=1e-6)
+
+
+OLD_MAP = Path(__file__).parent / "fixtures" / "map_format1_int8_mixed.npz"
+
+
+def test_a_map_saved_before_statistics_were_keyed_by_layer_still_loads(tmp_path):
+    """The fixture was saved by the positional code (3 samples, seed 5): it loads onto the same
+    layers, and saving it again writes the same keys and arrays."""
+    model = Model(build("int8"))
+    old = ActivationMap.load(OLD_MAP, model)
+    fresh = record(model, random_inputs(3, SAMPLE, seed=5))
+    assert old.count == 3 and [x.op for x in old.layers] == [x.op for x in fresh.layers]
+    for layer in fresh.layers:
+        np.testing.assert_allclose(old.s_in(layer), fresh.s_in(layer), rtol=1e-12)
+        np.testing.assert_allclose(old.s_out(layer), fresh.s_out(layer), rtol=1e-12)
+    old.save(tmp_path / "again.npz")
+    with np.load(OLD_MAP) as before, np.load(tmp_path / "again.npz") as after:
+        assert sorted(before.files) == sorted(after.files)
+        assert json.loads(str(before["meta"])) == json.loads(str(after["meta"]))
+        for key in before.files:
+            np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_statistics_are_looked_up_by_layer_not_position():
+    model = Model(build("float32"))
+    amap = record(model, random_inputs(2, SAMPLE, seed=3))
+    layers = amap.layers
+    for i, layer in enumerate(layers):
+        np.testing.assert_array_equal(amap.s_in(layer), amap.s_in(i))
+        assert amap.s_in(layer).shape == layer.s_in_shape()
+        assert amap.s_out(layer).shape == (layer.out_channels,)
+    # A subset of the layers, in another order, still gets each layer's own statistics.
+    subset = (layers[-1], layers[0])
+    scores = prune.compute_scores(model, subset, amap, granularity="channel")
+    np.testing.assert_array_equal(scores.values[0], amap.s_out(layers[-1]))
+    np.testing.assert_array_equal(scores.values[1], amap.s_out(layers[0]))
+    foreign = dataclasses.replace(layers[0], op=999)
+    with pytest.raises(EdgepruneError, match="not in the activation map"):
+        amap.s_in(foreign)

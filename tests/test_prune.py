@@ -91,10 +91,10 @@ def test_uint8_zero_is_the_zero_point():
 def test_fine_scores_are_eq1_and_layer_scope_keeps_the_top():
     model, amap = recorded("float32")
     rng = np.random.default_rng(0)
-    for i, layer in enumerate(amap.layers):
-        scores = prune.weight_scores(model, layer, i, amap, "fine", rng)
+    for layer in amap.layers:
+        scores = prune.weight_scores(model, layer, amap, "fine", rng)
         w = np.abs(model.dequantized(layer.weight))
-        s_in = amap.s_in(i)
+        s_in = amap.s_in(layer)
         if layer.kind == "dense":
             expected = w * s_in[None, :]
         elif layer.kind == "conv":
@@ -103,8 +103,8 @@ def test_fine_scores_are_eq1_and_layer_scope_keeps_the_top():
             expected = w * np.repeat(s_in, layer.depth_multiplier, axis=-1)[None]
         np.testing.assert_allclose(scores, expected)
     masks = prune.masks(model, amap.layers, amap, 0.3, scope="layer")
-    for i, m in enumerate(masks):
-        scores = prune.weight_scores(model, m.layer, i, amap, "fine", rng)
+    for m in masks:
+        scores = prune.weight_scores(model, m.layer, amap, "fine", rng)
         assert (~m.keep).sum() == round(0.3 * m.keep.size)
         assert scores[m.keep].min() >= scores[~m.keep].max()
 
@@ -113,9 +113,7 @@ def test_global_scope_uses_one_threshold():
     model, amap = recorded("float32")
     masks = prune.masks(model, amap.layers, amap, 0.5, scope="global")
     rng = np.random.default_rng(0)
-    scores = [
-        prune.weight_scores(model, m.layer, i, amap, "fine", rng) for i, m in enumerate(masks)
-    ]
+    scores = [prune.weight_scores(model, m.layer, amap, "fine", rng) for m in masks]
     kept = min(s[m.keep].min() for s, m in zip(scores, masks) if m.keep.any())
     dropped = max(s[~m.keep].max() for s, m in zip(scores, masks) if (~m.keep).any())
     assert kept >= dropped
