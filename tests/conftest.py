@@ -1,7 +1,22 @@
-"""Shared fixtures: small TFLite models built with TensorFlow, and seeded random inputs."""
+"""Shared fixtures: the small TFLite test models (committed under tests/fixtures/, see
+tests/models.py) and seeded random inputs; and the skips of the `tensorflow` and `host` markers.
+
+The markers (registered in pyproject.toml) say which tests are not the on-device core's:
+
+``tensorflow``      needs TensorFlow (conversion, TensorFlow as the reference computation).
+``host(*modules)``  needs the host side: libraries of the [host] extra (the named modules, e.g.
+                    ``host("serial")``) or host tools (sshd, socat, javac; those tests skip
+                    themselves when the tool is missing).
+
+A marked test whose modules are not installed is skipped, not failed; the core suite is
+``pytest -m "not tensorflow and not host"`` (scripts/test_core.sh runs it with only
+``edgeprune[litert]`` and pytest installed).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,12 +24,28 @@ import pytest
 from tests import models
 
 
+@functools.cache
+def _missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    needs = [m for mark in item.iter_markers("host") for m in mark.args]
+    if item.get_closest_marker("tensorflow") is not None:
+        needs.append("tensorflow")
+    missing = sorted({m for m in needs if _missing(m)})
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (pip install -e '.[host]')")
+
+
 @pytest.fixture(scope="session")
 def tflite_model(tmp_path_factory):
     """Factory ``tflite_model(kind="float32", arch="mixed") -> Path`` of a converted model.
 
-    Each (kind, arch) is built once per session (``tests.models.build`` caches the bytes) and
-    written to a session temp dir; see ``tests/models.py`` for the kinds and archs.
+    Each (kind, arch) is read (committed) or built once per session (``tests.models.build``
+    caches the bytes) and written to a session temp dir; see ``tests/models.py`` for the kinds
+    and archs.
     """
     directory = tmp_path_factory.mktemp("models")
 

@@ -1,9 +1,18 @@
-"""Small TFLite models for tests, built with TensorFlow and cached per process.
+"""Small TFLite models for tests: committed under ``tests/fixtures/``, built with TensorFlow.
 
-Only this module imports TensorFlow, and only inside functions, so that importing it (for
-``random_inputs``) costs nothing on a machine without TensorFlow.
+``build(kind, arch)`` returns the bytes of a converted ``.tflite`` model. The combinations the
+tests use (``COMMITTED``) are read from ``tests/fixtures/<arch>_<kind>.tflite``, so the core's
+tests run without TensorFlow (e.g. on a Pi with only ``edgeprune[litert]`` and pytest); any
+other combination is converted with TensorFlow and cached per process. Only this module imports
+TensorFlow, and only inside functions.
 
-``build(kind, arch)`` returns the bytes of a converted ``.tflite`` model:
+Regenerate the committed files after changing a model below (needs TensorFlow)::
+
+    python -m tests.models --write      # rewrite tests/fixtures/*.tflite
+    python -m tests.models --check      # exit 1 if a fresh build differs from a committed file
+
+``tests/test_fixture_drift.py`` runs the same check (marked ``tensorflow``), so the committed
+bytes cannot drift from what this module builds.
 
 kinds
     ``float32``  plain float model.
@@ -37,8 +46,11 @@ arch) gives the same bytes, in any process and any order.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +64,18 @@ INPUT_SHAPES = {
 }
 CALIBRATION_SAMPLES = 32
 SEED = 1234
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The (kind, arch) combinations the tests use, committed under FIXTURES.
+COMMITTED = (
+    ("float32", "mixed"),
+    ("dynamic", "mixed"),
+    ("int8", "mixed"),
+    ("float16", "mixed"),
+    ("uint8", "mixed"),
+    ("dynamic", "mixed_wide"),
+    ("float32", "small_cnn"),
+)
 
 # Legacy uint8 model: the float input x maps to uint8 q as x = (q - MEAN) / STD.
 UINT8_INPUT_MEAN = 128.0
@@ -72,8 +96,14 @@ def import_tensorflow():
     """TensorFlow, imported quietly (only the test helpers that build models need it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf
-
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ImportError(
+            f"{e}: tests/models.py needs TensorFlow to build a model that is not committed "
+            "under tests/fixtures/ (pip install -e '.[host]')",
+            name=e.name,
+        ) from e
     return tf
 
 
@@ -143,16 +173,31 @@ def _seed_weights(model) -> None:
             var.assign(value.astype(np.float32))
 
 
-def build(kind: str, arch: str = "mixed") -> bytes:
-    """Bytes of a ``.tflite`` model of ``arch`` converted as ``kind`` (see module docstring).
+def fixture_path(kind: str, arch: str = "mixed") -> Path:
+    """Where the committed bytes of (kind, arch) live (whether or not it is committed)."""
+    return FIXTURES / f"{arch}_{kind}.tflite"
 
-    Built once per process: ``build("int8")`` and ``build(kind="int8", arch="mixed")`` share
-    the cache entry."""
+
+def build(kind: str, arch: str = "mixed") -> bytes:
+    """Bytes of a ``.tflite`` model of ``arch`` converted as ``kind`` (see module docstring):
+    the committed file when there is one, else converted with TensorFlow.
+
+    Read or built once per process: ``build("int8")`` and ``build(kind="int8", arch="mixed")``
+    share the cache entry."""
     return _build(kind, arch)
 
 
 @functools.cache
 def _build(kind: str, arch: str) -> bytes:
+    path = fixture_path(kind, arch)
+    if (kind, arch) in COMMITTED and path.exists():
+        return path.read_bytes()
+    return convert_model(kind, arch)
+
+
+@functools.cache
+def convert_model(kind: str, arch: str = "mixed") -> bytes:
+    """Bytes of (kind, arch) freshly converted with TensorFlow, never the committed file."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     if arch not in ARCHS:
@@ -161,9 +206,9 @@ def _build(kind: str, arch: str) -> bytes:
         if arch != "mixed":
             raise ValueError("kind 'uint8' is only built for arch 'mixed'")
         return _build_uint8_legacy()
+    import_tensorflow()  # first: quietly, and with a clear error when TensorFlow is absent
     from edgeprune.host.convert import convert, from_keras
 
-    import_tensorflow()
     source = from_keras(_keras_model(arch), arch)
     try:
         calibration = random_inputs(CALIBRATION_SAMPLES, INPUT_SHAPES[arch], seed=SEED)
@@ -241,3 +286,46 @@ def _mixed_tf1_graph(x, weights, ranges):
     h = act(tf.nn.relu(tf.matmul(h, weight(k5)) + b5))
     h = act(tf.matmul(h, weight(k6)) + b6)
     return h, activations
+
+
+def write_fixtures() -> list[Path]:
+    """Convert every committed combination afresh and write it under FIXTURES."""
+    FIXTURES.mkdir(exist_ok=True)
+    paths = []
+    for kind, arch in COMMITTED:
+        path = fixture_path(kind, arch)
+        path.write_bytes(convert_model(kind, arch))
+        paths.append(path)
+    return paths
+
+
+def stale_fixtures() -> list[Path]:
+    """The committed files that are missing or differ from a fresh conversion."""
+    stale = []
+    for kind, arch in COMMITTED:
+        path = fixture_path(kind, arch)
+        if not path.exists() or path.read_bytes() != convert_model(kind, arch):
+            stale.append(path)
+    return stale
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.models", description="Regenerate or check tests/fixtures/*.tflite."
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help="rewrite the committed models")
+    action.add_argument("--check", action="store_true", help="exit 1 if any differs")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write_fixtures():
+            print(f"{path.stat().st_size:>8}  {path.relative_to(FIXTURES.parent.parent)}")
+        return 0
+    stale = stale_fixtures()
+    for path in stale:
+        print(f"differs from a fresh build: {path}", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
