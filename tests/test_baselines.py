@@ -1,11 +1,14 @@
 """The labelled baselines' TensorFlow replay of a .tflite graph (benchmarks/baselines.py)."""
 
 import numpy as np
+import pytest
 
 from benchmarks.baselines import Replay
 from edgeprune.model import Model
 from edgeprune.personalize import probabilities
 from tests.models import INPUT_SHAPES, random_inputs
+
+pytestmark = pytest.mark.tensorflow
 
 SAMPLE = INPUT_SHAPES["mixed"][1:]
 

@@ -40,6 +40,7 @@ def test_bench_runs_the_model(delegate):
     assert result["init_ms"] > 0 and result["inputs"][0]["shape"] == [1, 32, 32, 3]
 
 
+@pytest.mark.tensorflow
 def test_peak_rss_sees_the_interpreter_memory(tmp_path):
     """A model with 16 MiB of weights: XNNPACK packs its own copy, the RSS delta shows it. Each
     runs in a fresh process, as the CLI does (a long-lived process reuses pages it freed)."""
@@ -57,6 +58,7 @@ def test_peak_rss_sees_the_interpreter_memory(tmp_path):
     assert delta["big"] > delta["small"] + 10 * 2**20
 
 
+@pytest.mark.tensorflow
 def test_dynamic_input_needs_a_shape(tmp_path, capsys):
     tf = import_tensorflow()
     kernel = tf.constant(np.ones((3, 3, 3, 4)), tf.float32)

@@ -11,6 +11,8 @@ from edgeprune.host.convert import compare_outputs, convert, from_keras, load_so
 from edgeprune.model import Model
 from tests.models import _keras_model, import_tensorflow
 
+pytestmark = pytest.mark.tensorflow
+
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):

@@ -12,7 +12,10 @@ from edgeprune.host import session
 from edgeprune.host.client import Device
 from tests.device_rig import REPO, Faults, PtyPair, Relay, have
 
-pytestmark = pytest.mark.skipif(have("socat") is not None, reason="needs socat")
+pytestmark = [
+    pytest.mark.host("serial"),
+    pytest.mark.skipif(have("socat") is not None, reason="needs socat"),
+]
 BAUD = 921600
 
 

@@ -14,10 +14,13 @@ from edgeprune.host.device_errors import AgentMissingError, HostKeyError, LinkEr
 from edgeprune.host.transfers import RECONNECTS
 from tests.device_rig import SSHD, CuttingProxy, Sshd, have
 
-pytestmark = pytest.mark.skipif(
-    have(SSHD, "ssh-keygen", "ssh-agent", "ssh-add") is not None,
-    reason="needs openssh-server and openssh-client (apt-get install openssh-server)",
-)
+pytestmark = [
+    pytest.mark.host("paramiko"),
+    pytest.mark.skipif(
+        have(SSHD, "ssh-keygen", "ssh-agent", "ssh-add") is not None,
+        reason="needs openssh-server and openssh-client (apt-get install openssh-server)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

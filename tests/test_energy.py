@@ -228,6 +228,7 @@ class FakeMeter(threading.Thread):
 
 
 @pytest.mark.skipif(have("socat") is not None, reason="needs socat")
+@pytest.mark.host("serial")
 def test_um25c_over_serial(tmp_path):
     pair = PtyPair.start(tmp_path, "um25c")
     fake = FakeMeter(pair.b, um_frame(5123, 4567))  # 5.123 V, 0.4567 A

@@ -17,10 +17,13 @@ from tests import java_golden
 
 RUN_TESTS = Path(__file__).resolve().parents[1] / "android_demo" / "core" / "run_tests.sh"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("javac") is None,
-    reason="javac is not installed: apt-get install default-jdk-headless junit4 (.ci/run does)",
-)
+pytestmark = [
+    pytest.mark.host,
+    pytest.mark.skipif(
+        shutil.which("javac") is None,
+        reason="javac is not installed: apt-get install default-jdk-headless junit4 (.ci/run does)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,7 @@ def test_cli_package_verify_unpack(tflite_model, tmp_path, capsys):
 # ----- every MODEL-taking command takes a package -------------------------------------------------
 
 
+@pytest.mark.host("PIL")
 def test_commands_take_a_package_and_raw_images(package, tmp_path, capsys):
     folder = images(tmp_path / "pictures")
     model, samples, _ = open_model_and_samples(str(package), str(folder))
@@ -174,6 +175,7 @@ def fsdd_recordings(directory: Path) -> list[Path]:
     return sorted(directory.iterdir())
 
 
+@pytest.mark.tensorflow
 def test_device_features_equal_host_training_features(tmp_path, monkeypatch):
     """benchmarks/fsdd.py trains on `load_fsdd` features; a package carrying its recipe makes
     the same features from the raw .wav files on the device: equal, not close."""

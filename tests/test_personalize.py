@@ -118,6 +118,7 @@ def test_reservoir_is_bounded_and_uniform():
     assert counts.min() > 10 and counts.max() < 55
 
 
+@pytest.mark.host("matplotlib")
 def test_report_files_and_cli(setting, tmp_path, capsys):
     model, xs, labelled = setting
     _, report = personalize(model, xs, stages=("prune",), sparsities=(0.0, 0.5), test=labelled)

@@ -90,6 +90,7 @@ def _tf_features(x: np.ndarray, r: AudioRecipe) -> np.ndarray:
     ],
     ids=["default", "512fft-64mel-magnitude", "200frame"],
 )
+@pytest.mark.tensorflow
 def test_mel_matrix_is_tensorflows(changes):
     tf = _tf()
     r = dataclasses.replace(AudioRecipe(), **changes)
@@ -112,6 +113,7 @@ def test_mel_matrix_is_tensorflows(changes):
     ],
     ids=["log-mel", "log-mel-magnitude", "short", "log-linear", "linear-magnitude"],
 )
+@pytest.mark.tensorflow
 def test_features_match_tf_signal(changes):
     r = dataclasses.replace(AudioRecipe(), **changes)
     x = _chirp(r.length)
@@ -130,6 +132,7 @@ def test_features_match_tf_signal(changes):
         )
 
 
+@pytest.mark.tensorflow
 def test_real_recording_matches_tf_signal():
     if not FSDD_FILE.exists():
         pytest.skip(f"FSDD data not found at {DATA} (set EDGEPRUNE_DATA)")
@@ -336,6 +339,7 @@ def test_image_same_size_is_identity():
 @pytest.mark.parametrize(
     "src, dst", [((32, 32), (45, 50)), ((64, 48), (20, 30)), ((7, 5), (96, 96)), ((33, 17), (1, 1))]
 )
+@pytest.mark.tensorflow
 def test_resize_matches_tf_image_resize(src, dst):
     tf = _tf()
     img = _image(*src, seed=sum(src))
@@ -376,6 +380,7 @@ def test_image_errors_and_files(tmp_path, monkeypatch):
         read_image(tmp_path / "a.png")
 
 
+@pytest.mark.host("PIL")
 def test_cifar_jpeg_is_already_model_size():
     folder = DATA / "cifar10" / "test" / "cat"
     files = sorted(folder.glob("*.jpg"))[:2] if folder.is_dir() else []

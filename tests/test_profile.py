@@ -101,6 +101,7 @@ def _residual_mlp() -> bytes:
         return bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(x, y)).convert())
 
 
+@pytest.mark.tensorflow
 def test_memory_plan_places_tensors_where_tflite_does():
     """Without kernel scratch buffers (no convolutions), our plan is TFLite's arena, tensor by
     tensor: the interpreter's tensor addresses are read back through numpy views."""
@@ -146,6 +147,7 @@ def test_memory_plan_never_overlaps_live_tensors(arch):
         assert plan.arena_bytes >= plan.peak_live_bytes
 
 
+@pytest.mark.tensorflow
 def test_unknown_op_is_named_not_zero():
     tf = import_tensorflow()
     data = convert(lambda x: tf.image.resize(x, (8, 8)) * 2.0, (1, 4, 4, 3))
@@ -156,6 +158,7 @@ def test_unknown_op_is_named_not_zero():
     assert info["totals"]["macs"] == 8 * 8 * 3  # the MUL only
 
 
+@pytest.mark.tensorflow
 def test_dynamic_shapes_need_an_input_shape(tmp_path, capsys):
     tf = import_tensorflow()
     kernel = tf.constant(np.ones((3, 3, 3, 4)), tf.float32)
@@ -179,6 +182,7 @@ def test_dynamic_shapes_need_an_input_shape(tmp_path, capsys):
     assert batch_only["totals"]["macs"] == 40 and "batch 1" in batch_only["shapes"]
 
 
+@pytest.mark.host("matplotlib")
 def test_cli_profile_and_compare(tflite_model, tmp_path, capsys):
     a = tflite_model("float32", "small_cnn")
     model = Model.load(a)
@@ -202,6 +206,7 @@ def test_cli_profile_and_compare(tflite_model, tmp_path, capsys):
     assert "B/A" in capsys.readouterr().out
 
 
+@pytest.mark.tensorflow
 def test_mac_rules_of_other_ops():
     """TRANSPOSE_CONV, AVERAGE_POOL_2D, MEAN and a BATCH_MATMUL of two activations, by hand."""
     tf = import_tensorflow()

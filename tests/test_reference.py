@@ -22,6 +22,7 @@ def tf():
 
 @pytest.mark.parametrize("padding, stride, dilation", GEOMETRIES, ids=map(geometry_id, GEOMETRIES))
 @pytest.mark.parametrize("size", [(9, 9), (8, 11)], ids=["9x9", "8x11"])
+@pytest.mark.tensorflow
 def test_conv2d_matches_tensorflow(tf, padding, stride, dilation, size):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *size, 3)).astype(np.float32)
@@ -42,6 +43,7 @@ def test_conv2d_matches_tensorflow(tf, padding, stride, dilation, size):
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.tensorflow
 def test_conv2d_rectangular_kernel_and_mixed_strides(tf):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 10, 7, 2)).astype(np.float32)
@@ -53,6 +55,7 @@ def test_conv2d_rectangular_kernel_and_mixed_strides(tf):
 
 @pytest.mark.parametrize("padding, stride, dilation", GEOMETRIES, ids=map(geometry_id, GEOMETRIES))
 @pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.tensorflow
 def test_depthwise_matches_tensorflow(tf, padding, stride, dilation, multiplier):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 9, 9, 3)).astype(np.float32)
@@ -79,6 +82,7 @@ def test_depthwise_matches_tensorflow(tf, padding, stride, dilation, multiplier)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.tensorflow
 def test_fully_connected_matches_matmul(tf):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)  # flattened to [-1, 20]
@@ -89,6 +93,7 @@ def test_fully_connected_matches_matmul(tf):
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.tensorflow
 def test_activations(tf):
     y = np.linspace(-8, 8, 33)
     np.testing.assert_allclose(reference.activate(y, "RELU"), tf.nn.relu(y).numpy())
@@ -123,6 +128,7 @@ def test_pad_amounts(size, k, stride, dilation, padding, expected):
 
 
 @pytest.mark.parametrize("padding, stride, dilation", GEOMETRIES, ids=map(geometry_id, GEOMETRIES))
+@pytest.mark.tensorflow
 def test_im2col_s_in_matches_a_convolution_of_abs_x(tf, padding, stride, dilation):
     # S_in[i, j, c] is the summed output of convolving |x| with the one-hot kernel e_(i, j, c):
     # one dense conv with an identity kernel computes every entry at once.
