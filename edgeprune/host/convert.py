@@ -192,7 +192,7 @@ def _quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     scale, zero_point = details["quantization"]
     if dtype.kind in "iu" and scale:
         info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+        return Quantization.per_tensor(scale, zero_point).quantize(x, dtype, info.min, info.max)
     return x.astype(dtype)
 
 
