@@ -1,0 +1,15 @@
+"""The values operations choose between, declared once.
+
+The modules that implement them (prune, runtime, personalize, stages, bench, host.convert) and
+the operations that declare them as parameters both read them here. This module imports nothing,
+so the command line can build its options and `--help` without loading NumPy or the model reader.
+"""
+
+SCORES = ("fine", "magnitude", "random")  # prune: Eq. 1, |w|, seeded random
+SCOPES = ("layer", "global", "global_normalized")  # prune: where the threshold applies
+GRANULARITIES = ("weight", "channel")  # prune: single weights or whole output channels
+RUNNER_MODES = ("instrument", "preserve")  # runtime: how activations are read
+RULES = ("fidelity", "infomax", "labels", "fixed")  # personalize: how a sparsity is chosen
+STAGES = ("prior", "prototypes", "prune")  # personalize: the one order of the stages
+DELEGATES = ("xnnpack", "none", "edgetpu")  # bench
+CONVERT_MODES = ("float32", "dynamic", "int8", "float16")  # host.convert
