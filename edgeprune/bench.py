@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from .choices import DELEGATES
 from .errors import EdgepruneError
 from .model import Model
 from .runtime import interpreter_class, load_interpreter
 
-DELEGATES = ("xnnpack", "none", "edgetpu")
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 _STATUS = Path("/proc/self/status")
 

@@ -18,12 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import charts
-from .bench import DELEGATES
+from .choices import DELEGATES, GRANULARITIES, RULES, RUNNER_MODES, SCOPES, SCORES, STAGES
 from .errors import EdgepruneError
 from .operation import REQUIRED, Context, Operation, Param, Result, register
-from .personalize import RULES, STAGES
-from .prune import GRANULARITIES, SCOPES, SCORES
-from .runtime import MODES
 
 MODEL = Param("model", ".tflite file or .edgepkg package", default=REQUIRED, role="input",
               positional=True)  # fmt: skip
@@ -114,7 +111,7 @@ MODE = Param(
     "read activations from an instrumented model copy (instrument, fast) or with "
     "preserve_all_tensors (preserve)",
     default="instrument",
-    choices=MODES,
+    choices=RUNNER_MODES,
 )
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import prior
 from ._io import atomic_write_bytes
+from .choices import RULES
 from .classifier import Classifier
 from .errors import EdgepruneError
 from .estimate import TOLERANCE, softmax
@@ -48,7 +49,6 @@ from .stages import (
     collect,
 )
 
-RULES = ("fidelity", "infomax", "labels", "fixed")
 STAGES = ORDER
 DEFAULT_SPARSITIES = tuple(round(0.1 * i, 1) for i in range(10))
 

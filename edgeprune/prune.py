@@ -14,13 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import ActivationMap
+from .choices import GRANULARITIES, SCOPES, SCORES
 from .errors import EdgepruneError
 from .layers import Layer
 from .model import Model
-
-SCORES = ("fine", "magnitude", "random")
-SCOPES = ("layer", "global", "global_normalized")
-GRANULARITIES = ("weight", "channel")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .choices import RUNNER_MODES as MODES
 from .errors import EdgepruneError, RuntimeMissingError, UnsupportedError
 from .model import Model
 
@@ -18,7 +19,6 @@ RUNTIMES = (
     ("tflite_runtime.interpreter", "Interpreter", "tflite-runtime"),
     ("tensorflow", "lite.Interpreter", "tensorflow"),
 )
-MODES = ("instrument", "preserve")
 
 
 def interpreter_class(runtime: str | None = None) -> tuple[type, str]:

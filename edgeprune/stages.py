@@ -23,6 +23,7 @@ import numpy as np
 
 from . import prior, prototypes, prune
 from .activations import ActivationMap
+from .choices import STAGES
 from .classifier import Classifier
 from .errors import EdgepruneError
 from .estimate import AccuracyEstimator, Verdict, entropy, paired, softmax, wilson_lower
@@ -30,7 +31,7 @@ from .model import Model
 from .reference import Reference, classifier_outputs
 from .runtime import Runner
 
-ORDER = ("prior", "prototypes", "prune")
+ORDER = STAGES
 PRIOR_SAMPLES = 4096  # source logits kept (a uniform reservoir of the fit part) for the prior
 
 

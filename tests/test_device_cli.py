@@ -112,3 +112,19 @@ def test_device_commands_need_no_ssh_or_serial_library_until_used(config, tmp_pa
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "b" / "f").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["device", "list"], ["push", "--help"]])
+def test_the_cli_starts_without_numpy_the_model_reader_or_tqdm(config, argv):
+    """--help and the device commands build their options from the declarations alone."""
+    code = (
+        "import sys\n"
+        "from edgeprune.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "heavy = ('numpy', 'tflite', 'flatbuffers', 'tqdm', 'paramiko', 'serial', 'matplotlib')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {**os.environ, "EDGEPRUNE_CONFIG_DIR": str(config)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import CONVERT_MODES as MODES
 from ..errors import EdgepruneError, UnsupportedError
 from ..model import Quantization, dequantize
 
-MODES = ("float32", "dynamic", "int8", "float16")
 SIGNATURE = "serving_default"
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..choices import CONVERT_MODES
 from ..errors import EdgepruneError
 from ..operation import REQUIRED, Context, Operation, Param, Result, register
-from .convert import MODES as CONVERT_MODES
 
 DEVICE = Param("device", "a registered board's name, or a device URL", default=REQUIRED,
                positional=True)  # fmt: skip
