@@ -12,6 +12,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -248,3 +249,36 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.server.close()
+
+
+# ----- a run to kill ------------------------------------------------------------------------------
+
+
+def put_many_samples(root: Path) -> None:
+    """A sparse .npy of 40,000 zero samples of the `mixed` model's input (16x16x3) on the board:
+    recording it takes seconds, writing it none (it is made in place: the tests are about RUN)."""
+    import numpy as np
+
+    root.mkdir(exist_ok=True)
+    shape = (40_000, 16, 16, 3)
+    np.lib.format.open_memmap(root / "many.npy", mode="w+", dtype=np.float32, shape=shape).flush()
+
+
+def record_killing_the_agent(device, output: str) -> tuple[int, str]:
+    """Run `record` of m.tflite on many.npy into `output` and SIGKILL the device's agent at the
+    first progress event: the killed agent's pid and the LinkError's message, for the test."""
+    from edgeprune.host.device_errors import LinkError
+
+    pid = device.info()["agent_pid"]
+
+    def kill_on_progress(event):
+        if event["kind"] == "progress":
+            os.kill(pid, signal.SIGKILL)
+
+    try:
+        device.run(
+            "record", {"model": "m.tflite", "data": "many.npy", "output": output}, kill_on_progress
+        )
+    except LinkError as e:
+        return pid, str(e)
+    raise AssertionError("record finished although its agent was killed")

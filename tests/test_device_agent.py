@@ -3,7 +3,6 @@ CANCEL, a killed agent, hostile frames, and what INFO says about the board."""
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 
@@ -12,11 +11,12 @@ import pytest
 
 from edgeprune.cli import main
 from edgeprune.host.client import Device
-from edgeprune.host.device_errors import LinkError, RemoteError
+from edgeprune.host.device_errors import RemoteError
 from edgeprune.host.local_link import LocalLink
 from edgeprune.host.transports import parse_url
 from firmware_bridge import info
 from firmware_bridge import protocol as p
+from tests.device_rig import put_many_samples, record_killing_the_agent
 from tests.models import INPUT_SHAPES, random_inputs
 
 
@@ -39,14 +39,6 @@ def board(tmp_path):
     root = tmp_path / "board"
     with Device(f"local://{root}") as device:
         yield device, root
-
-
-def put_many_samples(root) -> None:
-    """A sparse .npy of 40,000 zero samples on the board: recording it takes seconds, writing
-    it none (it is made in place: these tests are about RUN, not transfers)."""
-    root.mkdir(exist_ok=True)
-    shape = (40_000, *INPUT_SHAPES["mixed"][1:])
-    np.lib.format.open_memmap(root / "many.npy", mode="w+", dtype=np.float32, shape=shape).flush()
 
 
 def test_push_pull_round_trip_and_resume_after_an_interrupted_upload(board, tmp_path):
@@ -266,16 +258,8 @@ def test_an_agent_killed_mid_run_is_a_clear_error_and_leaves_nothing(board, mode
     device, root = board
     device.put(model_and_data[0], "m.tflite")
     put_many_samples(root)
-    pid = device.info()["agent_pid"]
-
-    def kill_on_progress(event):
-        if event["kind"] == "progress":
-            os.kill(pid, signal.SIGKILL)
-
-    with pytest.raises(LinkError) as e:
-        params = {"model": "m.tflite", "data": "many.npy", "output": "out/map.npz"}
-        device.run("record", params, kill_on_progress)
-    assert "the agent exited (status -9)" in str(e.value)
+    pid, error = record_killing_the_agent(device, "out/map.npz")
+    assert "the agent exited (status -9)" in error
     # What a killed writer leaves (edgeprune's atomic temp names) is swept by the next agent.
     (root / "out").mkdir(exist_ok=True)
     (root / "out" / ".map.npz.k2j4_x9a.tmp").write_bytes(b"half")

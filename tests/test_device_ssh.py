@@ -3,7 +3,6 @@ missing agent, a link cut mid-transfer, and an agent killed mid-RUN."""
 
 import hashlib
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,14 @@ import pytest
 from edgeprune.host.client import Device
 from edgeprune.host.device_errors import AgentMissingError, HostKeyError, LinkError
 from edgeprune.host.transfers import RECONNECTS
-from tests.device_rig import SSHD, CuttingProxy, Sshd, have
+from tests.device_rig import (
+    SSHD,
+    CuttingProxy,
+    Sshd,
+    have,
+    put_many_samples,
+    record_killing_the_agent,
+)
 
 pytestmark = [
     pytest.mark.host("paramiko"),
@@ -114,7 +120,7 @@ def test_a_board_without_python_or_agent_is_explained(sshd, known_hosts, tmp_pat
     with pytest.raises(AgentMissingError) as e:
         Device(url).info()
     assert "agent is not installed for /usr/bin/python3" in str(e.value)
-    assert "-m pip install 'edgeprune[litert]'" in str(e.value)
+    assert "edgeprune device setup" in str(e.value)
 
 
 def _proxied(sshd, proxy, root) -> str:
@@ -157,22 +163,11 @@ def test_a_link_that_stays_cut_fails_clearly_and_the_next_push_resumes(sshd, kno
 
 
 def test_an_agent_killed_mid_run_over_ssh(sshd, known_hosts, tmp_path, tflite_model):
-    import numpy as np
-
     root = tmp_path / "board"
     root.mkdir()
     (root / "m.tflite").write_bytes(tflite_model("int8").read_bytes())
-    shape = (40_000, 16, 16, 3)
-    np.lib.format.open_memmap(root / "many.npy", mode="w+", dtype=np.float32, shape=shape).flush()
+    put_many_samples(root)
     with Device(sshd.url(root)) as device:
-        pid = device.info()["agent_pid"]
-
-        def kill_on_progress(event):
-            if event["kind"] == "progress":
-                os.kill(pid, signal.SIGKILL)
-
-        with pytest.raises(LinkError) as e:
-            params = {"model": "m.tflite", "data": "many.npy", "output": "map.npz"}
-            device.run("record", params, kill_on_progress)
-    assert "record did not finish" in str(e.value) and "the agent stopped" in str(e.value)
+        _, error = record_killing_the_agent(device, "map.npz")
+    assert "record did not finish" in error and "the agent stopped" in error
     assert sorted(p.name for p in root.iterdir()) == [".edgeprune", "m.tflite", "many.npy"]
