@@ -31,7 +31,11 @@ def package(tflite_model, tmp_path):
     """The `mixed` float32 model (16x16x3 in, 10 out) with labels, an image recipe, a file."""
     notes = tmp_path / "notes.txt"
     notes.write_text("trained on nothing in particular\n")
-    path = tmp_path / "mixed.edgepkg"
+    return build_mixed(tflite_model, tmp_path / "mixed.edgepkg", notes)
+
+
+def build_mixed(tflite_model, path: Path, notes: Path) -> Path:
+    """Package the `mixed` float32 model at `path` with LABELS, IMAGE_RECIPE and `notes`."""
     build(
         tflite_model("float32", "mixed"),
         path,
@@ -72,16 +76,7 @@ def test_build_verify_unpack(package, tflite_model, tmp_path):
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
     assert names == ["docs/notes.txt", "manifest.json", "model.tflite"]
     assert (tmp_path / "out/model.tflite").read_bytes() == model_bytes
-    again = tmp_path / "again.edgepkg"
-    build(
-        tflite_model("float32", "mixed"),
-        again,
-        name="mixed",
-        version="1.2.0",
-        labels=LABELS,
-        recipe=IMAGE_RECIPE.to_dict(),
-        files={"docs/notes.txt": tmp_path / "notes.txt"},
-    )
+    again = build_mixed(tflite_model, tmp_path / "again.edgepkg", tmp_path / "notes.txt")
     assert again.read_bytes() == package.read_bytes()  # deterministic
 
 
