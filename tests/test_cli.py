@@ -44,35 +44,20 @@ def test_inspect_record_prune(files, capsys):
     code, out, _ = run(capsys, "inspect", model)
     assert code == 0 and "per-channel (axis 0)" in out and "total" in out
 
-    code, out, _ = run(capsys, "record", model, data, "-o", tmp / "map.npz", "-q")
+    map1, map2, pruned_model = tmp / "map.npz", tmp / "map2.npz", tmp / "p.tflite"
+    code, out, _ = run(capsys, "record", model, data, "-o", map1, "-q")
     assert code == 0 and "recorded 7 samples" in out
     code, out, _ = run(
-        capsys,
-        "record",
-        model,
-        data / "one.npy",
-        "-o",
-        tmp / "map2.npz",
-        "--resume",
-        tmp / "map.npz",
-        "-q",
+        capsys, "record", model, data / "one.npy", "-o", map2, "--resume", map1, "-q"
     )
     assert code == 0 and "recorded 8 samples" in out
 
     code, out, _ = run(
-        capsys,
-        "prune",
-        model,
-        tmp / "map.npz",
-        "--sparsity",
-        "0.4",
-        "-o",
-        tmp / "p.tflite",
-        "--json",
+        capsys, "prune", model, map1, "--sparsity", "0.4", "-o", pruned_model, "--json"
     )
     result = json.loads(out)
     assert code == 0 and abs(result["measured_sparsity"] - 0.4) < 0.02
-    pruned = json.loads(run(capsys, "inspect", tmp / "p.tflite", "--json")[1])
+    pruned = json.loads(run(capsys, "inspect", pruned_model, "--json")[1])
     assert pruned["totals"]["nonzero"] == result["weights"] - result["zero_weights"]
 
 
