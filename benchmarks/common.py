@@ -364,3 +364,9 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def publish(name: str, body: str) -> None:
+    """Write `body` as section `name` of RESULTS.md and print it: how a benchmark reports."""
+    write_section(name, body)
+    print(body)

@@ -245,9 +245,7 @@ def main() -> int:
     lines += [f"- {m}" for m in mechanisms(runs["fsdd"], runs["cifar"])]
     if runs["int8"] is not None:
         lines.append(f"- {precision(runs['fsdd'], runs['int8'])}")
-    body = "\n".join(lines)
-    common.write_section("personalization_discussion", body)
-    print(body)
+    common.publish("personalization_discussion", "\n".join(lines))
     return 0
 
 

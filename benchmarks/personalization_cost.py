@@ -106,9 +106,7 @@ def main() -> int:
         f"{ours[0] / theirs[0]:.2f}, MACs {macs[names_[0]] / macs[names_[1]]:.2f} (the paper: "
         f"memory ≈ 1/batch size = {1 / BATCH:.3f}, MACs ≈ 0.5).",
     ]
-    body = "\n".join(lines)
-    common.write_section("personalization_cost", body)
-    print(body)
+    common.publish("personalization_cost", "\n".join(lines))
     return 0
 
 
