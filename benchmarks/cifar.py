@@ -33,7 +33,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python benchmarks/cifar.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, REPO, digest, to_tflite  # noqa: E402
+from benchmarks.common import CACHE, REPO, digest, to_tflite_pair  # noqa: E402
 from edgeprune._io import atomic_open, atomic_write_bytes  # noqa: E402
 from edgeprune.preprocess.image import ImageRecipe, file_features  # noqa: E402
 
@@ -316,11 +316,7 @@ def train_source(
     start = time.perf_counter()
     model, log = fit(X, y, seed, epochs, progress)
     seconds = time.perf_counter() - start
-    rng = np.random.default_rng(seed)
-    representative = X[rng.choice(len(X), TRAIN["representative_samples"], replace=False)]
-    start = time.perf_counter()
-    float32, int8 = to_tflite(model), to_tflite(model, representative)
-    convert_seconds = time.perf_counter() - start
+    float32, int8, convert_seconds = to_tflite_pair(model, X, TRAIN["representative_samples"], seed)
     info = {
         "seed": seed,
         "epochs": epochs,

@@ -328,6 +328,18 @@ def to_tflite(keras_model, representative=None) -> bytes:
         source.close()
 
 
+def to_tflite_pair(keras_model, X, samples: int, seed: int) -> tuple[bytes, bytes, float]:
+    """The float32 and int8 .tflite bytes of `keras_model` (see `to_tflite`), the int8 one
+    calibrated on `samples` rows of `X` drawn with `seed`, and the seconds both took to convert."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    representative = X[rng.choice(len(X), samples, replace=False)]
+    start = time.perf_counter()
+    float32, int8 = to_tflite(keras_model), to_tflite(keras_model, representative)
+    return float32, int8, time.perf_counter() - start
+
+
 def cached(name: str, build: Callable[[], bytes], progress: Callable[[str], None] = print) -> Path:
     """CACHE/name, built by `build()` (bytes) the first time. Put a version or digest in `name`."""
     path = CACHE / name

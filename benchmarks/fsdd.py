@@ -35,7 +35,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python benchmarks/fsdd.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, REPO, digest, to_tflite  # noqa: E402
+from benchmarks.common import CACHE, REPO, digest, to_tflite_pair  # noqa: E402
 from edgeprune._io import atomic_open, atomic_write_bytes  # noqa: E402
 from edgeprune.preprocess.audio import AudioRecipe, features, read_wav  # noqa: E402
 
@@ -247,11 +247,9 @@ def train_source(
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    rng = np.random.default_rng(seed)
-    representative = Xt[rng.choice(len(Xt), TRAIN["representative_samples"], replace=False)]
-    start = time.perf_counter()
-    float32, int8 = to_tflite(model), to_tflite(model, representative)
-    convert_seconds = time.perf_counter() - start
+    float32, int8, convert_seconds = to_tflite_pair(
+        model, Xt, TRAIN["representative_samples"], seed
+    )
     info = {
         "held_out_speaker": held_out_speaker,
         "seed": seed,
