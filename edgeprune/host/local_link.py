@@ -9,16 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import links
 from .device_errors import DeviceError, LinkError
-from .links import (
-    Link,
-    LinkURL,
-    StderrTail,
-    agent_argv,
-    check_agent_words,
-    explain_exit,
-    refuse_host,
-)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -27,18 +19,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class LocalLink(Link):
+class LocalLink(links.Link):
     """The agent as a child process of this machine, on its stdin/stdout."""
 
     parameters = ("python",)
     example = "local://"
 
     @classmethod
-    def check(cls, url: LinkURL) -> None:
-        refuse_host(url)
-        check_agent_words(url)
+    def check(cls, url: links.LinkURL) -> None:
+        links.refuse_host(url)
+        links.check_agent_words(url)
 
-    def __init__(self, url: LinkURL):
+    def __init__(self, url: links.LinkURL):
         import firmware_bridge
 
         self.label = url.text
@@ -48,7 +40,7 @@ class LocalLink(Link):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
         try:
             self.proc = subprocess.Popen(
-                agent_argv(self.python, url.workdir),
+                links.agent_argv(self.python, url.workdir),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -56,8 +48,8 @@ class LocalLink(Link):
                 bufsize=0,
             )
         except OSError as e:
-            raise explain_exit(self.label, self.python, 127, str(e)) from None
-        self.stderr = StderrTail(self.proc.stderr.read)
+            raise links.explain_exit(self.label, self.python, 127, str(e)) from None
+        self.stderr = links.StderrTail(self.proc.stderr.read)
 
     def read(self) -> bytes:
         try:
@@ -86,4 +78,4 @@ class LocalLink(Link):
             status = self.proc.wait(2)
         except subprocess.TimeoutExpired:
             status = None
-        return explain_exit(self.label, self.python, status, self.stderr.text())
+        return links.explain_exit(self.label, self.python, status, self.stderr.text())
