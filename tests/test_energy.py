@@ -137,20 +137,25 @@ def test_hwmon_ina3221_current_times_voltage(sysfs):
 # ----- Raspberry Pi 5 PMIC ------------------------------------------------------------------------
 
 # The layout `vcgencmd pmic_read_adc` prints on a Pi 5 (values of our own): currents then volts,
-# rails matched by name, EXT5V and BATT without a current.
+# rails matched by name, EXT5V and BATT without a current. Each rail: the ADC channels of its
+# current and its voltage, its amps and its volts.
+RAIL_TABLE = """\
+3V7_WL_SW   0   8   0.0517  3.7088
+3V3_SYS     1   9   0.0731  3.3127
+1V8_SYS     2  10   0.1492  1.8093
+DDR_VDD2    3  11   0.0912  1.1031
+DDR_VDDQ    4  12   0.0154  0.6012
+1V1_SYS     5  13   0.1874  1.1057
+0V8_SW      6  14   0.3311  0.8019
+VDD_CORE    7  15   2.4120  0.8514
+0V8_AON    16  19   0.0042  0.8003
+3V3_DAC    17  20   0.0001  3.3098
+3V3_ADC    18  21   0.0004  3.3071
+HDMI       22  23   0.0198  5.0912
+"""
 RAILS = {
-    "3V7_WL_SW": (0, 8, 0.0517, 3.7088),
-    "3V3_SYS": (1, 9, 0.0731, 3.3127),
-    "1V8_SYS": (2, 10, 0.1492, 1.8093),
-    "DDR_VDD2": (3, 11, 0.0912, 1.1031),
-    "DDR_VDDQ": (4, 12, 0.0154, 0.6012),
-    "1V1_SYS": (5, 13, 0.1874, 1.1057),
-    "0V8_SW": (6, 14, 0.3311, 0.8019),
-    "VDD_CORE": (7, 15, 2.4120, 0.8514),
-    "0V8_AON": (16, 19, 0.0042, 0.8003),
-    "3V3_DAC": (17, 20, 0.0001, 3.3098),
-    "3V3_ADC": (18, 21, 0.0004, 3.3071),
-    "HDMI": (22, 23, 0.0198, 5.0912),
+    rail: (int(i), int(j), float(a), float(v))
+    for rail, i, j, a, v in (line.split() for line in RAIL_TABLE.splitlines())
 }
 
 
