@@ -648,3 +648,253 @@ def count_macs(
         weight = stored_constant(model, op.inputs[cost.weight], writers)
     dense = cost.dense(op, shape, int(np.prod(out, dtype=np.int64)))
     return MacCount(int(dense), weight)
+
+
+# ----- channel rules: how channels flow through each op (structured pruning) --------------------
+#
+# Channels are the last axis of every activation tensor (NHWC). A rule says which channels of an
+# op's tensors must be removed together (`link`, into a `channels.ChannelGraph`: the dependency
+# groups in the spirit of DepGraph) and what a channel that is constant on its inputs is on its
+# output (`constant`, per-channel values, NaN: not constant), which decides whether removing it
+# is exact. An op without a rule freezes every channel it touches and is reported.
+
+_ACT_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "NONE": lambda v: v,
+    "RELU": lambda v: np.maximum(v, 0.0),
+    "RELU6": lambda v: np.clip(v, 0.0, 6.0),
+    "RELU_N1_TO_1": lambda v: np.clip(v, -1.0, 1.0),
+    "RELU_0_TO_1": lambda v: np.clip(v, 0.0, 1.0),
+    "TANH": np.tanh,
+    "LOGISTIC": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "HARD_SWISH": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "ABS": np.abs,
+    "NEG": np.negative,
+}
+
+
+def activate(name: str, v: np.ndarray) -> np.ndarray:
+    """The activation `name` (fused or standalone) applied to values; NaN when not modelled."""
+    fn = _ACT_FUNCTIONS.get(name)
+    return fn(v) if fn is not None else np.full_like(v, np.nan)
+
+
+def fused(op: Operator) -> str:
+    """The op's fused activation function by name ("NONE" when it has none)."""
+    return ACTIVATIONS.get(op.options.get("fused_activation_function", 0), "NONE")
+
+
+class ChannelRule:
+    """An op the channel analysis cannot see through: its channels stay (the default rule)."""
+
+    def link(self, graph: Any, op: Operator) -> str | None:
+        """Join channels that must go together; return why not when the op must freeze them."""
+        return f"{op.opcode} has no channel rule"
+
+    def constant(self, graph: Any, op: Operator) -> np.ndarray:
+        """Per-channel constant values of the op's first output (NaN where not constant)."""
+        return np.full(graph.width(op.outputs[0]), np.nan)
+
+
+class Producer(ChannelRule):
+    """A layer with weights: output channel c is a new channel (constant act(bias[c]) when its
+    weights are zero); its input channels are a separate group, removed from its weight."""
+
+    def link(self, graph, op):
+        return None if graph.layer(op.index) is not None else "not a prunable layer"
+
+    def constant(self, graph, op):
+        layer = graph.layer(op.index)
+        out = np.full(graph.width(layer.output), np.nan)
+        zero = graph.zero_channels(layer)
+        out[zero] = activate(layer.activation, graph.bias(layer)[zero])
+        return out
+
+
+class DepthwiseChannels(Producer):
+    """DEPTHWISE_CONV_2D: output channel c·m + j reads input channel c only (m: multiplier)."""
+
+    def link(self, graph, op):
+        layer = graph.layer(op.index)
+        if layer is None:
+            return "not a prunable layer"
+        m, c_in = layer.depth_multiplier, graph.width(layer.input)
+        for j in range(m):
+            graph.union(layer.input, np.arange(c_in), layer.output, np.arange(c_in) * m + j)
+        return None
+
+    def constant(self, graph, op):
+        layer = graph.layer(op.index)
+        out = super().constant(graph, op)
+        # A zero input channel (padding is zero too) leaves only the bias.
+        zero_in = np.repeat(graph.value(layer.input) == 0, layer.depth_multiplier)
+        out[zero_in] = activate(layer.activation, graph.bias(layer)[zero_in])
+        return out
+
+
+@dataclass(frozen=True)
+class SameChannels(ChannelRule):
+    """Output channel c comes from input channel c alone (activations, pooling, quantize...).
+
+    fn: what a constant becomes (an activation name, or "KEEP"); zero_only: a constant other
+    than 0 does not stay constant (PAD adds zeros around it)."""
+
+    fn: str = "KEEP"
+    zero_only: bool = False
+
+    def link(self, graph, op):
+        x = op.inputs[0]
+        if graph.is_constant(x):
+            return None  # a DEQUANTIZE expanding stored weights: no channels flow
+        if graph.width(x) != graph.width(op.outputs[0]):
+            return f"{op.opcode} changes the channel count"
+        reason = self.check(graph, op)
+        if reason is None:
+            graph.union(x, np.arange(graph.width(x)), op.outputs[0], np.arange(graph.width(x)))
+        return reason
+
+    def check(self, graph, op) -> str | None:
+        """Why this op, as parameterized, does not pass channels through (None: it does)."""
+        return None
+
+    def constant(self, graph, op):
+        v = graph.value(op.inputs[0]).copy()
+        if self.zero_only:
+            v[v != 0] = np.nan
+        v = v if self.fn == "KEEP" else activate(self.fn, v)
+        return activate(fused(op), v)
+
+
+class PadChannels(SameChannels):
+    """PAD: passes channels through when it pads no channels (its constant is 0 outside)."""
+
+    def check(self, graph, op):
+        pads = graph.constant_values(op.inputs[1]) if len(op.inputs) > 1 else None
+        if pads is None or pads.ndim != 2 or np.any(pads[-1] != 0):
+            return "PAD pads the channel axis (or its paddings are not constant)"
+        return None
+
+
+class ReduceChannels(SameChannels):
+    """MEAN, SUM, REDUCE_MAX/MIN over axes other than the channel axis."""
+
+    def check(self, graph, op):
+        axes = graph.constant_values(op.inputs[1]) if len(op.inputs) > 1 else None
+        rank = len(graph.shape(op.inputs[0]))
+        if axes is None or np.any(np.mod(axes, rank) == rank - 1):
+            return f"{op.opcode} reduces the channel axis (or its axes are not constant)"
+        return None
+
+    def constant(self, graph, op):
+        v = super().constant(graph, op)
+        if op.opcode == "SUM":
+            v = v * graph.size(op.inputs[0]) / max(graph.size(op.outputs[0]), 1)
+        return v
+
+
+class ElementwiseChannels(ChannelRule):
+    """ADD, SUB, MUL...: channel c of every full-width input and of the output go together (a
+    residual group); an input broadcast over channels joins nothing; a constant input with one
+    value per channel is cut with them."""
+
+    def link(self, graph, op):
+        out = op.outputs[0]
+        width = graph.width(out)
+        for x in op.inputs:
+            shape = graph.shape(x)
+            channels = shape[-1] if shape else 1
+            if channels == 1 and width != 1:
+                continue
+            if channels != width:
+                return f"{op.opcode} broadcasts in a way the channel analysis does not follow"
+            if graph.is_constant(x):
+                graph.cut_constant(x, out)
+            else:
+                graph.union(x, np.arange(width), out, np.arange(width))
+        return None
+
+    def constant(self, graph, op):
+        a, b = (graph.value(x) for x in op.inputs[:2])
+        combine = {
+            "ADD": np.add,
+            "SUB": np.subtract,
+            "MUL": np.multiply,
+            "MAXIMUM": np.maximum,
+            "MINIMUM": np.minimum,
+        }.get(op.opcode)
+        if combine is None:
+            return np.full(graph.width(op.outputs[0]), np.nan)
+        return activate(fused(op), np.broadcast_to(combine(a, b), graph.width(op.outputs[0])))
+
+
+class ConcatChannels(ChannelRule):
+    """CONCATENATION on the channel axis: input k's channel c is output channel offset_k + c."""
+
+    def link(self, graph, op):
+        out = op.outputs[0]
+        shapes = [graph.shape(x) for x in op.inputs]
+        # The axis is read from the shapes: all but the channel axis equal to the output's.
+        if any(s[:-1] != graph.shape(out)[:-1] for s in shapes):
+            return "CONCATENATION along an axis other than the channels"
+        offset = 0
+        for x in op.inputs:
+            c = graph.width(x)
+            if not graph.is_constant(x):
+                graph.union(x, np.arange(c), out, offset + np.arange(c))
+            offset += c
+        return None
+
+    def constant(self, graph, op):
+        return activate(fused(op), np.concatenate([graph.value(x) for x in op.inputs]))
+
+
+@dataclass(frozen=True)
+class ReshapeChannels(ChannelRule):
+    """RESHAPE, SQUEEZE, EXPAND_DIMS that keep the channel axis, or a flatten [.., C] -> [F]
+    before a dense layer (feature p·C + c is channel c at position p).
+
+    shape_input: position of the constant holding the new shape, rewritten when thinned."""
+
+    shape_input: int | None = None
+
+    def link(self, graph, op):
+        x, out = op.inputs[0], op.outputs[0]
+        c, f = graph.width(x), graph.width(out)
+        if graph.size(x) != graph.size(out):
+            return f"{op.opcode} changes the element count"
+        if c == f:
+            graph.union(x, np.arange(c), out, np.arange(c))
+            return None
+        batch = graph.shape(x)[0] if len(graph.shape(x)) > 1 else 1
+        if len(graph.shape(out)) == 2 and graph.shape(out)[0] == batch and f % c == 0:
+            positions = f // c
+            graph.union(x, np.tile(np.arange(c), positions), out, np.arange(f))
+            return None
+        return f"{op.opcode} mixes the channel axis with others"
+
+    def constant(self, graph, op):
+        v = graph.value(op.inputs[0])
+        f = graph.width(op.outputs[0])
+        return np.tile(v, f // max(v.size, 1))
+
+
+_SAME = SameChannels()
+CHANNEL_RULES: dict[str, ChannelRule] = {
+    **{name: Producer() for name in OPS},
+    "DEPTHWISE_CONV_2D": DepthwiseChannels(),
+    **{name: SameChannels(fn=name) for name in _ACT_FUNCTIONS if name != "NONE"},
+    **dict.fromkeys(("QUANTIZE", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D"), _SAME),
+    **dict.fromkeys(("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "MIRROR_PAD"), _SAME),
+    "PAD": PadChannels(zero_only=True),
+    "PADV2": PadChannels(zero_only=True, fn="NAN"),
+    **dict.fromkeys(("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"), ReduceChannels()),
+    **dict.fromkeys(("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM"), ElementwiseChannels()),
+    "CONCATENATION": ConcatChannels(),
+    "RESHAPE": ReshapeChannels(shape_input=1),
+    **dict.fromkeys(("SQUEEZE", "EXPAND_DIMS"), ReshapeChannels()),
+}
+FROZEN = ChannelRule()
+
+
+def channel_rule(opcode: str) -> ChannelRule:
+    """The channel rule of an op (FROZEN when it has none: its channels are kept)."""
+    return CHANNEL_RULES.get(opcode, FROZEN)

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import charts
-from .choices import DELEGATES, GRANULARITIES, RULES, RUNNER_MODES, SCOPES, SCORES, STAGES
+from .choices import (
+    DELEGATES,
+    GRANULARITIES,
+    RULES,
+    RUNNER_MODES,
+    SCOPES,
+    SCORES,
+    STAGES,
+    THIN_SCORES,
+)
 from .errors import EdgepruneError
 from .operation import REQUIRED, Context, Operation, Param, Result, register
 
@@ -283,6 +292,113 @@ prune = register(
         _prune,
         PruneResult,
         board=True,
+    )
+)
+
+# ------------------------------------------------------------------------------------------- thin
+
+
+@dataclass
+class ThinResult(Result):
+    output: str
+    removed_groups: int
+    kept_groups: int
+    free_groups: int
+    channels_removed: int
+    repaired_layers: int
+    before: dict[str, int]  # file_bytes, macs, params, peak_bytes
+    after: dict[str, int]
+    frozen_ops: list[str] = field(default_factory=list)
+    kept_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _thin_totals(m) -> dict[str, int]:
+    from .profile import profile
+
+    p = profile(m)
+    return {
+        "file_bytes": m.nbytes,
+        "macs": int(p["totals"]["macs"]),
+        "params": int(p["totals"]["params"]),
+        "peak_bytes": int(p["memory"]["peak_live_bytes"]),
+    }
+
+
+def _thin(
+    context: Context,
+    model: str,
+    output: str,
+    amount: float,
+    score: str,
+    map: str | None,
+    data: str | None,
+    keep_bias: bool,
+) -> ThinResult:
+    from collections import Counter
+
+    from .activations import ActivationMap
+    from .thin import shrink
+
+    if score == "fine" and not map and amount > 0:
+        raise EdgepruneError("--score fine needs --map (an activation map from `record`)")
+    m, samples, _ = open_model_and_samples(model, data)
+    amap = ActivationMap.load(map, m) if map else None
+    if samples is not None:
+        samples = context.iterate(samples, "repair", len(samples), "sample")
+    result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias)
+    result.model.save(output)
+    return ThinResult(
+        str(output),
+        len(result.removed),
+        len(result.kept),
+        result.free_groups,
+        result.channels_before - result.channels_after,
+        len(result.repaired),
+        _thin_totals(m),
+        _thin_totals(result.model),
+        [f"{opcode} (op {i}): {why}" for i, opcode, why in result.frozen_ops],
+        dict(Counter(why for _, why in result.kept if why)),
+    )
+
+
+thin = register(
+    Operation(
+        "thin",
+        "remove channels from the graph: a smaller, faster model",
+        (
+            MODEL,
+            Param(
+                "amount",
+                "fraction of each layer's channel groups to remove, lowest scores first; 0: "
+                "remove the channels that are already zero (after prune --granularity channel)",
+                type=fraction,
+                default=0.0,
+            ),
+            Param(
+                "score",
+                "magnitude: L1 norm; fine: S_out (needs --map)",
+                default="magnitude",
+                choices=THIN_SCORES,
+            ),
+            Param("map", "activation map from `record` (for --score fine)", role="input"),
+            Param(
+                "data",
+                "unlabeled samples: refit the layers after removed channels to the dense model "
+                "(label-free least squares)",
+                role="input",
+            ),
+            Param(
+                "keep_bias",
+                "removed channels keep outputting act(bias), folded into the next layer",
+                type=bool,
+                default=False,
+            ),
+            Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
+        ),
+        _thin,
+        ThinResult,
+        board=True,
+        progress=True,
     )
 )
 

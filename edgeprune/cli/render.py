@@ -108,6 +108,23 @@ def _prune(r: ops.PruneResult) -> Lines:
     )
 
 
+@renders("thin")
+def _thin(r: ops.ThinResult) -> Lines:
+    yield (
+        f"wrote {r.output}: removed {r.removed_groups} of {r.free_groups} channel groups "
+        f"({r.channels_removed:,} tensor channels)"
+        + (f", refit {r.repaired_layers} layers on your data" if r.repaired_layers else "")
+    )
+    for name in ("file_bytes", "macs", "params", "peak_bytes"):
+        before, after = r.before[name], r.after[name]
+        ratio = after / before if before else 1.0
+        yield f"  {name.replace('_', ' '):<11} {before:>12,} -> {after:>12,}  ({ratio:.2f}x)"
+    for why, n in r.kept_reasons.items():
+        yield f"kept {n} groups: {why}"
+    for line in r.frozen_ops:
+        yield f"channels kept around {line}"
+
+
 def stage_line(stage: dict[str, Any]) -> str:
     """One line per stage: what it did, its label-free estimate and, with --test, the truth."""
     name, check = stage["name"], stage["check"]

@@ -1,0 +1,331 @@
+"""Thinning: write a smaller .tflite without the removed channel groups.
+
+The producers of a removed group lose those output channels (weight, bias and per-channel
+quantization), every consumer loses the matching input channels, the activation tensors between
+them lose those channels from their shapes, reshapes get their new shape and per-channel constants
+of elementwise ops are cut. A removed channel that was constant (act(bias) of zeroed weights) is
+folded into the consumers' biases, so the thinned model computes what the channel-masked model
+computes; with `Moments` the consumers are instead refit to the dense model (`repair`).
+
+The flatbuffer is rewritten through the TFLite schema's object API (read -> objects -> write), as
+LiteRT's flatbuffer_utils does; tensor and operator indices do not change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flatbuffers
+import numpy as np
+
+from .channels import (
+    ChannelGraph,
+    Group,
+    analyze,
+    exact,
+    masked_channels,
+    masked_groups,
+    select,
+)
+from .errors import RuntimeMissingError
+from .layers import Layer, ReshapeChannels, channel_rule, producers, stored_constant
+from .model import Model
+
+
+def schema() -> Any:
+    """The TFLite schema with its object API (shipped by ai-edge-litert); the `tflite` package
+    has only the reader."""
+    try:
+        return importlib.import_module("ai_edge_litert.schema_py_generated")
+    except ImportError as e:
+        raise RuntimeMissingError(
+            "thinning rewrites the flatbuffer with the TFLite schema's object API: "
+            "pip install 'edgeprune[litert]' (ai-edge-litert)"
+        ) from e
+
+
+@dataclass
+class ThinResult:
+    """The thinned model and what happened to every group that was asked for."""
+
+    model: Model
+    removed: list[Group]
+    kept: list[tuple[Group, str]] = field(default_factory=list)  # (group, why it stayed)
+    channels_before: int = 0
+    channels_after: int = 0
+    repaired: list[int] = field(default_factory=list)  # layer ops refit by least squares
+    frozen_ops: list[tuple[int, str, str]] = field(default_factory=list)  # (op, opcode, why)
+    free_groups: int = 0
+
+
+def shrink(
+    model: Model,
+    amount: float = 0.0,
+    score: str = "magnitude",
+    amap: Any = None,
+    samples: Iterable[np.ndarray] | None = None,
+    masked: bool = False,
+    zero_bias: bool = True,
+) -> ThinResult:
+    """Thin `model`: remove `amount` of the channel groups with the lowest scores (or, with
+    `masked`, the groups whose weights are already zero), then repair the consumers on
+    `samples` (unlabeled, run through the dense model once) when they are given."""
+    graph, groups = analyze(model)
+    pick = masked_groups if masked else None
+    chosen = pick(graph, groups) if pick else select(graph, groups, amount, score, amap)
+    moments = None
+    if samples is not None:
+        from .repair import record_moments
+
+        sources = {x.input: graph.channel_source(x.input) for g in chosen for x, _ in g.consumers}
+        moments = record_moments(model, samples, sources.values())
+        moments.sources = sources
+    result = thin(model, graph, chosen, zero_bias, moments, masked)
+    result.frozen_ops = list(graph.reported)
+    result.free_groups = sum(not g.frozen for g in groups)
+    return result
+
+
+def thin(
+    model: Model,
+    graph: ChannelGraph,
+    groups: list[Group],
+    zero_bias: bool = True,
+    moments: Any = None,
+    masked: bool = False,
+) -> ThinResult:
+    """Remove `groups` from `model`.
+
+    The reference is the channel-masked model: the groups' producers with zero weights, and
+    zero biases when `zero_bias` (masked=True: `model` is already masked, use it as it is).
+    Groups whose removal would not be exact are kept and listed, unless `moments` (a
+    `repair.Moments` recorded on the dense model) refits their consumers."""
+    wanted = [g for g in groups if not g.frozen]
+    kept = [(g, g.frozen) for g in groups if g.frozen]
+    graph.propagate(None if masked else masked_channels(wanted), bias=not zero_bias)
+    removed = []
+    for g in wanted:
+        why = exact(graph, g)
+        if (
+            why
+            and moments is not None
+            and all(moments.has(layer.input) for layer, _ in g.consumers)
+        ):
+            why = ""
+        (kept.append((g, why)) if why else removed.append(g))
+    return _rewrite(model, graph, removed, kept, moments)
+
+
+def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
+    fb = schema()
+    root = fb.ModelT.InitFromPackedBuf(model.to_bytes(), 0)
+    sg = root.subgraphs[0]
+    drop: dict[int, set[int]] = {}
+    for g in removed:
+        for t, cs in g.members.items():
+            drop.setdefault(t, set()).update(int(c) for c in cs)
+    keep = {
+        t: np.setdiff1d(np.arange(graph.width(t)), sorted(cs)) for t, cs in drop.items()
+    }  # fmt: skip
+    writer = _Writer(root, model)
+    writers = producers(model)
+    for t, k in keep.items():
+        writer.set_width(t, k.size)
+    repaired = []
+    for layer in graph.layers.values():
+        op = sg.operators[layer.op]
+        out_keep = keep.get(layer.output)
+        in_keep = keep.get(layer.input) if not layer.propagates_channels else None
+        if out_keep is None and in_keep is None:
+            continue
+        w = writer.array(layer.weight)
+        bias_t, bias_dq = _bias(model, writers, layer)
+        if in_keep is not None:
+            fit = None
+            if moments is not None:
+                fit = moments.refit(layer, model, in_keep, moments.sources.get(layer.input))
+            if fit is None:
+                delta = _fold(model, graph, layer, w, in_keep)
+                if bias_t >= 0 and np.any(delta):
+                    b = writer.array(bias_t)
+                    writer.put(bias_t, b + (np.round(delta) if b.dtype.kind in "iu" else delta))
+            else:
+                w = writer.refit(layer, bias_t, *fit)
+                repaired.append(layer.op)
+            w = np.take(w, in_keep, axis=layer.in_axis)
+        if out_keep is not None:
+            w = np.take(w, out_keep, axis=layer.out_axis)
+            writer.cut(layer.weight, layer.out_axis, out_keep)
+            if bias_t >= 0:
+                writer.put(bias_t, np.take(writer.array(bias_t), out_keep, axis=0))
+                writer.cut(bias_t, 0, out_keep)
+        writer.put(layer.weight, w)
+        if bias_dq >= 0 and bias_dq != bias_t:
+            writer.set_shape(bias_dq, writer.array(bias_t).shape)
+        dq = op.inputs[layer.weight_input]
+        if dq != layer.weight:  # a DEQUANTIZE between the stored weight and the layer
+            writer.set_shape(dq, w.shape)
+    for constant, follows in graph.cut.items():
+        if follows in keep:
+            values = writer.array(constant)
+            writer.put(constant, np.take(values, keep[follows], axis=-1))
+    for op_t, op in zip(sg.operators, model.operators):
+        rule = channel_rule(op.opcode)
+        if isinstance(rule, ReshapeChannels) and op.outputs[0] in keep:
+            writer.reshape(op_t, op, rule.shape_input)
+    data = writer.finish()
+    thinned = Model(data, name=f"{model.name} (thinned)")
+    before = sum(graph.width(t) for t in drop)
+    return ThinResult(thinned, removed, kept, before, sum(k.size for k in keep.values()), repaired)
+
+
+def _bias(model: Model, writers, layer: Layer) -> tuple[int, int]:
+    """(stored bias constant, the tensor the op reads) of a layer, or -1s when it has none."""
+    op = model.operators[layer.op]
+    at = layer.bias_input
+    if at is None or len(op.inputs) <= at or op.inputs[at] < 0:
+        return -1, -1
+    stored = stored_constant(model, op.inputs[at], writers)
+    return (stored, op.inputs[at]) if stored is not None else (-1, -1)
+
+
+def _fold(model: Model, graph: ChannelGraph, layer: Layer, w: np.ndarray, in_keep) -> np.ndarray:
+    """What the removed (constant) input channels added to each output: Σ w · value, in the
+    bias's stored units (exact integers for a quantized layer)."""
+    gone = np.setdiff1d(np.arange(w.shape[layer.in_axis]), in_keep)
+    v = graph.values.get(layer.input, graph.value(layer.input))[gone]
+    v = np.where(np.isfinite(v), v, 0.0)
+    if not np.any(v):
+        return np.zeros(layer.out_channels)
+    x = model.tensor(layer.input).quantization
+    wq = model.tensor(layer.weight).quantization
+    stored = np.take(w, gone, axis=layer.in_axis)
+    if x is not None and wq is not None and w.dtype.kind in "iu":
+        # Integer kernel: Σ q_w · (q_x − zp_x), with q_x − zp_x = round(value / scale_x).
+        steps = np.round(v / float(x.scale[0]))
+        return _contract(layer, stored.astype(np.float64) - wq.zero_like(stored.ndim), steps)
+    real = stored.astype(np.float64) if wq is None else wq.dequantize(stored)
+    return _contract(layer, real, v)
+
+
+def _contract(layer: Layer, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Σ over every axis but the output one of w · v (v along the input axis)."""
+    shape = [1] * w.ndim
+    shape[layer.in_axis] = -1
+    return (w * v.reshape(shape)).sum(axis=tuple(a for a in range(w.ndim) if a != layer.out_axis))
+
+
+class _Writer:
+    """Edits to the object tree of a model: constant data, shapes and quantization."""
+
+    def __init__(self, root, model: Model):
+        self.root, self.model = root, model
+        self.sg = root.subgraphs[0]
+        self.data: dict[int, np.ndarray] = {}
+
+    def array(self, t: int) -> np.ndarray:
+        """The current stored values of constant tensor t."""
+        if t not in self.data:
+            self.data[t] = np.array(self.model.tensor_data(t))
+        return self.data[t]
+
+    def put(self, t: int, values: np.ndarray) -> None:
+        dtype = self.model.tensor(t).dtype
+        self.data[t] = np.asarray(values).astype(dtype)
+        self.set_shape(t, self.data[t].shape)
+
+    def set_shape(self, t: int, shape) -> None:
+        tensor = self.sg.tensors[t]
+        tensor.shape = np.asarray(shape, np.int32)
+        if tensor.shapeSignature is not None and len(tensor.shapeSignature) == len(shape):
+            sig = np.asarray(tensor.shapeSignature, np.int32).copy()
+            sig[sig >= 0] = np.asarray(shape, np.int32)[sig >= 0]
+            tensor.shapeSignature = sig
+
+    def set_width(self, t: int, width: int) -> None:
+        shape = np.asarray(self.sg.tensors[t].shape, np.int32).copy()
+        shape[-1] = width
+        self.set_shape(t, shape)
+
+    def cut(self, t: int, axis: int, keep: np.ndarray) -> None:
+        """Cut per-channel quantization parameters of t along `axis`."""
+        q = self.sg.tensors[t].quantization
+        if q is None or q.scale is None or len(q.scale) <= 1 or q.quantizedDimension != axis:
+            return
+        q.scale = np.asarray(q.scale, np.float32)[keep]
+        if q.zeroPoint is not None and len(q.zeroPoint) > 1:
+            q.zeroPoint = np.asarray(q.zeroPoint, np.int64)[keep]
+
+    def set_scale(self, t: int, scale: np.ndarray) -> None:
+        q = self.sg.tensors[t].quantization
+        q.scale = np.asarray(scale, np.float32)
+        q.zeroPoint = np.zeros(len(q.scale), np.int64)
+
+    def refit(self, layer: Layer, bias_t: int, w: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Store refit real weights `w` and add `delta` to the real bias: integer weights are
+        requantized per output channel (symmetric, as the converter does) and their bias with
+        them. Returns the new stored weights."""
+        wt = self.model.tensor(layer.weight)
+        q = wt.quantization
+        if q is None or wt.dtype.kind == "f":
+            if bias_t >= 0:
+                self.put(bias_t, self.array(bias_t) + delta)
+            return w.astype(wt.dtype)
+        moved = np.moveaxis(w, layer.out_axis, 0).reshape(layer.out_channels, -1)
+        if q.scale.size > 1:
+            scale = np.abs(moved).max(axis=1) / 127.0
+        else:
+            scale = np.full(layer.out_channels, np.abs(moved).max() / 127.0)
+        scale = np.where(scale > 0, scale, q.scale.astype(np.float64).max())
+        shape = [1] * w.ndim
+        shape[layer.out_axis] = -1
+        scales = scale.reshape(shape) if q.scale.size > 1 else scale[0]
+        stored = np.clip(np.round(w / scales), -127, 127).astype(wt.dtype)
+        self.set_scale(layer.weight, scale if q.scale.size > 1 else scale[:1])
+        if bias_t >= 0:
+            bt = self.model.tensor(bias_t)
+            real = bt.quantization.dequantize(self.array(bias_t).reshape(-1)) + delta
+            s_x = float(self.model.tensor(layer.input).quantization.scale[0])
+            s_b = s_x * scale
+            self.put(bias_t, np.round(real / s_b))
+            self.set_scale(bias_t, s_b if q.scale.size > 1 or bt.quantization.scale.size > 1
+                           else s_b[:1])  # fmt: skip
+        return stored
+
+    def reshape(self, op_t, op, shape_input: int | None) -> None:
+        """Give a RESHAPE the new shape of its output (keeping -1 where it had one)."""
+        new = np.asarray(self.sg.tensors[op.outputs[0]].shape, np.int32)
+
+        def fit(old):
+            old = np.asarray(old, np.int32)
+            return np.where(old < 0, old, new) if old.size == new.size else new
+
+        options = op_t.builtinOptions
+        if options is not None and getattr(options, "newShape", None) is not None:
+            options.newShape = fit(options.newShape)
+        shape_t = op.inputs[shape_input] if shape_input is not None else -1
+        if shape_t >= 0 and self.model.is_constant(shape_t):
+            self.put(shape_t, fit(self.model.tensor_data(shape_t)))
+
+    def finish(self) -> bytes:
+        fb = schema()
+        users: dict[int, int] = {}
+        for sg in self.root.subgraphs:
+            for tensor in sg.tensors:
+                users[tensor.buffer] = users.get(tensor.buffer, 0) + 1
+        for t, values in self.data.items():
+            tensor = self.sg.tensors[t]
+            old = tensor.buffer
+            users[old] -= 1
+            if users[old] == 0:
+                self.root.buffers[old].data = None
+            buffer = fb.BufferT()
+            buffer.data = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
+            self.root.buffers.append(buffer)
+            tensor.buffer = len(self.root.buffers) - 1
+        builder = flatbuffers.Builder(self.model.nbytes + 4096)
+        builder.Finish(self.root.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
