@@ -30,6 +30,11 @@ def renders(name: str):
     return add
 
 
+def renders_line(name: str, line: Callable[[Any], str]) -> None:
+    """Register the renderer of operation `name` whose result prints as one line, `line(result)`."""
+    renders(name)(lambda result: iter([line(result)]))
+
+
 def render(name: str, result: Result) -> Lines:
     return RENDERERS[name](result)
 
@@ -95,9 +100,9 @@ def _inspect(info: ops.InspectResult) -> Lines:
         yield f"skipped op {s['op']} {s['opcode']}: {s['reason']}"
 
 
-@renders("record")
-def _record(r: ops.RecordResult) -> Lines:
-    yield f"recorded {r.samples} samples over {r.layers} layers -> {r.output}"
+renders_line(
+    "record", lambda r: f"recorded {r.samples} samples over {r.layers} layers -> {r.output}"
+)
 
 
 @renders("prune")
@@ -281,9 +286,7 @@ def _verify(report: ops.VerifyResult) -> Lines:
         yield f"  PROBLEM: {problem}"
 
 
-@renders("unpack")
-def _unpack(r: ops.UnpackResult) -> Lines:
-    yield f"unpacked {len(r.files)} files into {r.output}"
+renders_line("unpack", lambda r: f"unpacked {len(r.files)} files into {r.output}")
 
 
 # ------------------------------------------------------------------------------------- the host
@@ -313,9 +316,7 @@ def _package(r: host_ops.PackageResult) -> Lines:
     )
 
 
-@renders("device add")
-def _device_add(r: host_ops.DeviceAdded) -> Lines:
-    yield f"added {r.name}: {r.url}"
+renders_line("device add", lambda r: f"added {r.name}: {r.url}")
 
 
 @renders("device list")
@@ -326,9 +327,7 @@ def _device_list(r: host_ops.DeviceList) -> Lines:
         yield f"{name:<16} {url}"
 
 
-@renders("device remove")
-def _device_remove(r: host_ops.DeviceRemoved) -> Lines:
-    yield f"removed {r.name}"
+renders_line("device remove", lambda r: f"removed {r.name}")
 
 
 @renders("device info")
@@ -366,11 +365,5 @@ def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:
     return f"{verb} {route} ({r.size:,} bytes, sha256 {r.sha256[:16]}…{resumed})"
 
 
-@renders("push")
-def _push(r: host_ops.Transfer) -> Lines:
-    yield _transfer("pushed", f"{r.source} -> {r.device}:{r.path}", r)
-
-
-@renders("pull")
-def _pull(r: host_ops.Transfer) -> Lines:
-    yield _transfer("pulled", f"{r.device}:{r.source} -> {r.path}", r)
+renders_line("push", lambda r: _transfer("pushed", f"{r.source} -> {r.device}:{r.path}", r))
+renders_line("pull", lambda r: _transfer("pulled", f"{r.device}:{r.source} -> {r.path}", r))
