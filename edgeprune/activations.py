@@ -2,11 +2,14 @@
 
 For layer l, S_in is Σ_samples Σ_positions |x| at the input index each weight multiplies
 (DESIGN.md, Eq. 1) and S_out[c] is Σ_samples Σ_positions |y[..., c]|. Per sample the map only adds
-|t| into a float32 running sum per watched tensor; every `FOLD_EVERY` samples (and whenever S_in
-or S_out is read) those partial sums are folded into float64 S_in and S_out. Window and position
-sums are linear, so folding a sum of samples equals folding each one, at a fraction of the cost.
-Memory: one float32 copy of each watched tensor plus O(parameters), whatever the sample count.
-Quantized tensors are summed exactly as |q − zero_point| and scaled when folded.
+|t| into a preallocated running sum per watched tensor: float32 for float tensors, exact integers
+(int16 for 8-bit ones) for quantized tensors. Before a float32 sum loses precision (`FOLD_EVERY`
+samples) or an integer one could overflow (128 samples of 8-bit values), it is spilled into a
+float64 total of the same shape, one cheap pass. The kernel-window and position sums that turn
+those totals into S_in and S_out (several passes per layer) run only when the map is read: window
+and position sums are linear, so folding the sum of all samples equals folding each one.
+Memory: about two float64 copies of each watched tensor plus O(parameters), whatever the sample
+count. `record` overlaps the sums of one sample with the next invocation on a second core.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,45 +33,106 @@ FOLD_EVERY = 64  # samples per float32 partial sum: relative rounding stays belo
 
 
 class _AbsSum:
-    """Σ |values| of one tensor over recent samples and its batch axis, in its stored units."""
+    """Σ |values| of one tensor over all samples since the last take, in its stored units.
 
-    __slots__ = ("scale", "zero_point", "nonnegative", "partial", "scratch")
+    Float tensors add |x| into a float32 running sum (x itself where a fused ReLU makes it
+    non-negative). Quantized tensors are summed exactly as integers, without int32 or float
+    temporaries, in the narrowest accumulator that cannot overflow (int16 for 8-bit values: 128
+    rows of at most 255): a preallocated buffer takes q − zero_point and its absolute value is
+    added in place; where zero_point is the type's minimum (ReLU outputs) |q − zero_point| is
+    q − zero_point, so q itself is added and rows × zero_point subtracted when taken. Every
+    `capacity` rows the running sum spills into a float64 carry.
+    """
+
+    __slots__ = (
+        "scale",
+        "zero_point",
+        "shift",
+        "capacity",
+        "rows",
+        "filled",
+        "partial",
+        "scratch",
+        "carry",
+    )
 
     def __init__(self, model: Model, tensor: int, nonnegative: bool):
         t = model.tensor(tensor)
         q = t.quantization
         if q is not None and q.scale.size > 1:
             raise UnsupportedError(f"activation {t.name!r} is quantized per channel: not supported")
-        self.scale = float(q.scale[0]) if q is not None else 1.0
-        self.zero_point = int(q.zero_point[0]) if q is not None else None
-        self.nonnegative = nonnegative and q is None
         shape = t.shape[1:] if len(t.shape) > 1 else t.shape
-        self.partial = np.zeros(shape, np.float32)
-        self.scratch = np.empty(shape, np.float32)
+        self.rows = self.filled = 0  # rows since the last take; rows in `partial` since a spill
+        self.carry = np.zeros(shape)  # float64
+        if q is None or t.dtype.kind not in "iu":
+            self.scale, self.zero_point, self.shift = 1.0, None, nonnegative and q is None
+            self.capacity = FOLD_EVERY  # float32 rounding, not overflow, bounds a float sum
+            self.partial = np.zeros(shape, np.float32)
+            self.scratch = np.empty(shape, np.float32)
+            return
+        info = np.iinfo(t.dtype)
+        self.scale, self.zero_point = float(q.scale[0]), int(q.zero_point[0])
+        self.shift = self.zero_point == info.min  # q ≥ zero_point: add q, subtract later
+        span = max(-int(info.min), int(info.max)) if self.shift else int(info.max) - int(info.min)
+        acc = next(d for d in (np.int16, np.int32, np.int64) if np.iinfo(d).max // span >= 64)
+        self.capacity = int(np.iinfo(acc).max // span)
+        self.partial = np.zeros(shape, acc)
+        self.scratch = None if self.shift else np.empty(shape, acc)
 
     def add(self, stored: np.ndarray) -> None:
-        batched = stored.ndim > self.partial.ndim
-        if batched and stored.shape[0] == 1:
-            stored, batched = stored[0], False
+        """Add one invocation's stored values (with or without their batch axis)."""
+        if stored.ndim > self.partial.ndim:
+            for row in stored.reshape(-1, *self.partial.shape):
+                self._add_row(row)
+        else:
+            self._add_row(stored.reshape(self.partial.shape))
+
+    def _add_row(self, stored: np.ndarray) -> None:
+        if self.filled == self.capacity:
+            self.spill()
+        self.filled += 1
+        self.rows += 1
+        partial = self.partial
         if self.zero_point is not None:
-            stored = np.abs(np.subtract(stored, self.zero_point, dtype=np.int32))
-        elif not self.nonnegative:
-            stored = np.abs(stored) if batched else np.abs(stored, out=self.scratch)
-        if batched:  # |x| first, then the sum over the batch
-            stored = stored.sum(axis=0)
-        np.add(self.partial, stored, out=self.partial)
+            if self.shift:
+                np.add(partial, stored, out=partial)
+                return
+            np.subtract(stored, self.zero_point, out=self.scratch, dtype=self.scratch.dtype)
+            stored = np.abs(self.scratch, out=self.scratch)
+        elif not self.shift:
+            stored = np.abs(stored, out=self.scratch)
+        np.add(partial, stored, out=partial)
+
+    def spill(self) -> None:
+        """Move the partial sum into the float64 carry (one pass; integers stay exact below
+        2**53): before a float32 sum loses precision or an integer one could overflow."""
+        if not self.filled:
+            return
+        self.carry += self.partial
+        self.partial[...] = 0
+        self.filled = 0
 
     def fresh(self) -> _AbsSum:
         """A sum of the same tensor with nothing added yet."""
         new = object.__new__(_AbsSum)
-        new.scale, new.zero_point, new.nonnegative = self.scale, self.zero_point, self.nonnegative
-        new.partial, new.scratch = np.zeros_like(self.partial), np.empty_like(self.scratch)
+        for name in self.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.rows = new.filled = 0
+        new.carry = np.zeros_like(self.carry)
+        new.partial = np.zeros_like(self.partial)
+        new.scratch = None if self.scratch is None else np.empty_like(self.scratch)
         return new
 
     def take(self) -> np.ndarray:
         """The real-valued partial sum as float64; the partial sum starts again from zero."""
-        real = self.partial.astype(np.float64) * self.scale
+        real = self.carry + self.partial
         self.partial[...] = 0
+        self.carry[...] = 0
+        if self.zero_point is not None:
+            if self.shift and self.rows:
+                real -= self.rows * self.zero_point
+            real *= self.scale
+        self.rows = self.filled = 0
         return real
 
 
@@ -77,7 +142,7 @@ class ActivationMap:
     def __init__(self, model: Model, layers: Sequence[Layer] | None = None):
         self.layers = tuple(scan(model).layers if layers is None else layers)
         self.count = 0
-        self._pending = 0
+        self._pending = 0  # samples added since S_in and S_out were last computed
         nonnegative = {x.output for x in self.layers if x.activation in _NONNEGATIVE}
         self._sums = {
             t: _AbsSum(model, t, t in nonnegative)
@@ -99,11 +164,10 @@ class ActivationMap:
             total.add(stored[tensor])
         self.count += samples
         self._pending += samples
-        if self._pending >= FOLD_EVERY:
-            self._fold()
 
     def _fold(self) -> None:
-        """Move the partial sums into S_in and S_out."""
+        """Move the running sums into S_in and S_out (kernel windows, positions): once when the
+        map is read, not every few samples, as the window sums cost several passes."""
         if not self._pending:
             return
         sums = {t: total.take() for t, total in self._sums.items()}
@@ -172,16 +236,17 @@ class ActivationMap:
                 )
             with npz:
                 meta = json.loads(str(npz["meta"]))
-                if meta.get("format") != _FORMAT:
+                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
                     raise EdgepruneError(
-                        f"{path}: unknown activation map format {meta.get('format')}"
+                        f"{path}: not an activation map of format {_FORMAT}: make one with "
+                        "`edgeprune record`"
                     )
                 amap._check_signature(meta["layers"])
                 amap.count = int(meta["count"])
                 for i, (op, _, _) in enumerate(meta["layers"]):  # position i -> layer op
                     amap._s_in[op] = _same_shape(npz[f"s_in_{i}"], amap._s_in[op], path)
                     amap._s_out[op] = _same_shape(npz[f"s_out_{i}"], amap._s_out[op], path)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise EdgepruneError(f"cannot read activation map {path}: {e}") from e
         return amap
 
@@ -196,16 +261,76 @@ def _same_shape(loaded: np.ndarray, expected: np.ndarray, path) -> np.ndarray:
     return loaded.astype(np.float64)
 
 
+def free_core() -> bool:
+    """Whether this process may run on more than one core (the sums can overlap the invoke)."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except AttributeError:  # not on Linux
+        return (os.cpu_count() or 1) > 1
+
+
+class _Overlapped:
+    """Sums one invocation's tensors on a worker thread while the caller runs the next one.
+
+    The runner's raw views are only valid until its next run, so each result is first copied into
+    one of two preallocated buffer sets (a memcpy, a fraction of the sums' cost); the worker adds
+    one set while the next invocation fills the other. NumPy and the interpreter release the GIL
+    in their loops, so both run at once on two cores.
+    """
+
+    def __init__(self, amap: ActivationMap):
+        self.amap = amap
+        self.buffers: list[dict[int, np.ndarray]] = [{}, {}]
+        self.turn = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="edgeprune-sums")
+        self.pending: Future | None = None
+
+    def add(self, stored: dict[int, np.ndarray]) -> None:
+        buffers = self.buffers[self.turn]
+        for t in self.amap.watched:
+            values = stored[t]
+            if buffers.get(t) is None or buffers[t].shape != values.shape:
+                buffers[t] = np.empty_like(values)
+            np.copyto(buffers[t], values)
+        self.wait()  # the worker is done with the other set, and with this one since long
+        self.pending = self.pool.submit(self.amap.update, buffers)
+        self.turn ^= 1
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
 def record(
     model: Model,
     samples: Iterable[np.ndarray],
     amap: ActivationMap | None = None,
     mode: str = "instrument",
     num_threads: int | None = None,
+    overlap: bool | None = None,
 ) -> ActivationMap:
-    """Run `samples` through `model` once and accumulate their activations into a map."""
+    """Run `samples` through `model` once and accumulate their activations into a map.
+
+    overlap: sum one sample's activations on a second thread while the next sample runs (the
+    default where a second core is free: the same map, sooner); False sums in this thread.
+    """
     amap = amap if amap is not None else ActivationMap(model)
     runner = Runner(model, amap.watched, mode=mode, num_threads=num_threads)
-    for sample in samples:
-        amap.update(runner.run(sample, raw=True))
+    if not (free_core() if overlap is None else overlap):
+        for sample in samples:
+            amap.update(runner.run(sample, raw=True))
+        return amap
+    sums = _Overlapped(amap)
+    try:
+        for sample in samples:
+            sums.add(runner.run(sample, raw=True))
+    finally:  # also when the samples stop early (cancel): every sample run is in the map
+        sums.close()
     return amap

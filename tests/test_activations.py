@@ -176,3 +176,62 @@ def test_statistics_are_looked_up_by_layer_not_position():
     foreign = dataclasses.replace(layers[0], op=999)
     with pytest.raises(EdgepruneError, match="not in the activation map"):
         amap.s_in(foreign)
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8"])
+def test_quantized_sums_are_exact_integers(kind):
+    """Integer accumulation (int16; q added directly where zero_point is the type's minimum)
+    gives Σ|q − zp| · scale of the stored values to 1e-9 relative, across the map's folds (200
+    samples, spilled every 128) and past the int16 capacity in one batched add (200 rows)."""
+    model = Model(build(kind))
+    amap = ActivationMap(model)
+    runner = Runner(model, amap.watched)
+    stored = {t: [] for t in amap.watched}
+    for x in random_inputs(200, SAMPLE, seed=4):
+        raw = runner.run(x, raw=True)
+        amap.update(raw)
+        for t in amap.watched:
+            stored[t].append(raw[t].copy())
+        del raw  # raw views pin the interpreter's memory until dropped
+    sums = amap._sums
+    assert {total.shift for total in sums.values()} == {True, False}  # both integer paths
+    assert {total.partial.dtype for total in sums.values()} == {np.dtype(np.int16)}
+    assert min(total.capacity for total in sums.values()) == 128  # so 200 rows spill
+    expected = {}
+    for t, total in sums.items():
+        q = np.concatenate(stored[t]).astype(np.int64)
+        expected[t] = np.abs(q - total.zero_point).sum(axis=0) * total.scale
+        batched = total.fresh()
+        batched.add(np.concatenate(stored[t]))
+        np.testing.assert_allclose(batched.take(), expected[t], rtol=1e-9, atol=0)
+    for i, layer in enumerate(amap.layers):
+        s_in = np.zeros(layer.s_in_shape())
+        layer.accumulate_s_in(expected[layer.input], s_in)
+        np.testing.assert_allclose(amap.s_in(i), s_in, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(amap.s_out(i), layer.s_out(expected[layer.output]), rtol=1e-9)
+        assert amap.s_out(i).sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["float32", "uint8"])
+def test_overlapped_recording_gives_the_same_map(kind):
+    """Sums on a second thread while the next sample runs: the same map as summing in line, and a
+    recording stopped by its samples (a cancel) keeps every sample that ran."""
+    model = Model(build(kind))
+    xs = random_inputs(70, SAMPLE, seed=9)
+    serial = record(model, xs, overlap=False)
+    overlapped = record(model, xs, overlap=True)
+    assert overlapped.count == serial.count == 70
+    for i in range(len(serial.layers)):
+        np.testing.assert_array_equal(overlapped.s_in(i), serial.s_in(i))
+        np.testing.assert_array_equal(overlapped.s_out(i), serial.s_out(i))
+
+    def stopped():
+        yield from xs[:5]
+        raise KeyboardInterrupt
+
+    amap = ActivationMap(model)
+    with pytest.raises(KeyboardInterrupt):
+        record(model, stopped(), amap, overlap=True)
+    expected = record(model, xs[:5], overlap=False)
+    assert amap.count == 5
+    np.testing.assert_array_equal(amap.s_in(0), expected.s_in(0))

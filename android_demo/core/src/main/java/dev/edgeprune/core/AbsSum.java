@@ -5,9 +5,11 @@ import java.nio.ByteOrder;
 import java.util.Arrays;
 
 /**
- * The sum of |values| of one tensor over recent samples, in its stored units: a float32 running
- * sum as in Python's {@code _AbsSum}, so both sides add the same floats in the same order.
- * Quantized tensors add |q - zero_point| exactly and are scaled when taken.
+ * The sum of |values| of one tensor over recent samples, in its stored units, as Python's
+ * {@code _AbsSum}: float tensors add into a float32 running sum, so both sides add the same floats
+ * in the same order; quantized tensors add |q - zero_point| exactly as integers (a long per element:
+ * no overflow for any sample count) and are scaled when taken, so both sides hold the same exact
+ * integers whatever their accumulator widths and spill schedules.
  */
 final class AbsSum {
   /** Elements of one watched tensor beyond which a phone runs out of memory: refuse early. */
@@ -18,6 +20,7 @@ final class AbsSum {
   private final long zeroPoint;
   private final boolean quantized;
   private final float[] partial;
+  private final long[] integral;
   private final int[] shape;
 
   AbsSum(Tensor t) {
@@ -35,10 +38,11 @@ final class AbsSum {
           + " elements, too many to watch on this device");
     }
     this.type = t.type;
-    this.quantized = t.quantization != null;
+    this.quantized = t.quantization != null && t.type != TensorType.FLOAT32;
     this.scale = quantized ? t.quantization.scale() : 1.0;
     this.zeroPoint = quantized ? t.quantization.zeroPoint() : 0;
-    this.partial = new float[t.size()];
+    this.partial = quantized ? null : new float[t.size()];
+    this.integral = quantized ? new long[t.size()] : null;
     this.shape = t.shape.length > 1
         ? Arrays.copyOfRange(t.shape, 1, t.shape.length)
         : t.shape.clone();
@@ -51,7 +55,11 @@ final class AbsSum {
 
   /** Bytes one sample of this tensor takes. */
   int byteSize() {
-    return partial.length * type.itemSize;
+    return size() * type.itemSize;
+  }
+
+  private int size() {
+    return quantized ? integral.length : partial.length;
   }
 
   void add(ByteBuffer stored) {
@@ -60,19 +68,28 @@ final class AbsSum {
           + stored.remaining());
     }
     ByteBuffer b = stored.slice().order(ByteOrder.LITTLE_ENDIAN);
+    if (quantized) {
+      for (int i = 0; i < integral.length; i++) {
+        integral[i] += Math.abs((long) StoredValues.read(b, type, i) - zeroPoint);
+      }
+      return;
+    }
     for (int i = 0; i < partial.length; i++) {
-      double v = StoredValues.read(b, type, i);
-      float a = quantized ? (float) Math.abs(v - zeroPoint) : Math.abs((float) v);
-      partial[i] += a;
+      partial[i] += Math.abs((float) StoredValues.read(b, type, i));
     }
   }
 
   /** The real-valued partial sum as doubles; the partial sum starts again from zero. */
   double[] take() {
-    double[] real = new double[partial.length];
-    for (int i = 0; i < partial.length; i++) {
-      real[i] = (double) partial[i] * scale;
-      partial[i] = 0f;
+    double[] real = new double[size()];
+    for (int i = 0; i < real.length; i++) {
+      if (quantized) {
+        real[i] = (double) integral[i] * scale;
+        integral[i] = 0;
+      } else {
+        real[i] = (double) partial[i] * scale;
+        partial[i] = 0f;
+      }
     }
     return real;
   }
