@@ -1,4 +1,9 @@
-"""The final FULLY_CONNECTED layer as real numbers, and its rewrite in the layer's own storage.
+"""The final classifier layer as real numbers, and its rewrite in the layer's own storage.
+
+The heads people have: a FULLY_CONNECTED, or a 1×1 CONV_2D (MobileNet v1/v2), followed only by
+ops that keep it a class-score vector (RESHAPE, SQUEEZE, a spatial MEAN, SOFTMAX, (DE)QUANTIZE).
+Anything else — several outputs, class ids (ARG_MAX), a score map per position, regression
+heads — is not a classifier, and `Head.of` says why in one line.
 
 Later stages (prior, prototypes) compute a new real-valued weight and bias; `rewrite` stores them
 as float32, float16, or int8/uint8 requantized with the layer's scales, widening a channel's scale
@@ -12,8 +17,89 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UnsupportedError
-from .layers import Dense, Layer, scan
+from .layers import Conv, Dense, Layer, producers, scan
 from .model import Model
+
+# Ops that may sit between the classifier layer and the output of a classifier.
+HEAD_OPS = frozenset({"RESHAPE", "SQUEEZE", "MEAN", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"})
+NOT_A_CLASSIFIER = "the classifier stages (prior, prototypes) do not apply: use --stages prune"
+
+
+class NotAClassifier(UnsupportedError):
+    """The model's output is not one class-score vector computed by a final linear layer."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where a classifier's scores come from: its final layer and what follows it."""
+
+    layer: Layer
+    softmax: bool  # the model's output is the softmax of the layer's logits
+    spatial: bool  # a 1×1 conv on an H×W map, averaged (MEAN): features are the spatial mean
+
+    @classmethod
+    def of(cls, model: Model) -> Head:
+        """The model's classifier head, or NotAClassifier with the one-line reason."""
+        reason = _not_a_classifier(model)
+        if isinstance(reason, str):
+            raise NotAClassifier(f"not a classifier ({reason}): {NOT_A_CLASSIFIER}", reason)
+        return reason
+
+
+def _not_a_classifier(model: Model) -> Head | str:
+    """The head, or why the model is not a classifier."""
+    outputs = model.main.outputs
+    if len(outputs) != 1:
+        return f"{len(outputs)} outputs, not one class-score vector"
+    out = model.tensor(outputs[0])
+    writers = producers(model)
+    chain, tensor = [], outputs[0]
+    while tensor in writers and writers[tensor].opcode in HEAD_OPS and not writers[tensor].custom:
+        chain.append(writers[tensor].opcode)
+        tensor = writers[tensor].inputs[0]
+    last = writers.get(tensor)
+    if out.dtype is None or out.dtype.kind not in "fiu" or out.type_name in ("INT64", "INT32"):
+        by = f" from {last.opcode}" if last is not None else ""
+        return f"its output is {out.type_name}{by}: class ids or counts, not class scores"
+    layer = scan(model).classifier
+    if last is None or layer is None or layer.op != last.index:
+        name = last.opcode if last is not None else "the input"
+        return f"its output comes from {name}, not from a final FULLY_CONNECTED or 1×1 CONV_2D"
+    if isinstance(layer, Conv) and layer.kernel != (1, 1):
+        return f"its last layer is a {layer.kernel[0]}×{layer.kernel[1]} CONV_2D, not a 1×1 one"
+    if not isinstance(layer, Dense | Conv):
+        return f"its last layer is a {layer.opcode}, not a FULLY_CONNECTED or 1×1 CONV_2D"
+    if layer.activation != "NONE":
+        return f"its last layer has a fused {layer.activation}: its outputs are not logits"
+    classes = layer.out_channels
+    per_sample = int(np.prod(out.shape[1:])) if len(out.shape) > 1 else int(np.prod(out.shape))
+    if per_sample != classes:
+        return f"{per_sample // max(classes, 1)} score vectors per sample (one per position)"
+    spatial = isinstance(layer, Conv) and int(np.prod(model.tensor(layer.input).shape[1:-1])) > 1
+    if spatial and "MEAN" not in chain:
+        return "a score vector per position"
+    return Head(layer, "SOFTMAX" in chain, spatial)
+
+
+def probabilities(model: Model, outputs: np.ndarray) -> np.ndarray:
+    """Class probabilities [n, classes] from the model's real-valued outputs [n, classes]: a
+    softmax output is taken as it is (a quantized one renormalized: uint8 rows sum to 0.88–1),
+    logits are softmaxed. Not a classifier: softmax, as the prune check reads predictions."""
+    from .estimate import softmax
+
+    outputs = np.asarray(outputs, np.float64)
+    try:
+        head = Head.of(model)
+    except NotAClassifier:
+        head = None
+    if head is not None and head.softmax:
+        total = np.clip(outputs, 0, None).sum(axis=-1, keepdims=True)
+        return np.clip(outputs, 0, None) / np.where(total > 0, total, 1)
+    return softmax(outputs)
 
 
 @dataclass(frozen=True)
@@ -23,19 +109,30 @@ class Classifier:
     layer: Layer
     weight: np.ndarray  # [classes, features]
     bias: np.ndarray  # [classes]
+    spatial: bool = False  # see Head.spatial
 
     @classmethod
     def of(cls, model: Model) -> Classifier:
-        layer = scan(model).classifier
-        if not isinstance(layer, Dense):
-            raise UnsupportedError("the model does not end in a FULLY_CONNECTED layer")
+        head = Head.of(model)
+        layer = head.layer
         if layer.bias is None:
             raise UnsupportedError("the final layer has no bias tensor of its own to rewrite")
-        return cls(layer, model.dequantized(layer.weight), model.dequantized(layer.bias))
+        weight = model.dequantized(layer.weight).reshape(layer.out_channels, -1)
+        return cls(layer, weight, model.dequantized(layer.bias), head.spatial)
 
     @property
     def classes(self) -> int:
         return self.weight.shape[0]
+
+    def features(self, values: np.ndarray) -> np.ndarray:
+        """The layer's real-valued input as feature rows [n, features] (a spatial head's mean)."""
+        rows = np.asarray(values).reshape(-1, self.weight.shape[1])
+        return rows.mean(axis=0, keepdims=True) if self.spatial else rows
+
+    def scores(self, values: np.ndarray) -> np.ndarray:
+        """The layer's real-valued output as logit rows [n, classes] (a spatial head's mean)."""
+        rows = np.asarray(values).reshape(-1, self.classes)
+        return rows.mean(axis=0, keepdims=True) if self.spatial else rows
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         return features.reshape(-1, self.weight.shape[1]) @ self.weight.T + self.bias
@@ -54,7 +151,8 @@ class Classifier:
     def rewrite(self, model: Model, weight: np.ndarray, bias: np.ndarray) -> Model:
         """A copy of `model` whose final layer computes `weight @ f + bias`."""
         out = model.copy()
-        weight_scale = _store(out, self.layer.weight, weight, widen=True)
+        shape = out.tensor(self.layer.weight).shape  # a 1×1 conv's [classes, 1, 1, features]
+        weight_scale = _store(out, self.layer.weight, weight.reshape(shape), widen=True)
         bias_tensor = out.tensor(self.layer.bias)
         if bias_tensor.quantization is not None and weight_scale is not None:
             # Integer kernels add the int32 bias to an accumulator in units of s_in · s_w.

@@ -85,6 +85,7 @@ class InspectResult(Result):
     layers: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
     totals: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 def _inspect(context: Context, model: str) -> InspectResult:
@@ -134,10 +135,12 @@ class RecordResult(Result):
 def open_model_and_samples(path: str, data: str | None = None):
     """MODEL (a .tflite file or an .edgepkg package), its samples from DATA (or None) and the
     package (or None): .npy/.npz arrays, or raw .wav/image files through the package's recipe."""
+    from .edgetpu import refuse
     from .package import open_model
     from .rawdata import open_samples
 
     model, package = open_model(path)
+    refuse(model, "read its activations")
     if data is None:
         return model, None, package
     recipe = package.recipe if package is not None else None
@@ -220,6 +223,23 @@ class PruneResult(Result):
     scope: str
     granularity: str
     keep_classifier: bool
+    note: str | None = None  # why far fewer weights are zero than asked, when they are
+
+
+def _prune_note(m, layers, requested: float, measured: float, keep_classifier: bool) -> str | None:
+    """A warning when the measured sparsity falls well short of the request, with the causes."""
+    from .summary import unseen_weights
+
+    if requested - measured <= 0.05:
+        return None
+    why = []
+    if keep_classifier and layers:
+        why.append(f"the final layer ({layers[-1].opcode}) was kept whole")
+    unseen = sum(unseen_weights(m, tuple(layers)).values())
+    if unseen:
+        why.append(f"{unseen:,} weights sit in ops that cannot be pruned (see inspect)")
+    because = f": {'; '.join(why)}" if why else ""
+    return f"only {measured:.1%} of the prunable weights are zero, not {requested:.0%}{because}"
 
 
 def _prune(
@@ -236,10 +256,12 @@ def _prune(
 ) -> PruneResult:
     from . import prune as prune_mod
     from .activations import ActivationMap
+    from .edgetpu import refuse
     from .layers import scan
     from .package import load_model
 
     m = load_model(model)
+    refuse(m, "prune its weights")
     amap = ActivationMap.load(map, m) if map else None
     layers = amap.layers if amap else scan(m).layers
     chosen = prune_mod.masks(
@@ -256,16 +278,18 @@ def _prune(
     pruned = prune_mod.apply(m, chosen)
     pruned.save(output)
     zeros, total = prune_mod.measured_sparsity(pruned, layers)
+    measured = zeros / total if total else 0.0
     return PruneResult(
         str(output),
         sparsity,
-        zeros / total if total else 0.0,
+        measured,
         zeros,
         total,
         score,
         scope,
         granularity,
         keep_classifier,
+        _prune_note(m, layers, sparsity, measured, keep_classifier),
     )
 
 
@@ -652,6 +676,7 @@ class ProfileResult(Result):
     not_profiled: list[dict[str, Any]]
     totals: dict[str, Any]
     memory: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 def _profile_dict(path: str, input_shape: str | None) -> dict[str, Any]:
@@ -768,11 +793,13 @@ def _bench(
     idle_seconds: float,
 ) -> BenchResult:
     from .bench import bench as bench_model
+    from .edgetpu import check_delegate
     from .package import load_model
 
     if warmup < 0:
         raise EdgepruneError("bench: warmup must be >= 0")
     m = load_model(model)
+    check_delegate(m, delegate)
     with context.bar("bench", runs, "run") as bar:
         result = bench_model(
             m,

@@ -32,9 +32,10 @@ import numpy as np
 from . import prior
 from ._io import atomic_write_bytes
 from .choices import RULES
-from .classifier import Classifier
+from .classifier import Classifier, NotAClassifier
+from .classifier import probabilities as output_probabilities
 from .errors import EdgepruneError
-from .estimate import TOLERANCE, softmax
+from .estimate import TOLERANCE
 from .model import Model
 from .reference import Reference
 from .runtime import Runner
@@ -46,7 +47,9 @@ from .stages import (
     PrototypeStage,
     PruneStage,
     State,
+    agree,
     collect,
+    outputs,
 )
 
 STAGES = ORDER
@@ -54,14 +57,12 @@ DEFAULT_SPARSITIES = tuple(round(0.1 * i, 1) for i in range(10))
 
 
 def probabilities(model: Model, samples: Iterable[np.ndarray]) -> np.ndarray:
-    """Class probabilities [n, classes] of `model` on `samples` (softmax unless already probs)."""
+    """Class probabilities [n, classes] of `model` on `samples`: a softmax output dequantized as
+    it is, never softmaxed twice (`classifier.probabilities`)."""
     runner = Runner(model)
     out = model.main.outputs[0]
     rows = [runner.run(x)[out].reshape(-1) for x in samples]
-    logits = np.array(rows, dtype=np.float64)
-    if logits.size and np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-2):
-        return logits
-    return softmax(logits)
+    return output_probabilities(model, np.array(rows, dtype=np.float64))
 
 
 @dataclass
@@ -104,12 +105,14 @@ class Report:
 class _Evaluator:
     """Scores a model against the source on the check samples, and on the labelled sets."""
 
-    def __init__(self, source: Model, check: list, labelled=None, test=None):
-        self.check, self.labelled, self.test = check, labelled, test
-        self.source = probabilities(source, check).argmax(axis=1)
+    def __init__(self, source: Model, evidence, labelled=None, test=None):
+        self.check, self.labelled, self.test = evidence.check, labelled, test
+        self.classifier = evidence.classifier
+        self.source = outputs(source, self.check)
 
     def agreement(self, model: Model) -> float:
-        return float(np.mean(probabilities(model, self.check).argmax(axis=1) == self.source))
+        same = agree(self.classifier, self.source, outputs(model, self.check))
+        return float(np.mean(same))
 
     def accuracy(self, model: Model, which: str = "test") -> float | None:
         data = self.test if which == "test" else self.labelled
@@ -124,6 +127,18 @@ class _Evaluator:
 
 def _accuracy(p: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(p.argmax(axis=1) == labels))
+
+
+def not_a_classifier(model: Model, stages: tuple[str, ...], rule: str) -> str:
+    """Why the classifier stages cannot read `model` ("" when they can). A model that is not a
+    classifier is refused with the reason unless only pruning was asked for."""
+    try:
+        Classifier.of(model)
+    except NotAClassifier as e:
+        if set(stages) - {"prune"} or rule in ("infomax", "labels"):
+            raise
+        return f"not a classifier ({e.reason})"
+    return ""
 
 
 def check_stages(stages: Iterable[str], fixed: float | None = None) -> tuple[str, ...]:
@@ -173,12 +188,16 @@ def personalize(
         raise EdgepruneError("rule 'labels' needs a few labelled samples: pass --labels FILE.npz")
     if rule == "fixed" and fixed is None:
         raise EdgepruneError("rule 'fixed' needs a sparsity")
+    notes, shift = [], None
+    reason = not_a_classifier(model, stages, rule)
+    classify = not reason
+    if reason:
+        notes.append(f"{reason}: pruned only where no check output moves by more than 1 %")
     if reference is not None:
         reference.check(model)
         reference.fits(Classifier.of(model))
-    evidence = collect(model, samples, evaluation_size, support_size, mode, reference)
+    evidence = collect(model, samples, evaluation_size, support_size, mode, reference, classify)
     source = evidence.classifier
-    notes, shift = [], None
     if reference is not None:
         shift = prior.estimate(
             evidence.fit_logits,
@@ -189,7 +208,7 @@ def personalize(
             evidence.fit_samples,
             seed=seed,
         )
-    else:
+    elif classify:
         notes.append(
             "no source reference: accuracy cannot be estimated without labels, so the prior and "
             "prototype stages were skipped and pruning kept only where no check prediction "
@@ -201,8 +220,8 @@ def personalize(
         # prior. (Were the features moving too, EM's estimate would be miscalibration, and
         # judged on data weighted by it, the prior correction would confirm itself.)
         judge.reweight(shift.target)
-    evaluate = _Evaluator(model, evidence.check, labelled, test)
-    state = State(model, source.weight, source.bias)
+    evaluate = _Evaluator(model, evidence, labelled, test)
+    state = State(model, *((source.weight, source.bias) if source else (None, None)))
     history = [
         StageResult(
             "source",
@@ -317,7 +336,7 @@ def _float_check(model: Model, c: Classifier, weight, bias, samples, labels=None
     for x in samples:
         values = runner.run(x)
         quantized.append(values[out].argmax())
-        computed.append((values[c.layer.input].reshape(-1) @ weight.T + bias).argmax())
+        computed.append((c.features(values[c.layer.input])[0] @ weight.T + bias).argmax())
     quantized, computed = np.array(quantized), np.array(computed)
     check = {"argmax_as_float": float(np.mean(quantized == computed))}
     if labels is not None:

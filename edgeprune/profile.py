@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import edgetpu
 from .errors import EdgepruneError, UnsupportedError
 from .layers import IN_PLACE, count_macs, producers, stored_parameters
 from .model import Model, Tensor
@@ -287,6 +288,7 @@ def profile(model: Model, input_shape: tuple[int, ...] | None = None) -> dict[st
         "outputs": [_spec(model, i, shapes) for i in model.main.outputs],
         "ops": rows,
         "not_profiled": not_profiled,
+        "notes": [n for n in [edgetpu.note(model)] if n],
         "totals": {
             "macs": sum(r["macs"] or 0 for r in rows),
             "effective_macs": sum(r["effective_macs"] or 0 for r in rows),

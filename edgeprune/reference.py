@@ -194,11 +194,11 @@ def classifier_outputs(
     model: Model, samples: Iterable[np.ndarray], progress=None
 ) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """(penultimate features [D], logits [C]) of the final layer per sample, real-valued."""
-    layer = Classifier.of(model).layer
-    runner = Runner(model, [layer.input, layer.output])
+    c = Classifier.of(model)
+    runner = Runner(model, [c.layer.input, c.layer.output])
     for x in samples:
         values = runner.run(x)
-        yield values[layer.input].reshape(-1), values[layer.output].reshape(-1)
+        yield c.features(values[c.layer.input])[0], c.scores(values[c.layer.output])[0]
         if progress is not None:
             progress()
 

@@ -57,9 +57,9 @@ class Evidence:
     """What the one pass over the user's samples left: fit part and check part."""
 
     source: Model
-    classifier: Classifier  # the source's final layer
+    classifier: Classifier | None  # the source's final layer (None: not a classifier)
     amap: ActivationMap  # fit part
-    supports: prototypes.Supports  # fit part
+    supports: prototypes.Supports | None  # fit part
     fit_logits: np.ndarray  # [≤ PRIOR_SAMPLES, C] source logits of the fit part
     feature_mean: np.ndarray  # mean penultimate feature of the fit part
     check: list  # check samples (a uniform reservoir)
@@ -79,8 +79,12 @@ def collect(
     support_size: int = 20,
     mode: str = "instrument",
     reference: Reference | None = None,
+    classify: bool = True,
 ) -> Evidence:
-    """The one pass: odd samples go to the check part, even ones to the fit part."""
+    """The one pass: odd samples go to the check part, even ones to the fit part. Without
+    `classify` (a model that is not a classifier, pruned only) no final-layer evidence is kept."""
+    if not classify:
+        return _collect_for_pruning(model, samples, check_size, mode, reference)
     classifier = Classifier.of(model)
     layer, d = classifier.layer, classifier.weight.shape[1]
     amap = ActivationMap(model)
@@ -91,12 +95,12 @@ def collect(
 
     def take(i: int, x: np.ndarray, stored: dict[int, np.ndarray]) -> None:
         nonlocal feature_sum
-        features = model.real(layer.input, stored[layer.input]).reshape(-1, d)
+        features = classifier.features(model.real(layer.input, stored[layer.input]))
         if i % 2:
             check.add((np.array(x), features[0].copy()))
             return
         amap.update(stored)
-        z = model.real(layer.output, stored[layer.output]).reshape(-1, classifier.classes)
+        z = classifier.scores(model.real(layer.output, stored[layer.output]))
         supports.add(features, z)
         feature_sum += features.sum(axis=0)
         for row in z:
@@ -105,6 +109,24 @@ def collect(
     for i, x in enumerate(samples):
         # The raw views must be gone before the next invoke: pass them, never keep them.
         take(i, x, runner.run(x, raw=True))
+    return _evidence(model, classifier, amap, supports, logits, feature_sum, check, reference)
+
+
+def _collect_for_pruning(model: Model, samples, check_size: int, mode: str, reference) -> Evidence:
+    """The one pass for a model that is not a classifier: the activation map and the checks."""
+    amap = ActivationMap(model)
+    check = Reservoir(check_size, seed=0)
+    runner = Runner(model, amap.watched, mode=mode)
+    for i, x in enumerate(samples):
+        if i % 2:
+            check.add((np.array(x), np.zeros(0)))
+        else:
+            amap.update(runner.run(x, raw=True))
+    return _evidence(model, None, amap, None, Reservoir(0), np.zeros(0), check, reference)
+
+
+def _evidence(model, classifier, amap, supports, logits, feature_sum, check, reference):
+    """What the pass left, refused if it saw too few samples to both fit and check."""
     if not amap.count or not check.items:
         raise EdgepruneError("personalize needs at least 2 samples (one to fit, one to check)")
     return Evidence(
@@ -119,6 +141,23 @@ def collect(
         reference=reference,
         samples=amap.count + check.seen,
     )
+
+
+def outputs(model: Model, samples: list) -> np.ndarray:
+    """The model's first output on `samples`, real-valued, one flattened row per sample."""
+    runner = Runner(model)
+    out = model.main.outputs[0]
+    return np.array([runner.run(x)[out].reshape(-1) for x in samples], np.float64)
+
+
+def agree(classifier: Classifier | None, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per sample, does `after` predict what `before` does? For a classifier: the same class
+    (argmax). Otherwise (no class to compare): every output within 1 % of the largest
+    magnitude of the sample's output before."""
+    if classifier is not None:
+        return before.argmax(axis=1) == after.argmax(axis=1)
+    size = np.maximum(np.abs(before).max(axis=1), 1e-12)
+    return np.abs(after - before).max(axis=1) <= 0.01 * size
 
 
 @dataclass
@@ -161,8 +200,15 @@ class Judge:
         self.estimators = tuple(AccuracyEstimator(ref, prior, m) for m in ("ac", "atc"))
 
     def logits(self, model: Model) -> np.ndarray:
-        """The final layer's real-valued outputs of `model` on the check samples."""
+        """The final layer's real-valued outputs of `model` on the check samples (a model that
+        is not a classifier: its outputs)."""
+        if self.evidence.classifier is None:
+            return outputs(model, self.evidence.check)
         return np.array([z for _, z in classifier_outputs(model, self.evidence.check)])
+
+    def agree(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Per check sample, whether `after` (from `logits`) predicts what `before` does."""
+        return agree(self.evidence.classifier, before, after)
 
     def final_layer(self, state: State, weight: np.ndarray, bias: np.ndarray) -> Verdict | None:
         """Estimated accuracy of replacing the final layer, on the source's check features."""
@@ -307,19 +353,19 @@ class PruneStage:
         amap = evidence.amap
         scores = prune.compute_scores(state.model, amap.layers, amap, **self.scoring)
         before = judge.logits(state.model)
-        current = before.argmax(axis=1)
+        checked = len(before)
         for s in self.sparsities:
             m = prune.apply(state.model, scores.masks(s, self.scope)) if s else state.model
             logits = judge.logits(m) if s else before
             zeros, total = prune.measured_sparsity(m, amap.layers)
             p = softmax(logits)
-            same = int(np.sum(p.argmax(axis=1) == current))
+            same = int(np.sum(judge.agree(before, logits)))
             verdict = judge.rewrite(state, before, logits) if s else None
-            lower = wilson_lower(same, len(current))
+            lower = wilson_lower(same, checked)
             candidate = Candidate(
                 sparsity=float(s),
                 measured_sparsity=zeros / total if total else 0.0,
-                agreement=same / len(current),
+                agreement=same / checked,
                 agreement_lower=lower,
                 confidence=float(p.max(axis=1).mean()),
                 infomax=float(entropy(p.mean(axis=0)) - entropy(p).mean()),

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .layers import Layer, scan
+from . import edgetpu
+from .layers import Layer, producers, scan, stored_parameters
 from .model import Model, Tensor
 
 
@@ -41,6 +42,40 @@ def _layer_row(model: Model, layer: Layer) -> dict[str, Any]:
     }
 
 
+def unseen_weights(model: Model, layers: tuple[Layer, ...]) -> dict[str, int]:
+    """{opcode: weights} held by ops that are not prunable layers (an LSTM's, a custom op's
+    inputs): left out of the layer table and never pruned, so the totals do not count them."""
+    seen = {t for layer in layers for t in (layer.weight, layer.bias) if t is not None}
+    writers, counted, found = producers(model), set(), {}
+    for op in model.operators:
+        for i in stored_parameters(model, op, writers):
+            t = model.tensor(i)
+            if i in seen or i in counted or not _learned(t) or len(t.shape) < 1:
+                continue
+            counted.add(i)
+            found[op.opcode] = found.get(op.opcode, 0) + t.size
+    for k, sub in enumerate(model.subgraphs[1:], start=1):  # WHILE/IF bodies: never scanned
+        size = sum(t.size for t in sub.tensors if _learned(t) and model.is_constant(t))
+        if size:
+            found[f"subgraph {k}"] = size
+    return found
+
+
+def _learned(t: Tensor) -> bool:
+    """Floating-point or quantized values (not shapes, axes or other int32 operands)."""
+    return t.dtype is not None and (t.dtype.kind in "fc" or t.quantization is not None)
+
+
+def notes(model: Model, layers: tuple[Layer, ...]) -> list[str]:
+    """What the layer table does not show: weights it cannot see, an Edge TPU compilation."""
+    out = [n for n in [edgetpu.note(model)] if n]
+    unseen = unseen_weights(model, layers)
+    if unseen:
+        where = ", ".join(f"{n:,} in {opcode}" for opcode, n in unseen.items())
+        out.append(f"weights edgeprune cannot see (not in the totals, never pruned): {where}")
+    return out
+
+
 def summarize(model: Model) -> dict[str, Any]:
     """A JSON-ready description of `model` and its prunable layers."""
     found = scan(model)
@@ -61,4 +96,5 @@ def summarize(model: Model) -> dict[str, Any]:
             "sparsity": 1 - nonzero / params if params else 0.0,
             "weight_bytes": sum(r["weight_bytes"] for r in rows),
         },
+        "notes": notes(model, found.layers),
     }

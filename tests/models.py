@@ -38,6 +38,9 @@ archs
     ``small_cnn``            32x32x3 input; four 3x3 convs, dense 32, dense 10 (benchmarks).
     ``mobilenet_v2_shaped``  Keras MobileNetV2, 96x96x3, alpha 0.35, 10 classes with softmax;
                              float32 is the kind meant for it (about 11 s to build).
+    ``conv_head``            MobileNet v1's head in small: 16x16x3 input; conv 16 (stride 2,
+                             relu), depthwise (relu), global average pool (keepdims), 1x1 conv
+                             10 (the classifier), reshape, softmax (int8: quantized softmax).
 
 Weights are drawn from a seeded NumPy generator, biases are non-zero (the converter folds and
 deduplicates all-zero bias tensors, which would hide bias effects), so every build of a (kind,
@@ -64,12 +67,13 @@ os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 KINDS = ("float32", "dynamic", "int8", "float16", "uint8")
-ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped")
+ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped", "conv_head")
 INPUT_SHAPES = {
     "mixed": (1, 16, 16, 3),
     "mixed_wide": (1, 16, 16, 3),
     "small_cnn": (1, 32, 32, 3),
     "mobilenet_v2_shaped": (1, 96, 96, 3),
+    "conv_head": (1, 16, 16, 3),
 }
 CALIBRATION_SAMPLES = 32
 SEED = 1234
@@ -84,6 +88,8 @@ COMMITTED = (
     ("uint8", "mixed"),
     ("dynamic", "mixed_wide"),
     ("float32", "small_cnn"),
+    ("float32", "conv_head"),
+    ("int8", "conv_head"),
 )
 
 # Legacy uint8 model: the float input x maps to uint8 q as x = (q - MEAN) / STD.
@@ -144,6 +150,18 @@ def _keras_model(arch: str):
                 layers.Flatten(),
                 layers.Dense(32, activation="relu"),
                 layers.Dense(10),
+            ]
+        )
+    elif arch == "conv_head":
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape, batch_size=1),
+                layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+                layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+                layers.GlobalAveragePooling2D(keepdims=True),
+                layers.Conv2D(10, 1),
+                layers.Reshape((10,)),
+                layers.Softmax(),
             ]
         )
     elif arch == "mobilenet_v2_shaped":
@@ -293,6 +311,76 @@ def _mixed_tf1_graph(x, weights, ranges):
     h = act(tf.nn.relu(tf.matmul(h, weight(k5)) + b5))
     h = act(tf.matmul(h, weight(k6)) + b6)
     return h, activations
+
+
+def _model_t(data: bytes):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema, schema.ModelT.InitFromPackedBuf(data, 0)
+
+
+def _pack(m) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _opcode(schema, m, builtin: int, custom: str | None = None) -> int:
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.customCode = custom
+    m.operatorCodes.append(code)
+    return len(m.operatorCodes) - 1
+
+
+def edgetpu_compiled(data: bytes) -> bytes:
+    """``data`` as the Edge TPU compiler leaves a model: all its ops replaced by one custom op
+    ``edgetpu-custom-op`` from the input to the output (the compiled weights are inside the op's
+    options, invisible to TFLite). Not runnable without libedgetpu: what edgeprune must say."""
+    schema, m = _model_t(data)
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(schema, m, schema.BuiltinOperator.CUSTOM, "edgetpu-custom-op")
+    g = m.subgraphs[0]
+    op.inputs, op.outputs = list(g.inputs), list(g.outputs)
+    op.customOptions = list(b"compiled-for-the-edge-tpu")
+    g.operators = [op]
+    return _pack(m)
+
+
+def segmenter(data: bytes, last_op: int = 3) -> bytes:
+    """A per-pixel classifier (DeepLab-shaped) from a ``mixed`` model: its ops up to the 1x1
+    conv ``last_op``, then ARG_MAX over channels: an INT64 class id per position."""
+    schema, m = _model_t(data)
+    g = m.subgraphs[0]
+    g.operators = g.operators[: last_op + 1]
+    scores = g.operators[-1].outputs[0]
+
+    def tensor(shape, type_, buffer_data=None):
+        buf = schema.BufferT()
+        buf.data = buffer_data
+        m.buffers.append(buf)
+        t = schema.TensorT()
+        t.shape, t.type, t.buffer = list(shape), type_, len(m.buffers) - 1
+        t.name = f"segmenter_{len(g.tensors)}".encode()
+        g.tensors.append(t)
+        return len(g.tensors) - 1
+
+    axis = tensor([1], schema.TensorType.INT32, list(np.int32([3]).tobytes()))
+    shape = g.tensors[scores].shape
+    ids = tensor(shape[:-1], schema.TensorType.INT64)
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(schema, m, schema.BuiltinOperator.ARG_MAX)
+    op.inputs, op.outputs = [scores, axis], [ids]
+    op.builtinOptionsType = schema.BuiltinOptions.ArgMaxOptions
+    op.builtinOptions = schema.ArgMaxOptionsT()
+    op.builtinOptions.outputType = schema.TensorType.INT64
+    g.operators.append(op)
+    g.outputs = [ids]
+    m.signatureDefs = []
+    return _pack(m)
 
 
 def write_fixtures() -> list[Path]:

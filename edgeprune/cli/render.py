@@ -98,6 +98,8 @@ def _inspect(info: ops.InspectResult) -> Lines:
     yield row("", "total", "", *numbers, f"sparsity {t['sparsity']:.1%}")
     for s in info.skipped:
         yield f"skipped op {s['op']} {s['opcode']}: {s['reason']}"
+    for note in info.notes:
+        yield f"note: {note}"
 
 
 renders_line(
@@ -107,6 +109,8 @@ renders_line(
 
 @renders("prune")
 def _prune(r: ops.PruneResult) -> Lines:
+    if r.note:
+        yield f"warning: {r.note}"
     yield (
         f"wrote {r.output}: {r.zero_weights:,} of {r.weights:,} weights are zero "
         f"(measured sparsity {r.measured_sparsity:.1%}, requested {r.requested_sparsity:.1%})"
@@ -216,6 +220,8 @@ def _profile(info: ops.ProfileResult) -> Lines:
     if info.not_profiled:
         names = ", ".join(f"{r['opcode']} (op {r['op']})" for r in info.not_profiled)
         yield f"not profiled ({len(info.not_profiled)} ops, not in the MAC totals): {names}"
+    for note in info.notes:
+        yield f"note: {note}"
 
 
 @renders("compare")
