@@ -9,7 +9,7 @@ S_out, bias included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,16 +34,49 @@ def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise EdgepruneError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
 
 
+_CHUNK = 1 << 20  # weights per float64 temporary while scoring
+
+
 def weight_scores(
-    model: Model, layer: Layer, amap: ActivationMap | None, score: str, rng
+    model: Model,
+    layer: Layer,
+    amap: ActivationMap | None,
+    score: str,
+    rng,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One score per weight of `layer` (weight-shaped): higher means more worth keeping."""
-    w = np.abs(model.dequantized(layer.weight))
-    if score == "fine":
-        return w * layer.input_for_weight(amap.s_in(layer))
-    if score == "magnitude":
-        return w
-    return rng.random(w.shape)
+    """One float32 score per weight of `layer` (weight-shaped, written into `out` if given):
+    higher means more worth keeping.
+
+    Scores are computed in float64 a chunk of rows at a time and rounded to float32 once, so
+    they keep the order of the float64 products (a cut without ties in float32 selects what the
+    float64 scores would) at half the memory, with no weight-sized float64 temporaries."""
+    t = model.tensor(layer.weight)
+    data = model.tensor_data(t)
+    out = np.empty(data.shape, np.float32) if out is None else out
+    if score == "random":
+        out[...] = rng.random(data.shape)
+        return out
+    q = t.quantization
+    s_in = layer.input_for_weight(amap.s_in(layer)) if score == "fine" else None
+    rows = max(1, _CHUNK // max(1, data[0].size)) if data.ndim else 1
+    for start in range(0, data.shape[0] if data.ndim else 1, rows):
+        part = np.s_[start : start + rows] if data.ndim else np.s_[...]
+        w = data[part].astype(np.float64)
+        if q is not None:  # scale · (q − zero_point), as Quantization.dequantize
+            w -= _rows(q._along(q.zero_point, data.ndim), part)
+            w *= _rows(q._along(q.scale.astype(np.float64), data.ndim), part)
+        np.abs(w, out=w)
+        if s_in is not None:
+            w *= _rows(s_in, part)
+        out[part] = w
+    return out
+
+
+def _rows(a: np.ndarray, part) -> np.ndarray:
+    """The rows `part` of an array that broadcasts against the weight (all of it if it
+    broadcasts along the first axis)."""
+    return a[part] if a.ndim and a.shape[0] > 1 else a
 
 
 def channel_scores(
@@ -58,23 +91,33 @@ def channel_scores(
     return rng.random(layer.out_channels)
 
 
-def _keep_top(scores: list[np.ndarray], sparsity: float, sizes: list[int] | None = None):
+def _keep_top(
+    scores: list[np.ndarray],
+    sparsity: float,
+    sizes: list[int] | None = None,
+    flat: np.ndarray | None = None,
+):
     """Keep-masks dropping the lowest scores over all arrays together until `sparsity` of the
-    weights is gone; sizes[k] is how many weights one entry of scores[k] stands for (a channel)."""
-    flat = np.concatenate([s.ravel() for s in scores])
-    keep = np.ones(flat.size, bool)
+    weights is gone; sizes[k] is how many weights one entry of scores[k] stands for (a channel).
+    `flat`, when given, is all of `scores` laid end to end (they are views of it): no copy."""
+    if flat is None:
+        flat = (
+            scores[0].ravel() if len(scores) == 1 else np.concatenate([s.ravel() for s in scores])
+        )
     if sizes is None:
         drop = round(sparsity * flat.size)
         if 0 < drop < flat.size:
             # Everything below the drop-th smallest score goes, then ties in order of position.
+            # One partitioned copy, freed at once; then one boolean array.
             threshold = np.partition(flat, drop - 1)[drop - 1]
-            below = flat < threshold
-            tied = np.flatnonzero(flat == threshold)[: drop - int(below.sum())]
-            keep[below] = False
-            keep[tied] = False
-        elif drop:
-            keep[:] = False
+            keep = flat > threshold
+            tied = np.flatnonzero(flat == threshold)
+            below = flat.size - int(np.count_nonzero(keep)) - tied.size
+            keep[tied[drop - below :]] = True
+        else:
+            keep = np.full(flat.size, not drop)
     else:
+        keep = np.ones(flat.size, bool)
         weight = np.concatenate([np.full(s.size, n) for s, n in zip(scores, sizes)])
         order = np.argsort(flat, kind="stable")
         dropped = np.concatenate([[0], np.cumsum(weight[order])])
@@ -97,6 +140,7 @@ class Scores:
     layers: tuple[Layer, ...]
     values: tuple[np.ndarray, ...]
     granularity: str
+    flat: np.ndarray | None = field(default=None, repr=False, compare=False)  # values end to end
 
     def masks(self, sparsity: float, scope: str = "layer") -> list[Mask]:
         """Keep-masks that remove `sparsity` of the weights with the lowest scores."""
@@ -114,7 +158,8 @@ class Scores:
                 sizes = [
                     int(np.prod(x.weight_shape)) // v.size for x, v in zip(self.layers, values)
                 ]
-            keeps = _keep_top(values, sparsity, sizes)
+            flat = self.flat if scope == "global" else None
+            keeps = _keep_top(values, sparsity, sizes, flat)
         if self.granularity == "weight":
             return [Mask(layer, keep) for layer, keep in zip(self.layers, keeps)]
         return [
@@ -140,9 +185,18 @@ def compute_scores(
         raise EdgepruneError("score 'fine' needs an activation map: run `edgeprune record` first")
     rng = np.random.default_rng(seed)
     chosen = tuple(layers)[: -1 if keep_classifier else None]
-    scorer = weight_scores if granularity == "weight" else channel_scores
-    values = tuple(scorer(model, layer, amap, score, rng) for layer in chosen)
-    return Scores(chosen, values, granularity)
+    if granularity == "channel":
+        values = tuple(channel_scores(model, layer, amap, score, rng) for layer in chosen)
+        return Scores(chosen, values, granularity)
+    # Weight scores of all layers in one float32 array, each layer's a view of its part.
+    sizes = [model.tensor(layer.weight).size for layer in chosen]
+    flat = np.empty(sum(sizes), np.float32)
+    views, start = [], 0
+    for layer, size in zip(chosen, sizes):
+        view = flat[start : start + size].reshape(model.tensor(layer.weight).shape)
+        views.append(weight_scores(model, layer, amap, score, rng, out=view))
+        start += size
+    return Scores(chosen, tuple(views), granularity, flat)
 
 
 def masks(
@@ -176,9 +230,10 @@ def _write_zeros(model: Model, tensor: int, keep: np.ndarray) -> None:
     np.copyto(data, np.broadcast_to(zero, data.shape), where=~keep)
 
 
-def apply(model: Model, mask_list: list[Mask]) -> Model:
-    """A copy of `model` with every mask written into its weight (and bias) bytes."""
-    pruned = model.copy()
+def apply(model: Model, mask_list: list[Mask], in_place: bool = False) -> Model:
+    """A copy of `model` with every mask written into its weight (and bias) bytes; with
+    in_place=True, `model` itself (no second copy of a large model in memory)."""
+    pruned = model if in_place else model.copy()
     for m in mask_list:
         _write_zeros(pruned, m.layer.weight, m.keep)
         if m.keep_bias is not None and m.layer.bias is not None:

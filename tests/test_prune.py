@@ -169,3 +169,40 @@ def test_ties_at_the_cut_are_dropped_in_order_of_position():
     assert keep.tolist() == [True, False, True, False, False, True]
     keep = prune._keep_top([scores], 2 / 6)[0]  # drop 2: the first two 1.0s
     assert keep.tolist() == [True, False, True, False, True, True]
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8", "float16", "dynamic"])
+def test_scores_are_the_float64_products_rounded_once_to_float32(kind, monkeypatch):
+    """float32 scores, a few rows at a time (per-channel scales sliced with them), equal the
+    float64 Eq. 1 products rounded once; all layers' scores are views of one array."""
+    model, amap = recorded(kind)
+    monkeypatch.setattr(prune, "_CHUNK", 7)  # many chunks per layer
+    scores = prune.compute_scores(model, amap.layers, amap)
+    assert scores.flat.dtype == np.float32
+    assert sum(v.size for v in scores.values) == scores.flat.size
+    per_channel = False
+    for layer, v in zip(scores.layers, scores.values):
+        assert np.shares_memory(v, scores.flat)
+        q = model.tensor(layer.weight).quantization
+        per_channel |= q is not None and q.scale.size > 1
+        expected = np.abs(model.dequantized(layer.weight)) * layer.input_for_weight(
+            amap.s_in(layer)
+        )
+        np.testing.assert_array_equal(v, expected.astype(np.float32))
+    assert per_channel or kind in ("uint8", "float16")
+
+
+def test_global_masks_and_in_place_apply_copy_no_scores_or_model():
+    """A global cut reads the one score array (no concatenated copy) and masks equal those of
+    separately computed arrays; apply(in_place=True) writes into the model it was given."""
+    model, amap = recorded("float32")
+    scores = prune.compute_scores(model, amap.layers, amap)
+    copied = prune.Scores(scores.layers, tuple(v.copy() for v in scores.values), "weight")
+    for sparsity in (0.3, 0.5, 0.9):
+        for a, b in zip(scores.masks(sparsity, "global"), copied.masks(sparsity, "global")):
+            np.testing.assert_array_equal(a.keep, b.keep)
+    masks = scores.masks(0.5, "global")
+    pruned = prune.apply(model, masks, in_place=True)
+    assert pruned is model
+    zeros, total = prune.measured_sparsity(model, amap.layers)
+    assert zeros == round(0.5 * total)
