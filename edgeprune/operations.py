@@ -275,7 +275,7 @@ def _prune(
         keep_classifier=keep_classifier,
         seed=seed,
     )
-    pruned = prune_mod.apply(m, chosen)
+    pruned = prune_mod.apply(m, chosen, in_place=True)  # no second copy of a large model
     pruned.save(output)
     zeros, total = prune_mod.measured_sparsity(pruned, layers)
     measured = zeros / total if total else 0.0
