@@ -470,6 +470,7 @@ def _personalize(
     support_size: int,
     eval_samples: int,
     mode: str,
+    shrink: float,
 ) -> PersonalizeResult:
     import zlib
 
@@ -497,6 +498,7 @@ def _personalize(
         support_size=support_size,
         evaluation_size=eval_samples,
         mode=mode,
+        shrink=shrink,
     )
     chosen.save(output)
     written = write_report(rep, report, str(output)) if report else []
@@ -601,6 +603,13 @@ personalize = register(
                 default=256,
             ),  # fmt: skip
             MODE,
+            Param(
+                "shrink",
+                "first remove this fraction of channel groups (thin) and refit the next layers "
+                "on your samples; kept only if the check passes, then the stages run",
+                type=fraction,
+                default=0.0,
+            ),
         ),
         _personalize,
         PersonalizeResult,

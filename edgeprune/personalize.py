@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .estimate import TOLERANCE
 from .model import Model
 from .reference import Reference
 from .runtime import Runner
+from .shrink import shrink_step
 from .stages import (
     ORDER,
     Candidate,
@@ -178,6 +179,7 @@ def personalize(
     evaluation_size: int = 256,
     mode: str = "instrument",
     seed: int = 0,
+    shrink: float = 0.0,
 ) -> tuple[Model, Report]:
     """Personalize `model` to the user behind `samples`: prior → prototypes → prune, each stage
     kept only if the check says it does not hurt; returns the model and the report."""
@@ -189,6 +191,13 @@ def personalize(
     if rule == "fixed" and fixed is None:
         raise EdgepruneError("rule 'fixed' needs a sparsity")
     notes, shift = [], None
+    shrunk = None
+    if shrink:  # thin + repair first, kept only if the check passes (`shrink`)
+        samples = list(samples)
+        model, reference, shrunk = shrink_step(
+            model, samples, shrink, reference=reference, agreement=agreement,
+            tolerance=tolerance, check_size=evaluation_size, mode=mode,
+        )  # fmt: skip
     reason = not_a_classifier(model, stages, rule)
     classify = not reason
     if reason:
@@ -231,6 +240,9 @@ def personalize(
             estimated_accuracy=judge.estimated(state),
         )
     ]
+    if shrunk is not None:
+        row = StageResult("shrink", shrunk.applied, shrunk.agreement, check=shrunk.check)
+        history.insert(0, replace(row, reason=shrunk.reason, details=shrunk.details))
     if rule == "fixed":
         sparsities = (0.0, fixed) if fixed else (0.0,)
     scoring = dict(score=score, granularity=granularity, keep_classifier=keep_classifier, seed=seed)
@@ -252,6 +264,7 @@ def personalize(
         support_size=support_size,
         mode=mode,
         seed=seed,
+        shrink=shrink,
     )
     report = Report(
         rule,

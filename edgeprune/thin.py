@@ -69,11 +69,17 @@ def shrink(
     samples: Iterable[np.ndarray] | None = None,
     masked: bool = False,
     zero_bias: bool = True,
+    protect: Iterable[int] = (),
 ) -> ThinResult:
     """Thin `model`: remove `amount` of the channel groups with the lowest scores (or, with
     `masked`, the groups whose weights are already zero), then repair the consumers on
-    `samples` (unlabeled, run through the dense model once) when they are given."""
+    `samples` (unlabeled, run through the dense model once) when they are given. The layers
+    (op indices) in `protect` keep all their input channels."""
     graph, groups = analyze(model)
+    protect = set(protect)
+    for g in groups:
+        if not g.frozen and any(x.op in protect for x, _ in g.consumers):
+            g.frozen = "read by a protected layer"
     pick = masked_groups if masked else None
     chosen = pick(graph, groups) if pick else select(graph, groups, amount, score, amap)
     moments = None

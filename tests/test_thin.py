@@ -141,3 +141,18 @@ def test_thin_command_writes_a_smaller_model_and_says_so(tmp_path, capsys):
     assert out.stat().st_size == result["after"]["file_bytes"]
     assert main(["thin", str(source), "--amount", "1.5", "-o", str(out)]) == 2
     assert "amount" in capsys.readouterr().err
+
+
+def test_personalize_shrink_is_kept_only_if_the_check_passes():
+    from edgeprune.personalize import personalize
+
+    model = Model(build("float32", "small_cnn"))
+    xs = list(random_inputs(60, INPUT_SHAPES["small_cnn"][1:], seed=3))
+    kwargs = dict(stages=("prune",), fixed=0.0, rule="fixed", evaluation_size=30, shrink=0.5)
+    refused, report = personalize(model, xs, agreement=0.999, **kwargs)
+    row = report.stages[0]
+    assert row.name == "shrink" and not row.applied and "agreement" in row.reason
+    assert refused.to_bytes() == model.to_bytes()
+    kept, report = personalize(model, xs, agreement=0.0, **kwargs)
+    assert report.stages[0].applied and report.settings["shrink"] == 0.5
+    assert kept.nbytes < 0.6 * model.nbytes
