@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native_stderr
 from .choices import DELEGATES
 from .errors import EdgepruneError
 from .model import Model
@@ -67,8 +68,13 @@ def peak_rss() -> int:
 # ----- interpreter ------------------------------------------------------------------------------
 
 
-def make_interpreter(content: bytes, delegate: str = "xnnpack", threads: int | None = None):
-    """An interpreter for `content` with the chosen delegate; (interpreter, runtime, note)."""
+def make_interpreter(
+    content: bytes, delegate: str = "xnnpack", threads: int | None = None, allocate: bool = True
+):
+    """An interpreter for `content` with the chosen delegate; (interpreter, runtime, note).
+
+    allocate=False leaves allocation to the caller, e.g. after resizing a dynamic input (a model
+    whose layers cannot be planned for the placeholder shape fails to allocate before that)."""
     if delegate not in DELEGATES:
         raise EdgepruneError(f"unknown delegate {delegate!r}: choose one of {', '.join(DELEGATES)}")
     cls, runtime = interpreter_class()
@@ -88,7 +94,11 @@ def make_interpreter(content: bytes, delegate: str = "xnnpack", threads: int | N
                 "the CPU; compile it with edgetpu_compiler"
             )
     interpreter, _ = load_interpreter(
-        content, f"the interpreter cannot load the model ({delegate})", runtime, **options
+        content,
+        f"the interpreter cannot load the model ({delegate})",
+        runtime,
+        allocate=allocate,
+        **options,
     )
     return interpreter, runtime, note
 
@@ -156,13 +166,17 @@ def bench(
     interpreter_class()  # import the runtime before the memory window opens
     rss_before, rss_method = reset_peak_rss()
     t0 = time.perf_counter()
-    interpreter, runtime, note = make_interpreter(content, delegate, threads)
+    interpreter, runtime, note = make_interpreter(content, delegate, threads, input_shape is None)
     details = interpreter.get_input_details()
-    if input_shape is not None:
+    if input_shape is not None:  # resized before the first allocation
         if len(details) != 1:
             raise EdgepruneError("--input-shape needs a model with 1 input")
-        interpreter.resize_tensor_input(details[0]["index"], list(input_shape), strict=False)
-        interpreter.allocate_tensors()
+        try:
+            interpreter.resize_tensor_input(details[0]["index"], list(input_shape), strict=False)
+            with native_stderr.silenced():  # the delegate is applied here: its INFO line
+                interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise EdgepruneError(f"the model cannot run with input shape {input_shape}: {e}") from e
         details = interpreter.get_input_details()
     init_seconds = time.perf_counter() - t0
     for i, d in enumerate(details):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native_stderr
 from .choices import RUNNER_MODES as MODES
 from .errors import EdgepruneError, RuntimeMissingError, UnsupportedError
 from .model import Model
@@ -54,11 +55,11 @@ def load_interpreter(
     load raises EdgepruneError("`failure`: why")."""
     cls, package = interpreter_class(runtime)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr.silenced():  # -q: no XNNPACK INFO line
             warnings.simplefilter("ignore")
             interpreter = cls(model_content=content, **options)
-        if allocate:
-            interpreter.allocate_tensors()
+            if allocate:
+                interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise EdgepruneError(f"{failure}: {e}") from e
     return interpreter, package

@@ -57,6 +57,7 @@ class Agent:
             p.PUT_CLOSE: self._put_close,
             p.GET_OPEN: self._get_open,
             p.GET_DATA: self._get_data,
+            p.LIST: self._list,
             p.RUN: self._start_run,
             p.CANCEL: self._cancel,
         }
@@ -188,8 +189,11 @@ class Agent:
 
     def _put_open(self, frame: p.Frame):
         body = frame.json()
-        have = self.workdir.put_open(body.get("path"), body.get("size"), body.get("sha256"))
-        return p.OK, {"offset": have}
+        name, size, sha256 = body.get("path"), body.get("size"), body.get("sha256")
+        path = self.workdir.resolve(name)
+        if path.is_file() and path.stat().st_size == size and self.workdir.digest(path) == sha256:
+            return p.OK, {"offset": size, "present": True}  # identical: nothing to send
+        return p.OK, {"offset": self.workdir.put_open(name, size, sha256)}
 
     def _put_data(self, frame: p.Frame):
         head = p.SHA256_SIZE + p.OFFSET.size
@@ -223,6 +227,13 @@ class Agent:
         offset = body.get("offset")
         data = self.workdir.read(body.get("path"), body.get("sha256"), offset, length)
         return p.DATA, p.OFFSET.pack(offset) + data
+
+    def _list(self, frame: p.Frame):
+        from .listing import listing
+
+        body = frame.json()
+        budget = self.session_max // 2  # the entries' JSON, with room to spare in one frame
+        return p.OK, listing(self.workdir, body.get("path"), body.get("recursive", False), budget)
 
     def _start_run(self, frame: p.Frame):
         from . import operations
@@ -274,7 +285,8 @@ class Agent:
         if result is None:
             return self._error(request_id, code, message)
         done = [o for o in checked.outputs if (self.workdir.root / o).exists()]
-        self._reply(request_id, p.OK, {"result": result, "outputs": done})
+        folders = [o for o in done if (self.workdir.root / o).is_dir()]
+        self._reply(request_id, p.OK, {"result": result, "outputs": done, "directories": folders})
 
     def _cancel(self, frame: p.Frame):
         target = frame.json().get("request_id")

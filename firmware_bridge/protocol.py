@@ -35,6 +35,7 @@ SHA256_SIZE = 32
 HELLO, INFO, PING = 0x01, 0x02, 0x03
 PUT_OPEN, PUT_DATA, PUT_CLOSE = 0x10, 0x11, 0x12
 GET_OPEN, GET_DATA = 0x18, 0x19
+LIST = 0x1C
 RUN, CANCEL = 0x20, 0x21
 # Replies and unsolicited frames (agent -> host).
 OK, ERROR, EVENT, DATA, KEEPALIVE = 0x80, 0x81, 0x82, 0x83, 0x8F
@@ -48,6 +49,7 @@ NAMES = {
     PUT_CLOSE: "PUT_CLOSE",
     GET_OPEN: "GET_OPEN",
     GET_DATA: "GET_DATA",
+    LIST: "LIST",
     RUN: "RUN",
     CANCEL: "CANCEL",
     OK: "OK",

@@ -69,6 +69,26 @@ def test_dynamic_input_needs_a_shape(tmp_path, capsys):
     assert result["inputs"][0]["shape"] == [1, 20, 24, 3]
 
 
+@pytest.mark.tensorflow
+def test_a_dynamic_model_is_resized_before_allocation_and_q_hides_the_runtime(tmp_path, capfd):
+    """A 5x5 VALID convolution cannot be planned for the placeholder 1x1 input: allocating
+    before resizing fails. -q also hides the runtime's own INFO line (printed on fd 2)."""
+    tf = import_tensorflow()
+    kernel = tf.constant(np.ones((5, 5, 3, 4)), tf.float32)
+    path = tmp_path / "dynamic.tflite"
+    path.write_bytes(convert(lambda x: tf.nn.conv2d(x, kernel, 2, "VALID"), (1, None, None, 3)))
+    argv = [sys.executable, "-m", "edgeprune", "bench", str(path), "--input-shape", "1,20,24,3"]
+    argv += ["--runs", "2", "--json"]
+    shown = subprocess.run(argv, capture_output=True, text=True)
+    assert json.loads(shown.stdout)["inputs"][0]["shape"] == [1, 20, 24, 3]
+    assert "XNNPACK" in shown.stderr  # the runtime says it, once per process ...
+    quiet = subprocess.run([*argv, "-q"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # ... but not under -q
+    assert main([*argv[3:6], "1,2,2,3", *argv[7:]]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("edgeprune: error: the model cannot run with input shape (1, 2, 2, 3)")
+
+
 def test_edgetpu_missing_is_explained(tflite_model, capsys):
     import ctypes
 

@@ -158,6 +158,7 @@ def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
     assert result == {
         "result": {"output": "maps/map.npz", "samples": 40, "layers": 6},
         "outputs": ["maps/map.npz"],
+        "directories": [],
     }
     assert events[0] == {"kind": "started", "operation": "record", "outputs": ["maps/map.npz"]}
     progress = [e for e in events if e["kind"] == "progress"]
@@ -166,7 +167,8 @@ def test_record_prune_personalize_inspect_on_the_board_match_local_runs(
     pruning = {"sparsity": 0.5, "scope": "global", "output": "p.tflite"}
     device.run("prune", {"model": "m.tflite", "map": "maps/map.npz", **pruning}, events.append)
     params = {"model": "m.tflite", "data": "data/x.npy", "output": "u.tflite", "report": "rep"}
-    device.run("personalize", params, print)
+    reply = device.run("personalize", params, print)
+    assert reply["directories"] == ["rep"] and set(reply["outputs"]) == {"u.tflite", "rep"}
     inspected = device.run("inspect", {"model": "p.tflite"}, print)["result"]
     assert 0.45 < inspected["totals"]["sparsity"] < 0.55
     totals = device.run("profile", {"model": "p.tflite"}, print)["result"]["totals"]

@@ -4,6 +4,7 @@ missing agent, a link cut mid-transfer, and an agent killed mid-RUN."""
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,27 @@ def test_an_agent_killed_mid_run_over_ssh(sshd, known_hosts, tmp_path, tflite_mo
         _, error = record_killing_the_agent(device, "map.npz")
     assert "record did not finish" in error and "the agent stopped" in error
     assert sorted(p.name for p in root.iterdir()) == [".edgeprune", "m.tflite", "many.npy"]
+
+
+def test_a_host_alias_from_ssh_config_with_its_key_and_host_key_still_checked(
+    sshd, known_hosts, tmp_path, monkeypatch
+):
+    """`ssh://myboard/...` as ssh reads ~/.ssh/config: HostName, Port, User, IdentityFile."""
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host myboard\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {tmp_path / 'missing_key'}\n  IdentityFile {sshd.user_key}\n"
+        "Host *\n  User nobody-else\n"
+    )
+    monkeypatch.setenv("EDGEPRUNE_SSH_CONFIG", str(config))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys: the config's key must be used
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    url = f"ssh://myboard{tmp_path / 'board'}?python={sys.executable}"
+    with Device(url) as device:
+        assert device.info()["workdir"] == str(tmp_path / "board")
+        assert device.put(Path(__file__), "t.py")["size"] == Path(__file__).stat().st_size
+
+    monkeypatch.setenv("EDGEPRUNE_KNOWN_HOSTS", str(tmp_path / "empty_known_hosts"))
+    with pytest.raises(HostKeyError) as e:
+        Device(url).info()
+    assert f"[127.0.0.1]:{sshd.port} is not a known host" in str(e.value)

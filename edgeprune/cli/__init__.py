@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
-from .. import operation
+from .. import native_stderr, operation
 from .. import operations as _core  # noqa: F401  (registers the core's operations)
 from ..errors import EdgepruneError
 from ..host import operations as _host  # noqa: F401  (registers the host's operations)
@@ -33,6 +34,7 @@ DESCRIPTION = (
 
 def run_operation(op: operation.Operation, args: argparse.Namespace) -> None:
     """Call `op` with the parsed arguments; print its result (or JSON)."""
+    native_stderr.hide(getattr(args, "quiet", False))  # -q: the runtime's own INFO lines too
     context = TerminalContext(quiet=getattr(args, "quiet", False) or args.json)
     try:
         result = op(context, **params_of(op, args))
@@ -72,10 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a program killed by the closed pipe reports
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:  # `edgeprune ... | head`: the reader has all it wanted
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except EdgepruneError as e:
         print(f"edgeprune: error: {e}", file=sys.stderr)
         return 2

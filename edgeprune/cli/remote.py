@@ -8,6 +8,7 @@ operation and sends its progress and its result, printed here exactly as a local
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any
 
@@ -84,8 +85,7 @@ def run_remote(args: argparse.Namespace) -> None:
         finally:
             context.close_all()
     show(op.name, op.result.from_dict(reply["result"]), parsed.json)
+    folders = set(reply.get("directories", []))
     for path in reply.get("outputs", []):
-        print(
-            f"{path} is on {device.label}; fetch it with `edgeprune pull {args.device} {path}`",
-            file=sys.stderr,
-        )
+        how = ["edgeprune", "pull", *(["-r"] if path in folders else []), args.device, path]
+        print(f"{path} is on {device.label}; fetch it with `{shlex.join(how)}`", file=sys.stderr)

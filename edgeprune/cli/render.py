@@ -373,3 +373,26 @@ def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:
 
 renders_line("push", lambda r: _transfer("pushed", f"{r.source} -> {r.device}:{r.path}", r))
 renders_line("pull", lambda r: _transfer("pulled", f"{r.device}:{r.source} -> {r.path}", r))
+    if r.files:
+        unchanged = f"; {r.skipped} unchanged, not sent" if r.skipped else ""
+        return f"{verb} {route}/ ({len(r.files)} files, {r.size:,} bytes{unchanged})"
+    if r.skipped:
+        return f"{route}: already there with the same content (sha256 {r.sha256[:16]}…), not sent"
+
+
+@renders("ls")
+def _ls(r: host_ops.Listing) -> Lines:
+    """Like `ls -l`: size, modification time (UTC), name (folders end in /), relative to the
+    listed folder."""
+    import time
+
+    base = f"{r.path}/" if r.path and r.type == "dir" else ""
+    for e in r.entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["mtime"]))
+        name = e["path"][len(base) :] if e["path"].startswith(base) else e["path"]
+        size = "" if e["type"] == "dir" else f"{e['size']:,}"
+        yield f"{size:>15}  {when}  {name}{'/' if e['type'] == 'dir' else ''}"
+    if not r.entries:
+        yield f"{r.device}:{r.path or '.'} is empty"
+    if r.truncated:
+        yield f"(more entries than one reply holds: list a subfolder of {r.path or '.'})"

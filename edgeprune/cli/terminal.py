@@ -1,19 +1,22 @@
-"""Progress on a terminal: an operation's bars drawn with tqdm on stderr."""
+"""Progress on a terminal: an operation's bars drawn with tqdm on stderr, only when stderr is a
+terminal (a log file or a pipe gets no bar fragments)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..operation import Bar, Context
 
 
 class TerminalContext(Context):
-    """Draws each bar of a running operation; `quiet` draws none. Ctrl-C cancels (the
-    KeyboardInterrupt reaches the CLI, which says nothing was written)."""
+    """Draws each bar of a running operation; `quiet`, or a stderr that is not a terminal, draws
+    none. Ctrl-C cancels (the KeyboardInterrupt reaches the CLI, which says nothing was
+    written)."""
 
     def __init__(self, quiet: bool = False, label: str = ""):
         super().__init__()
-        self.quiet, self.label = quiet, label
+        self.quiet, self.label = quiet or not _is_terminal(sys.stderr), label
         self._bars: dict[int, Any] = {}
 
     def show(self, bar: Bar) -> None:
@@ -40,3 +43,10 @@ class TerminalContext(Context):
         for drawn in self._bars.values():
             drawn.close()
         self._bars.clear()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False

@@ -1,4 +1,4 @@
-"""Talk to a board's agent: `Device(url)` offers `info`, `put`, `get` and `run`.
+"""Talk to a board's agent: `Device(url)` offers `info`, `list`, `put`, `get` and `run`.
 
 The link, HELLO and the request/reply exchange are the `session` layer's (`Connection`, which
 `Device` extends); pushes and pulls are `transfers`'. Ctrl-C during `run` cancels the operation
@@ -89,6 +89,11 @@ class Device(Connection):
             if reply.type == p.ERROR:
                 raise error_of(reply)
             return reply.json()
+
+    def list(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
+        """What is at `path` in the board's work directory (LIST): {"path", "type" ("file" or
+        "dir"), "entries": [{"path", "type", "size", "mtime"}], "truncated"}."""
+        return self.request(p.LIST, {"path": path, "recursive": recursive}).json()
 
     def put(self, local: str | Path, remote: str, progress=None) -> dict[str, Any]:
         """Upload a file (see `transfers.put`)."""

@@ -325,7 +325,12 @@ device_info = register(
 
 @dataclass
 class Transfer(Result):
-    """A finished push or pull: where the file is now, and what moved."""
+    """A finished push or pull: where the file (or folder) is now, and what moved.
+
+    For a folder `path` is the folder, `size` the bytes of all its files, `files` each file's
+    own result; `skipped` counts the files not sent because the same content was already
+    there (for one file: 1 or 0).
+    """
 
     device: str
     source: str
@@ -338,7 +343,8 @@ class Transfer(Result):
 
 
 def _moved(context: Context, verb: str, device: str, source: str, move) -> Transfer:
-    """Run one push or pull with a byte bar; `move(board, progress)` returns the result."""
+    """Run one push or pull (of one file or a folder, over one link) with a byte bar;
+    `move(board, progress)` returns the result."""
     bars = []
 
     def progress(done: int, total: int) -> None:
@@ -352,25 +358,27 @@ def _moved(context: Context, verb: str, device: str, source: str, move) -> Trans
         finally:
             for bar in bars:
                 bar.close()
-    names = {"path", "size", "sha256", "resumed_from", "reconnected_at", "reconnects"}
-    return Transfer(board.label, source, **{k: v for k, v in result.items() if k in names})
+    names = {"path", "size", "sha256", "resumed_from", "reconnected_at", "reconnects", "files"}
+    kept = {k: v for k, v in result.items() if k in names}
+    return Transfer(board.label, source, skipped=int(result.get("skipped", 0)), **kept)
 
 
-def _push(context: Context, device: str, file: str, remote: str | None) -> Transfer:
-    target = remote or Path(file).name
-    return _moved(context, "push", device, file, lambda b, p: b.put(file, target, p))
+
+    return _moved(context, "push", device, file,
+                  lambda b, p: copying.push(b, Path(file), remote, recursive, p))  # fmt: skip
 
 
 push = register(
     Operation(
         "push",
-        "copy a file to a board's work directory (resumable)",
+        "copy a file (or with -r a folder) to a board's work directory (resumable)",
         (
             DEVICE,
-            Param("file", "the file to copy", default=REQUIRED, role="input", positional=True),
+            Param("file", "the file or folder to copy", default=REQUIRED, role="input",
+                  positional=True),  # fmt: skip
             Param(
                 "remote",
-                "path on the board (default: the file's name)",
+                "path on the board (default: the file's name); DIR/ puts it into DIR",
                 long="--as",
                 metavar="PATH",
             ),  # fmt: skip
@@ -382,14 +390,17 @@ push = register(
 )
 
 
-def _pull(context: Context, device: str, path: str, output: str) -> Transfer:
-    return _moved(context, "pull", device, path, lambda b, p: b.get(path, output, p))
+def _pull(context: Context, device: str, path: str, output: str, recursive: bool) -> Transfer:
+    from . import copying
+
+    return _moved(context, "pull", device, path,
+                  lambda b, p: copying.pull(b, path, output, recursive, p))  # fmt: skip
 
 
 pull = register(
     Operation(
         "pull",
-        "copy a file from a board's work directory (resumable)",
+        "copy a file (or with -r a folder) from a board's work directory (resumable)",
         (
             DEVICE,
             Param(
@@ -399,11 +410,66 @@ pull = register(
                 positional=True,
             ),  # fmt: skip
             Param(
-                "output", "file or directory (default: here)", default=".", role="output", flag="-o"
+                "output",
+                "file, or directory to put it in (an existing one, or DIR/; default: here)",
+                default=".",
+                role="output",
+                flag="-o",
             ),  # fmt: skip
         ),
         _pull,
         Transfer,
         progress=True,
+    )
+)
+RECURSIVE = Param("recursive", "copy a folder and everything in it", type=bool, default=False,
+                  flag="-r")  # fmt: skip
+
+    skipped: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
+        bars[0].total = total
+def _push(context: Context, device: str, file: str, remote: str | None, recursive: bool
+          ) -> Transfer:  # fmt: skip
+    from . import copying
+            RECURSIVE,
+        description="Like scp: a file whose identical content is already there is not sent "
+        "again, an interrupted push resumes where it stopped, and every file of a folder goes "
+        "over the same link.",
+            RECURSIVE,
+        description="Like scp: -o DIR/ (or an existing directory) puts it into DIR, any other "
+        "-o names the copy; a local file with identical content is not fetched again.",
+
+
+@dataclass
+class Listing(Result):
+    """What is at a path in a board's work directory."""
+
+    device: str
+    path: str
+    type: str
+    entries: list[dict[str, Any]]
+    truncated: bool = False
+
+
+def _ls(context: Context, device: str, path: str, recursive: bool) -> Listing:
+    with open_device(device) as board:
+        listed = board.list(path or "", recursive)
+    return Listing(board.label, listed["path"], listed["type"], listed["entries"],
+                   listed["truncated"])  # fmt: skip
+
+
+ls = register(
+    Operation(
+        "ls",
+        "list a board's work directory (or a folder or file in it)",
+        (
+            DEVICE,
+            Param("path", "a folder or file in the work directory (default: all of it)",
+                  default="", positional=True),  # fmt: skip
+            Param("recursive", "list the folders inside too", type=bool, default=False,
+                  flag="-r"),  # fmt: skip
+        ),
+        _ls,
+        Listing,
     )
 )

@@ -1,9 +1,12 @@
 """The agent over SSH: paramiko, host keys checked against known_hosts, agent started by exec.
 
 An unknown host key is refused, never added: the error shows its fingerprint and how to accept
-it with the ordinary ssh client. Authentication tries the key named in the URL, else the SSH
-agent and the usual ~/.ssh keys. The command sent is built from fixed words plus the URL's
-python and work directory, each checked to be one plain word and quoted.
+it with the ordinary ssh client. A host that is an alias in ~/.ssh/config ($EDGEPRUNE_SSH_CONFIG)
+is read with paramiko's SSHConfig as ssh reads it: its HostName, Port, User and IdentityFile
+(what the URL says wins); the host key is checked for the real host name. Authentication tries
+the key named in the URL (else the config's), the SSH agent and the usual ~/.ssh keys. The
+command sent is built from fixed words plus the URL's python and work directory, each checked to
+be one plain word and quoted.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import getpass
 import hashlib
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from .device_errors import DeviceError, HostKeyError, LinkError
@@ -27,12 +31,47 @@ from .links import (
 )
 
 CONNECT_TIMEOUT = 15.0
-WINDOW = 8 << 20  # bytes the agent may send before we read (downloads)
+WINDOW = 16 << 20  # bytes the agent may send before we read (downloads)
+MAX_PACKET = 1 << 18  # bytes per SSH packet the board may send us (OpenSSH sends up to 256 KiB)
 
 
 def known_hosts_path() -> Path:
     """$EDGEPRUNE_KNOWN_HOSTS, else ~/.ssh/known_hosts."""
     return Path(os.environ.get("EDGEPRUNE_KNOWN_HOSTS") or "~/.ssh/known_hosts").expanduser()
+
+
+def ssh_config_path() -> Path:
+    """$EDGEPRUNE_SSH_CONFIG, else ~/.ssh/config."""
+    return Path(os.environ.get("EDGEPRUNE_SSH_CONFIG") or "~/.ssh/config").expanduser()
+
+
+def resolve_host(url: LinkURL) -> LinkURL:
+    """`url` with what ~/.ssh/config says about its host filled in: HostName, Port, User and
+    IdentityFile (as ?key=) where the URL gives none. Unchanged when there is no config."""
+    import paramiko
+
+    path = ssh_config_path()
+    if not path.is_file():
+        return url
+    try:
+        entry = paramiko.SSHConfig.from_path(str(path)).lookup(url.host)
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise DeviceError(f"{path}: cannot read it: {e}") from None
+    params = dict(url.params)
+    keys = [k for k in entry.get("identityfile", []) if Path(k).expanduser().is_file()]
+    if "key" not in params and keys:
+        params["key"] = keys[0]
+    try:
+        port = url.port or int(entry.get("port", 22))
+    except ValueError:
+        raise DeviceError(f"{path}: Port of {url.host} is not a number") from None
+    return replace(
+        url,
+        host=entry.get("hostname", url.host),
+        port=port,
+        user=url.user or entry.get("user"),
+        params=params,
+    )
 
 
 def fingerprint(key) -> str:
@@ -63,7 +102,8 @@ def _refuse_unknown(url: LinkURL, known: Path):
 
 
 def _transport_class():
-    """paramiko's Transport preferring AES-GCM (no separate MAC pass: faster in Python)."""
+    """paramiko's Transport preferring AES-GCM (no separate MAC pass: faster in Python), with a
+    large channel window and packet size so a download is not throttled by window updates."""
     import paramiko
 
     class Transport(paramiko.Transport):
@@ -71,12 +111,18 @@ def _transport_class():
             sorted(paramiko.Transport._preferred_ciphers, key=lambda name: "-gcm@" not in name)
         )
 
+        def __init__(self, sock, **kwargs):
+            kwargs.setdefault("default_window_size", WINDOW)
+            kwargs.setdefault("default_max_packet_size", MAX_PACKET)
+            super().__init__(sock, **kwargs)
+
     return Transport
 
 
 def _connect(url: LinkURL):
     import paramiko
 
+    url = resolve_host(url)
     known = known_hosts_path()
     client = paramiko.SSHClient()
     if known.exists():
@@ -130,6 +176,8 @@ class SshLink(Link):
 
     parameters = ("python", "key")
     example = "ssh://user@host[:port]"
+    chunk_size = 1 << 20  # bounded by the session's max_payload: few frames, few replies
+    window = 8
 
     @classmethod
     def check(cls, url: LinkURL) -> None:
@@ -145,7 +193,7 @@ class SshLink(Link):
         self.client = _connect(url)
         transport = self.client.get_transport()
         transport.set_keepalive(15)
-        self.channel = transport.open_session(window_size=WINDOW)
+        self.channel = transport.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET)
         self.channel.exec_command(shlex.join(agent_argv(self.python, url.workdir)))
         self.stderr = StderrTail(self.channel.recv_stderr)
 

@@ -128,7 +128,11 @@ def _send_chunks(session: Session, f, digest: str, start: int, size: int, progre
 
 
 def put(device: Connection, local: Path, remote: str, progress: Progress | None = None) -> dict:
-    """Upload `local` to `remote` (relative to the agent's work directory); returns its result."""
+    """Upload `local` to `remote` (relative to the agent's work directory); returns its result.
+
+    A file whose identical content (same sha256) is already at `remote` is not sent again
+    (`"skipped": True`); a partial upload of the same content resumes where it stopped.
+    """
     if not local.is_file():
         raise DeviceError(f"{local}: no such file")
     with ThreadPoolExecutor(1) as pool:  # hash the file while the link opens
@@ -141,6 +145,9 @@ def put(device: Connection, local: Path, remote: str, progress: Progress | None 
         opened = device.request(p.PUT_OPEN, {"path": remote, "size": size, "sha256": digest})
         offset = int(opened.json()["offset"])
         first.append(offset)
+        if opened.json().get("present"):  # the same content is already there: send nothing
+            return {"path": remote, "size": size, "sha256": digest, "skipped": True,
+                    "resumed_from": 0, "reconnected_at": []}  # fmt: skip
         with open(local, "rb") as f:
             _send_chunks(device.session, f, digest, offset, size, progress)
         done = device.request(p.PUT_CLOSE, {"path": remote, "sha256": digest}).json()
@@ -183,7 +190,7 @@ def get(device: Connection, remote: str, local: Path, progress: Progress | None 
 
     The bytes go to a hidden `.NAME.<sha256 prefix>.partial` beside the destination, which a
     later pull of the same file resumes; the destination is replaced only after the sha256
-    matched.
+    matched. A destination that already has the same content is left alone (`"skipped"`).
     """
     first: list[int] = []  # where each attempt started
 
@@ -191,6 +198,9 @@ def get(device: Connection, remote: str, local: Path, progress: Progress | None 
         meta = device.request(p.GET_OPEN, {"path": remote}).json()
         size, digest = int(meta["size"]), str(meta["sha256"])
         dest = local / Path(meta["path"]).name if local.is_dir() else local
+        if dest.is_file() and dest.stat().st_size == size and sha256_file(dest) == digest:
+            return {"path": str(dest), "size": size, "sha256": digest, "skipped": True,
+                    "resumed_from": 0, "reconnected_at": []}  # fmt: skip
         partial = dest.parent / f".{dest.name}.{digest[:16]}.partial"
         hasher = hashlib.sha256()
         if partial.exists() and partial.stat().st_size > size:
