@@ -367,17 +367,17 @@ def _device_info(r: host_ops.DeviceInfo) -> Lines:
 
 
 def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:
+    if r.files:
+        unchanged = f"; {r.skipped} unchanged, not sent" if r.skipped else ""
+        return f"{verb} {route}/ ({len(r.files)} files, {r.size:,} bytes{unchanged})"
+    if r.skipped:
+        return f"{route}: already there with the same content (sha256 {r.sha256[:16]}…), not sent"
     resumed = f", resumed at byte {r.resumed_from:,}" if r.resumed_from else ""
     return f"{verb} {route} ({r.size:,} bytes, sha256 {r.sha256[:16]}…{resumed})"
 
 
 renders_line("push", lambda r: _transfer("pushed", f"{r.source} -> {r.device}:{r.path}", r))
 renders_line("pull", lambda r: _transfer("pulled", f"{r.device}:{r.source} -> {r.path}", r))
-    if r.files:
-        unchanged = f"; {r.skipped} unchanged, not sent" if r.skipped else ""
-        return f"{verb} {route}/ ({len(r.files)} files, {r.size:,} bytes{unchanged})"
-    if r.skipped:
-        return f"{route}: already there with the same content (sha256 {r.sha256[:16]}…), not sent"
 
 
 @renders("ls")

@@ -322,6 +322,9 @@ device_info = register(
 
 # ------------------------------------------------------------------------------------ push, pull
 
+RECURSIVE = Param("recursive", "copy a folder and everything in it", type=bool, default=False,
+                  flag="-r")  # fmt: skip
+
 
 @dataclass
 class Transfer(Result):
@@ -340,6 +343,8 @@ class Transfer(Result):
     resumed_from: int = 0
     reconnected_at: list[int] = field(default_factory=list)
     reconnects: int = 0
+    skipped: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _moved(context: Context, verb: str, device: str, source: str, move) -> Transfer:
@@ -350,6 +355,7 @@ def _moved(context: Context, verb: str, device: str, source: str, move) -> Trans
     def progress(done: int, total: int) -> None:
         if not bars:
             bars.append(context.bar(verb, total, "B"))
+        bars[0].total = total
         bars[0].set(done)
 
     with open_device(device) as board:
@@ -363,6 +369,9 @@ def _moved(context: Context, verb: str, device: str, source: str, move) -> Trans
     return Transfer(board.label, source, skipped=int(result.get("skipped", 0)), **kept)
 
 
+def _push(context: Context, device: str, file: str, remote: str | None, recursive: bool
+          ) -> Transfer:  # fmt: skip
+    from . import copying
 
     return _moved(context, "push", device, file,
                   lambda b, p: copying.push(b, Path(file), remote, recursive, p))  # fmt: skip
@@ -382,9 +391,13 @@ push = register(
                 long="--as",
                 metavar="PATH",
             ),  # fmt: skip
+            RECURSIVE,
         ),
         _push,
         Transfer,
+        description="Like scp: a file whose identical content is already there is not sent "
+        "again, an interrupted push resumes where it stopped, and every file of a folder goes "
+        "over the same link.",
         progress=True,
     )
 )
@@ -416,28 +429,15 @@ pull = register(
                 role="output",
                 flag="-o",
             ),  # fmt: skip
+            RECURSIVE,
         ),
         _pull,
         Transfer,
+        description="Like scp: -o DIR/ (or an existing directory) puts it into DIR, any other "
+        "-o names the copy; a local file with identical content is not fetched again.",
         progress=True,
     )
 )
-RECURSIVE = Param("recursive", "copy a folder and everything in it", type=bool, default=False,
-                  flag="-r")  # fmt: skip
-
-    skipped: int = 0
-    files: list[dict[str, Any]] = field(default_factory=list)
-        bars[0].total = total
-def _push(context: Context, device: str, file: str, remote: str | None, recursive: bool
-          ) -> Transfer:  # fmt: skip
-    from . import copying
-            RECURSIVE,
-        description="Like scp: a file whose identical content is already there is not sent "
-        "again, an interrupted push resumes where it stopped, and every file of a folder goes "
-        "over the same link.",
-            RECURSIVE,
-        description="Like scp: -o DIR/ (or an existing directory) puts it into DIR, any other "
-        "-o names the copy; a local file with identical content is not fetched again.",
 
 
 @dataclass
