@@ -314,14 +314,15 @@ def select(
     amount: float,
     score: str = "magnitude",
     amap=None,
+    scores: dict[int, float] | None = None,
 ) -> list[Group]:
     """The `amount` fraction of the free groups with the lowest scores, taken alike from every
     family (groups with the same producer layers: one layer's channels, or one residual stream),
     at least one group left in each. A group's score sums, over its producers, the channel's L1
     weight norm ("magnitude") or its S_out ("fine", from an activation map), each divided by its
-    layer's mean so that layers compare."""
+    layer's mean so that layers compare; or it is given, {group index: score} in `scores`."""
     per_layer: dict[int, np.ndarray] = {}
-    for op, layer in graph.layers.items():
+    for op, layer in graph.layers.items() if scores is None else ():
         if score == "fine":
             s = np.asarray(amap.s_out(layer), np.float64)
         else:
@@ -333,7 +334,10 @@ def select(
         if g.frozen:
             continue
         key = tuple(sorted(layer.op for layer, _ in g.producers))
-        value = sum(float(per_layer[layer.op][c].mean()) for layer, c in g.producers)
+        if scores is not None:
+            value = scores.get(g.index, 0.0)
+        else:
+            value = sum(float(per_layer[layer.op][c].mean()) for layer, c in g.producers)
         families.setdefault(key, []).append((value, g))
     chosen = []
     for members in families.values():

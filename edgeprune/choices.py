@@ -8,7 +8,7 @@ so the command line can build its options and `--help` without loading NumPy or 
 SCORES = ("fine", "magnitude", "random")  # prune: Eq. 1, |w|, seeded random
 SCOPES = ("layer", "global", "global_normalized")  # prune: where the threshold applies
 GRANULARITIES = ("weight", "channel")  # prune: single weights or whole output channels
-THIN_SCORES = ("magnitude", "fine")  # thin: channel group L1 norm, or S_out from a map
+THIN_SCORES = ("magnitude", "fine", "reconstruction")  # thin: L1 norm, S_out, refit error
 RUNNER_MODES = ("instrument", "preserve")  # runtime: how activations are read
 RULES = ("fidelity", "infomax", "labels", "fixed")  # personalize: how a sparsity is chosen
 STAGES = ("prior", "prototypes", "prune")  # personalize: the one order of the stages

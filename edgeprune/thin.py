@@ -30,7 +30,7 @@ from .channels import (
     masked_groups,
     select,
 )
-from .errors import RuntimeMissingError
+from .errors import EdgepruneError, RuntimeMissingError
 from .layers import Layer, ReshapeChannels, channel_rule, producers, stored_constant
 from .model import Model
 
@@ -80,15 +80,21 @@ def shrink(
     for g in groups:
         if not g.frozen and any(x.op in protect for x, _ in g.consumers):
             g.frozen = "read by a protected layer"
-    pick = masked_groups if masked else None
-    chosen = pick(graph, groups) if pick else select(graph, groups, amount, score, amap)
-    moments = None
+    candidates = masked_groups(graph, groups) if masked else [g for g in groups if not g.frozen]
+    moments = scores = None
     if samples is not None:
-        from .repair import record_moments
+        from .repair import reconstruction_scores, record_moments
 
-        sources = {x.input: graph.channel_source(x.input) for g in chosen for x, _ in g.consumers}
+        sources = {
+            x.input: graph.channel_source(x.input) for g in candidates for x, _ in g.consumers
+        }
         moments = record_moments(model, samples, sources.values())
         moments.sources = sources
+        if score == "reconstruction":
+            scores = reconstruction_scores(graph, candidates, moments)
+    elif score == "reconstruction":
+        raise EdgepruneError("score 'reconstruction' needs samples (--data)")
+    chosen = candidates if masked else select(graph, groups, amount, score, amap, scores)
     result = thin(model, graph, chosen, zero_bias, moments, masked)
     result.frozen_ops = list(graph.reported)
     result.free_groups = sum(not g.frozen for g in groups)
