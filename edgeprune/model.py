@@ -622,8 +622,15 @@ class Model:
         return dequantize(stored, self.tensor(ref).quantization)
 
     def nonzero(self, ref: int | Tensor) -> int:
-        """How many stored values of a constant dequantize to something other than 0."""
-        return int(np.count_nonzero(self.dequantized(ref)))
+        """How many stored values of a constant dequantize to something other than 0: those not
+        equal to 0 (float) or to their zero point, with a scale that is not 0 (quantized),
+        counted on the stored values (no float64 copy of a large weight)."""
+        t = self.tensor(ref)
+        data, q = self.tensor_data(t), t.quantization
+        if q is None:
+            return int(np.count_nonzero(data))
+        live = q._along(q.scale != 0, data.ndim)
+        return int(np.count_nonzero((data != q.zero_like(data.ndim)) & live))
 
     def buffer_users(self) -> dict[int, int]:
         """How many tensors (over all subgraphs) point at each non-empty buffer."""

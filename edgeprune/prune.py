@@ -108,10 +108,14 @@ def _keep_top(
         drop = round(sparsity * flat.size)
         if 0 < drop < flat.size:
             # Everything below the drop-th smallest score goes, then ties in order of position.
-            # One partitioned copy, freed at once; then one boolean array.
-            threshold = np.partition(flat, drop - 1)[drop - 1]
+            threshold = _kth_smallest(flat, drop - 1)
             keep = flat > threshold
-            tied = np.flatnonzero(flat == threshold)
+            tied = np.concatenate(  # positions, a chunk at a time: no second boolean array
+                [
+                    start + np.flatnonzero(flat[start : start + _CHUNK] == threshold)
+                    for start in range(0, flat.size, _CHUNK)
+                ]
+            )
             below = flat.size - int(np.count_nonzero(keep)) - tied.size
             keep[tied[drop - below :]] = True
         else:
@@ -131,6 +135,30 @@ def _keep_top(
         out.append(keep[start : start + s.size].reshape(s.shape))
         start += s.size
     return out
+
+
+def _kth_smallest(flat: np.ndarray, k: int):
+    """The k-th smallest (from 0) of `flat`, as np.partition(flat, k)[k], without copying it when
+    it is float32 and non-negative (scores are): a radix select on the float bits, which order as
+    unsigned integers do for non-negative floats, in two counting passes a chunk at a time."""
+    if flat.dtype != np.float32 or flat.size <= _CHUNK:
+        return np.partition(flat, k)[k]
+    bits = flat.view(np.uint32)
+    chunks = range(0, bits.size, _CHUNK)
+    high = np.zeros(1 << 16, np.int64)
+    for start in chunks:
+        high += np.bincount(bits[start : start + _CHUNK] >> 16, minlength=1 << 16)
+    if high[1 << 15 :].any():  # a sign bit set: negative values (or -0.0)
+        return np.partition(flat, k)[k]
+    cumulative = np.cumsum(high)
+    top = int(np.searchsorted(cumulative, k, side="right"))  # the bin that holds the k-th
+    k -= int(cumulative[top - 1]) if top else 0
+    low = np.zeros(1 << 16, np.int64)
+    for start in chunks:
+        part = bits[start : start + _CHUNK]
+        low += np.bincount(part[(part >> 16) == top] & 0xFFFF, minlength=1 << 16)
+    bottom = int(np.searchsorted(np.cumsum(low), k, side="right"))
+    return np.array([top << 16 | bottom], np.uint32).view(np.float32)[0]
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,33 @@ def test_global_masks_and_in_place_apply_copy_no_scores_or_model():
     assert pruned is model
     zeros, total = prune.measured_sparsity(model, amap.layers)
     assert zeros == round(0.5 * total)
+
+
+def test_kth_smallest_without_a_copy_equals_partition(monkeypatch):
+    """The radix select over float32 bits finds np.partition's k-th value, with ties (zeros and
+    repeated values), at the ends, and falls back to a partition for negative values."""
+    monkeypatch.setattr(prune, "_CHUNK", 1000)  # several chunks
+    rng = np.random.default_rng(0)
+    flat = (np.abs(rng.standard_normal(10_000)) * rng.random(10_000)).astype(np.float32)
+    flat[:1500] = 0
+    flat[5000:5100] = flat[5000]
+    for k in (0, 1, 1499, 1500, 5000, 7777, 9999):
+        assert prune._kth_smallest(flat, k) == np.partition(flat, k)[k], k
+    flat[7] = -1.0
+    assert prune._kth_smallest(flat, 0) == -1.0
+    flat[7] = -0.0
+    assert prune._kth_smallest(flat, 1600) == np.partition(flat, 1600)[1600]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nonzero_counts_what_dequantizes_to_nonzero(kind):
+    """Model.nonzero counts on the stored values; it equals a count of the float64 values, on
+    a pruned model (zeros and zero points present) too."""
+    model, amap = recorded(kind)
+    pruned = prune.apply(model, prune.masks(model, amap.layers, amap, 0.5))
+    for m in (model, pruned):
+        for layer in amap.layers:
+            for t in filter(None, (layer.weight, layer.bias)):
+                assert m.nonzero(t) == np.count_nonzero(m.dequantized(t)), (kind, t)
+    zeros, total = prune.measured_sparsity(pruned, amap.layers)
+    assert abs(zeros - 0.5 * total) <= len(amap.layers)  # per-layer rounding
