@@ -2,8 +2,9 @@
 literal `importlib.import_module("...")` calls, is an edge between modules.
 
 - edgeprune.host.*, firmware_bridge.* and edgeprune.cli.* each have no import cycle;
-- the core (edgeprune.* outside edgeprune.host and the CLI modules, cli*/*_cli) imports neither
-  edgeprune.host, firmware_bridge nor the host's heavy libraries;
+- the core (edgeprune.* outside edgeprune.host, edgeprune.fleet and the CLI modules, cli*/*_cli)
+  imports neither edgeprune.host, edgeprune.fleet, firmware_bridge nor the host's heavy
+  libraries (nor flwr);
 - firmware_bridge (the board agent) never imports edgeprune.host;
 - nothing but `python -m edgeprune` imports the CLI (edgeprune.cli): it is the top layer.
 """
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edgeprune", "firmware_bridge")
 HOST_ONLY = ("edgeprune.host", "firmware_bridge", "tensorflow", "paramiko", "serial")
 HOST_ONLY += ("matplotlib", "scipy")
+# The fleet (Flower apps, board and laptop side) sits on top of the core like the host does.
+HOST_ONLY += ("flwr", "edgeprune.fleet")
 
 
 def modules(root: Path, packages=PACKAGES) -> dict[str, Path]:
@@ -105,6 +108,8 @@ def cycles(graph: dict[str, set[str]], prefix: str) -> list[list[str]]:
 def is_core(module: str) -> bool:
     parts = module.split(".")
     if parts[0] != "edgeprune" or within(module, "edgeprune.host"):
+        return False
+    if within(module, "edgeprune.fleet"):
         return False
     return not any(p.startswith("cli") or p.endswith("_cli") for p in parts[1:])
 

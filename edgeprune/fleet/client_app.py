@@ -1,0 +1,83 @@
+"""The board side of the fleet: a Flower `ClientApp` that answers with sums, never samples.
+
+Each SuperNode runs on one board and names that board's unlabeled samples in its node config
+(`flower-supernode --node-config "data='/home/pi/samples' out='/home/pi/fleet.tflite'"`).
+
+- fit (the statistics round): the server sends the source model; the board runs edgeprune's one
+  data pass (`stages.collect`) over its samples and replies with the pass's sums
+  (`statistics.measure`): the activation map and the feature sum. Under secure aggregation the
+  sums go as exact integer limbs (`statistics.encode`) through Flower's `secaggplus_mod`, so the
+  server only ever sees the fleet's total.
+- evaluate (the delivery round): the server sends the fleet model; the board saves it to `out`
+  (if set) and replies how many of its samples the fleet model predicts as the source does —
+  one count, again a sum. The board may then personalize locally on top (`edgeprune
+  personalize fleet.tflite DATA`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Context, Message, MessageType
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+from ..data import Samples
+from ..model import Model
+from ..reference import classifier_outputs
+from . import statistics
+
+
+class BoardClient(NumPyClient):
+    """One board: its samples (a .npy/.npz file or folder) and where the fleet model goes."""
+
+    def __init__(self, data: str, out: str = ""):
+        self.data, self.out = data, out
+
+    def _samples(self, model: Model) -> Samples:
+        return Samples(self.data, tuple(model.single_input().shape))
+
+    def fit(self, parameters, config):
+        start = time.perf_counter()
+        model = Model(bytes(np.asarray(parameters[0], np.uint8)))
+        sums, seen = statistics.measure(model, self._samples(model))
+        arrays = sums.arrays
+        if config.get("secure"):
+            arrays = statistics.encode(arrays, statistics.signed(sums))
+        upload = sum(a.nbytes for a in arrays)
+        metrics = {"samples": seen, "seconds": time.perf_counter() - start, "bytes": upload}
+        # num_examples 1: the board's weight in SecAgg+'s average (the server multiplies back).
+        return arrays, 1, metrics
+
+    def evaluate(self, parameters, config):
+        model = Model(bytes(np.asarray(parameters[0], np.uint8)))
+        source = Model(bytes(np.asarray(parameters[1], np.uint8)))
+        if self.out:
+            model.save(self.out)
+        fleet = [z.argmax() for _, z in classifier_outputs(model, self._samples(model))]
+        before = [z.argmax() for _, z in classifier_outputs(source, self._samples(source))]
+        same = int(sum(a == b for a, b in zip(fleet, before)))
+        return 0.0, len(fleet), {"agree": same}
+
+
+def client_fn(context: Context):
+    """The board's client, from its node config (`data`, optional `out`)."""
+    node = context.node_config
+    data = str(node.get("data", ""))
+    if not data or not os.path.exists(data):
+        raise ValueError(f"node config 'data' must name this board's samples, got {data!r}")
+    return BoardClient(data, str(node.get("out", ""))).to_client()
+
+
+def secure_when_asked(msg: Message, ctxt: Context, call_next):
+    """Flower's `secaggplus_mod` for rounds the server runs under SecAgg+; plain rounds pass."""
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if msg.metadata.message_type == MessageType.TRAIN and configs and Key.STAGE in configs:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+app = ClientApp(client_fn=client_fn, mods=[secure_when_asked])

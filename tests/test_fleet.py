@@ -1,0 +1,253 @@
+"""The fleet on real Flower processes on 127.0.0.1: a SuperLink, SuperNodes (one per simulated
+board, each with a disjoint share of samples) and `flwr run`, exactly as a user deploys them
+(docs/DEVICES.md), in insecure mode on the loopback.
+
+The aggregated activation map must equal the map recorded centrally over the union of the boards'
+fit parts (float rounding only), with and without SecAgg+; a board that dies mid-round is reported
+and the round completes with the others. Select with `-m fleet`; skipped without flwr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from edgeprune.activations import ActivationMap, record
+from edgeprune.model import Model
+from tests.models import random_inputs
+
+pytestmark = [pytest.mark.fleet, pytest.mark.host("flwr")]
+
+BOARDS = 4
+PER_BOARD = 10
+BIN = Path(sys.executable).parent
+APP = Path(__file__).resolve().parents[1] / "edgeprune" / "fleet" / "app"
+# Rounds on a loaded 2-core machine: each message starts a ClientApp process per board.
+TIMEOUT = 240
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited:\n{path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {text!r} in {path} after {seconds} s")
+
+
+class Fleet:
+    """A SuperLink and its SuperNodes, each process in its own session (killed as a group)."""
+
+    def __init__(self, root: Path):
+        self.root, self.procs = root, []
+        self.port = _port()
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(root / "flwr"),
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+        }
+        (root / "flwr").mkdir()
+        (root / "flwr" / "config.toml").write_text(
+            '[superlink]\ndefault = "fleet"\n\n'
+            f'[superlink.fleet]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        log = root / "superlink.log"
+        self.link = self._start(
+            "flower-superlink",
+            ["--insecure", "--host", "127.0.0.1", "--port", str(self.port)],
+            ["--disable-runtime-dependency-installation"],
+            log,
+        )
+        _wait_for(log, "Uvicorn running", self.link)
+
+    def _start(self, exe: str, args: list[str], extra: list[str], log: Path) -> subprocess.Popen:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(BIN / exe), *args, *extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.root,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def node(self, name: str, data: Path) -> subprocess.Popen:
+        log = self.root / f"{name}.log"
+        args = ["--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(_port())]
+        proc = self._start("flower-supernode", args, ["--node-config", f"data='{data}'"], log)
+        _wait_for(log, "SuperNode ID", proc)
+        return proc
+
+    def run(self, model: Path, **config) -> dict:
+        """`flwr run` the fleet app with this run config; the server's JSON report."""
+        report = self.root / f"report-{time.monotonic_ns()}.json"
+        config = {"model": str(model), "report": str(report), **config}
+        overrides = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
+        done = subprocess.run(
+            [str(BIN / "flwr"), "run", str(APP), "fleet", "--stream", "-c", overrides],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert report.exists(), done.stdout + done.stderr
+        return json.loads(report.read_text())
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill(proc)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, tflite_model):
+    """SuperLink + 4 SuperNodes; board k holds samples seeded k (disjoint shares)."""
+    for exe in ("flower-superlink", "flower-supernode", "flwr"):
+        if not (BIN / exe).exists() and shutil.which(exe) is None:
+            pytest.skip(f"{exe} not installed (pip install -e '.[fleet]')")
+    root = tmp_path_factory.mktemp("fleet")
+    model = tflite_model("float32", "mixed")
+    shape = Model.load(model).single_input().shape[1:]
+    f = Fleet(root)
+    shares = []
+    try:
+        for k in range(BOARDS):
+            data = root / f"board{k}"
+            data.mkdir()
+            share = random_inputs(PER_BOARD, shape, seed=100 + k)
+            np.save(data / "samples.npy", share)
+            shares.append(share)
+            f.node(f"board{k}", data)
+        f.model, f.shares = model, shares
+        yield f
+    finally:
+        f.close()
+
+
+def central(model: Path, shares) -> ActivationMap:
+    """The map one pass records over the union of the boards' fit parts (their even samples)."""
+    return record(Model.load(model), np.concatenate([s[0::2] for s in shares]))
+
+
+def max_relative_difference(a: ActivationMap, b: ActivationMap) -> float:
+    worst = 0.0
+    for layer in b.layers:
+        for x, y in ((a.s_in(layer), b.s_in(layer)), (a.s_out(layer), b.s_out(layer))):
+            scale = np.maximum(np.abs(y), 1e-12 * max(float(np.abs(y).max()), 1e-30))
+            worst = max(worst, float(np.max(np.abs(x - y) / scale)))
+    return worst
+
+
+# The map's own float32 partial sums differ with the grouping of samples (activations.FOLD_EVERY
+# bounds that rounding below 1e-5); the aggregation itself adds no error.
+TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secagg+"])
+def test_the_fleet_map_is_the_central_map(fleet, secure):
+    fleet_map = fleet.root / f"fleet-{secure}.npz"
+    out = fleet.root / f"fleet-{secure}.tflite"
+    report = fleet.run(
+        fleet.model,
+        boards=BOARDS,
+        **{"min-boards": BOARDS, "secure": secure, "map": str(fleet_map), "out": str(out)},
+    )
+    stats = report["rounds"]["statistics"]
+    assert stats["answered"] == BOARDS and stats["missing"] == [] and stats["secure"] == secure
+    model = Model.load(fleet.model)
+    got, want = ActivationMap.load(fleet_map, model), central(fleet.model, fleet.shares)
+    assert got.count == want.count == BOARDS * PER_BOARD // 2
+    assert max_relative_difference(got, want) <= TOLERANCE
+    # Each board sent sums of the size of the map, not its samples.
+    assert all(b < stats["model_bytes"] * 2 for b in stats["upload_bytes"])
+    assert abs(stats["measured_sparsity"] - 0.5) < 0.05
+    assert Model.load(out).to_bytes() != model.to_bytes()
+    assert report["rounds"]["delivery"]["boards"] == BOARDS
+
+
+def _client_app_started(node: subprocess.Popen) -> bool:
+    """Whether a `flwr-clientapp` process runs in `node`'s process group (a message arrived)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or ())
+            if "flwr-clientapp" in cmdline and os.getpgid(proc.pid) == node.pid:
+                return True
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return False
+
+
+def test_a_board_that_dies_mid_round_is_reported(fleet):
+    """A fifth board is killed (its SuperNode's whole process group: a board losing power) as
+    soon as its ClientApp starts on the round's message; the round ends at round-timeout with
+    the four others, and the report names the board that did not answer."""
+    data = fleet.root / "board-dying"
+    data.mkdir()
+    shape = Model.load(fleet.model).single_input().shape[1:]
+    np.save(data / "samples.npy", random_inputs(200, shape, seed=99))
+    node = fleet.node("board-dying", data)
+    killed = threading.Event()
+
+    def kill_mid_round() -> None:
+        end = time.monotonic() + TIMEOUT
+        while time.monotonic() < end and not _client_app_started(node):
+            time.sleep(0.05)
+        Fleet.kill(node)
+        killed.set()
+
+    threading.Thread(target=kill_mid_round, daemon=True).start()
+    fleet_map = fleet.root / "fleet-dropout.npz"
+    report = fleet.run(
+        fleet.model,
+        boards=BOARDS + 1,
+        **{"min-boards": BOARDS, "round-timeout": 30.0, "map": str(fleet_map)},
+    )
+    assert killed.is_set()
+    stats = report["rounds"]["statistics"]
+    assert stats["sent"] == BOARDS + 1 and stats["answered"] == BOARDS
+    assert len(stats["missing"]) == 1 and stats["failed"] == [], stats
+    got = ActivationMap.load(fleet_map, Model.load(fleet.model))
+    assert max_relative_difference(got, central(fleet.model, fleet.shares)) <= TOLERANCE
