@@ -499,6 +499,7 @@ def _personalize(
         evaluation_size=eval_samples,
         mode=mode,
         shrink=shrink,
+        progress=context,
     )
     chosen.save(output)
     written = write_report(rep, report, str(output)) if report else []

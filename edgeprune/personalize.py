@@ -37,6 +37,7 @@ from .classifier import probabilities as output_probabilities
 from .errors import EdgepruneError
 from .estimate import TOLERANCE
 from .model import Model
+from .operation import Context
 from .reference import Reference
 from .runtime import Runner
 from .shrink import shrink_step
@@ -180,9 +181,14 @@ def personalize(
     mode: str = "instrument",
     seed: int = 0,
     shrink: float = 0.0,
+    progress: Context | None = None,
 ) -> tuple[Model, Report]:
     """Personalize `model` to the user behind `samples`: prior → prototypes → prune, each stage
-    kept only if the check says it does not hurt; returns the model and the report."""
+    kept only if the check says it does not hurt; returns the model and the report.
+
+    `progress` (an operation's Context) gets a bar for shrinking, one over the stages and one
+    over the prune sweep's candidates; it shows progress and lets a cancel in, nothing more."""
+    progress = progress or Context()
     stages = check_stages(stages, fixed)
     if rule not in RULES:
         raise EdgepruneError(f"unknown rule {rule!r}: rules are {', '.join(RULES)}")
@@ -194,10 +200,11 @@ def personalize(
     shrunk = None
     if shrink:  # thin + repair first, kept only if the check passes (`shrink`)
         samples = list(samples)
-        model, reference, shrunk = shrink_step(
+        with progress.bar("shrink", None, "step"):
+            model, reference, shrunk = shrink_step(
             model, samples, shrink, reference=reference, agreement=agreement,
-            tolerance=tolerance, check_size=evaluation_size, mode=mode,
-        )  # fmt: skip
+                tolerance=tolerance, check_size=evaluation_size, mode=mode,
+            )  # fmt: skip
     reason = not_a_classifier(model, stages, rule)
     classify = not reason
     if reason:
@@ -249,7 +256,8 @@ def personalize(
     prune_stage = PruneStage(rule, sparsities, agreement, scoring, scope, evaluate.labelled_scores)
     built = {"prior": PriorStage(shift), "prototypes": PrototypeStage(), "prune": prune_stage}
     checks = (list(test[0]), test[1]) if test is not None else (evidence.check, None)
-    for name in stages:
+    prune_stage.sweep = lambda s: progress.iterate(s, "prune sweep", len(s), "sparsity")
+    for name in progress.iterate(stages, "stages", len(stages), "stage"):
         state, result = _run(built[name], state, evidence, judge, evaluate, history[-1], checks)
         history.append(result)
     settings = dict(

@@ -348,13 +348,14 @@ class PruneStage:
         self.chosen = 0
         self.skipped = ""
         self.details: dict[str, Any] = {}
+        self.sweep = lambda sparsities: sparsities  # personalize may wrap it in a progress bar
 
     def propose(self, state: State, evidence: Evidence, judge: Judge) -> Proposal | None:
         amap = evidence.amap
         scores = prune.compute_scores(state.model, amap.layers, amap, **self.scoring)
         before = judge.logits(state.model)
         checked = len(before)
-        for s in self.sparsities:
+        for s in self.sweep(self.sparsities):
             m = prune.apply(state.model, scores.masks(s, self.scope)) if s else state.model
             logits = judge.logits(m) if s else before
             zeros, total = prune.measured_sparsity(m, amap.layers)
