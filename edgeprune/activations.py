@@ -30,6 +30,9 @@ from .runtime import Runner
 _FORMAT = 1
 _NONNEGATIVE = ("RELU", "RELU6")
 FOLD_EVERY = 64  # samples per float32 partial sum: relative rounding stays below 1e-5
+# Watched values per sample from which `record` sums on a second thread by default: below, handing
+# each sample over costs more than the sums (measured by benchmarks/core_perf.py).
+OVERLAP_ELEMENTS = 1 << 18
 
 
 class _AbsSum:
@@ -153,6 +156,10 @@ class ActivationMap:
         self._s_in = {layer.op: np.zeros(layer.s_in_shape()) for layer in self.layers}
         self._s_out = {layer.op: np.zeros(layer.out_channels) for layer in self.layers}
 
+    def elements(self) -> int:
+        """Activation values summed per sample (all watched tensors)."""
+        return sum(total.partial.size for total in self._sums.values())
+
     @property
     def watched(self) -> list[int]:
         """Tensors the runner must expose: every layer's input and output."""
@@ -270,31 +277,29 @@ def free_core() -> bool:
 
 
 class _Overlapped:
-    """Sums one invocation's tensors on a worker thread while the caller runs the next one.
+    """Sums one invocation's tensors on a worker thread while the next one runs.
 
-    The runner's raw views are only valid until its next run, so each result is first copied into
-    one of two preallocated buffer sets (a memcpy, a fraction of the sums' cost); the worker adds
-    one set while the next invocation fills the other. NumPy and the interpreter release the GIL
-    in their loops, so both run at once on two cores.
+    Two runners of the same model take turns: the worker sums one runner's tensors (zero-copy
+    views, valid until that runner runs again) while the other runner invokes the next sample, so
+    nothing is copied. A runner runs again only after the worker has finished with it. NumPy and
+    the interpreter release the GIL in their loops, so both proceed at once on two cores; the
+    worker adds the samples in order, so the map equals the one summed in line.
     """
 
-    def __init__(self, amap: ActivationMap):
+    def __init__(self, amap: ActivationMap, runners: Sequence[Runner]):
         self.amap = amap
-        self.buffers: list[dict[int, np.ndarray]] = [{}, {}]
+        self.runners = tuple(runners)
         self.turn = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="edgeprune-sums")
         self.pending: Future | None = None
 
-    def add(self, stored: dict[int, np.ndarray]) -> None:
-        buffers = self.buffers[self.turn]
-        for t in self.amap.watched:
-            values = stored[t]
-            if buffers.get(t) is None or buffers[t].shape != values.shape:
-                buffers[t] = np.empty_like(values)
-            np.copyto(buffers[t], values)
-        self.wait()  # the worker is done with the other set, and with this one since long
-        self.pending = self.pool.submit(self.amap.update, buffers)
-        self.turn ^= 1
+    def run(self, sample: np.ndarray) -> None:
+        """Invoke on `sample` and hand its tensors to the worker."""
+        stored = self.runners[self.turn].run(sample, raw=True)  # this runner's sums are done
+        self.wait()  # the worker is done with the other runner's tensors
+        self.pending = self.pool.submit(self.amap.update, stored)
+        del stored  # only the worker holds the views now: the runner may run once it is done
+        self.turn = (self.turn + 1) % len(self.runners)
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -319,18 +324,24 @@ def record(
     """Run `samples` through `model` once and accumulate their activations into a map.
 
     overlap: sum one sample's activations on a second thread while the next sample runs (the
-    default where a second core is free: the same map, sooner); False sums in this thread.
+    default where a second core is free and the activations are large enough for the hand-over
+    to pay: the same map, sooner); False sums in this thread.
     """
     amap = amap if amap is not None else ActivationMap(model)
-    runner = Runner(model, amap.watched, mode=mode, num_threads=num_threads)
-    if not (free_core() if overlap is None else overlap):
+    if overlap is None:
+        overlap = free_core() and amap.elements() >= OVERLAP_ELEMENTS
+    runners = [
+        Runner(model, amap.watched, mode=mode, num_threads=num_threads)
+        for _ in range(2 if overlap else 1)
+    ]
+    if not overlap:
         for sample in samples:
-            amap.update(runner.run(sample, raw=True))
+            amap.update(runners[0].run(sample, raw=True))
         return amap
-    sums = _Overlapped(amap)
+    sums = _Overlapped(amap, runners)
     try:
         for sample in samples:
-            sums.add(runner.run(sample, raw=True))
+            sums.run(sample)
     finally:  # also when the samples stop early (cancel): every sample run is in the map
         sums.close()
     return amap
