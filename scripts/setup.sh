@@ -26,5 +26,5 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$venv/bin/python" -m pip install --quiet -e '.[litert,host,test]'
+"$venv/bin/python" -m pip install --quiet -e '.[litert,host,test,fleet]'
 echo "$wanted" > "$stamp"

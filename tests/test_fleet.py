@@ -134,6 +134,12 @@ class Fleet:
                 self.kill(proc)
 
 
+def _input_shape(path: Path) -> tuple[int, ...]:
+    """One sample's shape (the model input's without its batch axis)."""
+    model = Model.load(path)
+    return tuple(model.tensor(model.main.inputs[0]).shape[1:])
+
+
 def _toml(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -150,7 +156,7 @@ def fleet(tmp_path_factory, tflite_model):
             pytest.skip(f"{exe} not installed (pip install -e '.[fleet]')")
     root = tmp_path_factory.mktemp("fleet")
     model = tflite_model("float32", "mixed")
-    shape = Model.load(model).single_input().shape[1:]
+    shape = _input_shape(model)
     f = Fleet(root)
     shares = []
     try:
@@ -226,7 +232,7 @@ def test_a_board_that_dies_mid_round_is_reported(fleet):
     the four others, and the report names the board that did not answer."""
     data = fleet.root / "board-dying"
     data.mkdir()
-    shape = Model.load(fleet.model).single_input().shape[1:]
+    shape = _input_shape(fleet.model)
     np.save(data / "samples.npy", random_inputs(200, shape, seed=99))
     node = fleet.node("board-dying", data)
     killed = threading.Event()

@@ -38,7 +38,7 @@ def test_flowers_quantizer_passes_limbs_unchanged():
 
 def test_board_sums_add_up_to_the_union(tflite_model):
     model = Model.load(tflite_model("float32", "mixed"))
-    shape = model.single_input().shape[1:]
+    shape = model.tensor(model.main.inputs[0]).shape[1:]
     shares = [random_inputs(6, shape, seed=k) for k in range(3)]
     total = None
     for share in shares:

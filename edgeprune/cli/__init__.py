@@ -25,7 +25,10 @@ from .terminal import TerminalContext
 with contextlib.suppress(ImportError):  # where the host libraries are installed
     from ..host import charts, usbmeter  # noqa: F401  (register the charts and USB meters)
 
-GROUPS = {"device": "the boards you work with: add, list, info, remove"}
+GROUPS = {
+    "device": "the boards you work with: add, list, info, remove, group",
+    "device group": "several boards under one name: push, pull, remote, info take it",
+}
 DESCRIPTION = (
     "Personalize TFLite models on the device: record how strongly each weight is used on "
     "unlabeled samples, then prune the weights that are used least (Fine-Pruning)."

@@ -62,6 +62,7 @@ def run_remote(args: argparse.Namespace) -> None:
     from ..errors import EdgepruneError
     from ..host.device_errors import RemoteError
     from ..host.operations import open_device
+    from ..host.registry import group_members
 
     if args.operation not in board_operations():
         raise EdgepruneError(
@@ -75,6 +76,10 @@ def run_remote(args: argparse.Namespace) -> None:
     add_operation(parser, op)
     parsed = parser.parse_args(args.args)
     params = {k: v for k, v in params_of(op, parsed).items() if v is not None}
+    boards = group_members(args.device)
+    if boards is not None:  # a group: every board at once, then one table
+        _run_on_group(args.device, boards, op, params, parsed)
+        return
     with open_device(args.device) as device:
         context = TerminalContext(quiet=getattr(parsed, "quiet", False) or parsed.json,
                                   label=device.label)  # fmt: skip
@@ -89,3 +94,21 @@ def run_remote(args: argparse.Namespace) -> None:
     for path in reply.get("outputs", []):
         how = ["edgeprune", "pull", *(["-r"] if path in folders else []), args.device, path]
         print(f"{path} is on {device.label}; fetch it with `{shlex.join(how)}`", file=sys.stderr)
+
+
+def _run_on_group(group: str, boards: list[str], op, params: dict, parsed) -> None:
+    """`remote GROUP OP`: the operation on each board of the group (`host.groups.run_group`)."""
+    from ..host.groups import run_group
+    from ..host.operations import open_device
+
+    def one(context, board: str):
+        with open_device(board) as device:
+            reply = device.run(op.name, params, _Events(context))
+        return op.result.from_dict(reply["result"])
+
+    context = TerminalContext(quiet=getattr(parsed, "quiet", False) or parsed.json)
+    try:
+        result = run_group(context, group, op.name, boards, one)
+    finally:
+        context.close_all()
+    show(op.name, result, parsed.json)

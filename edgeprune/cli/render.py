@@ -13,6 +13,7 @@ from typing import Any
 from .. import operations as ops
 from ..errors import EdgepruneError
 from ..host import operations as host_ops
+from ..host.groups import GroupRun
 from ..operation import Result
 
 Lines = Iterator[str]
@@ -36,6 +37,8 @@ def renders_line(name: str, line: Callable[[Any], str]) -> None:
 
 
 def render(name: str, result: Result) -> Lines:
+    if isinstance(result, GroupRun):  # a device verb run on a group of boards
+        return _group_run(name, result)
     return RENDERERS[name](result)
 
 
@@ -396,3 +399,48 @@ def _ls(r: host_ops.Listing) -> Lines:
         yield f"{r.device}:{r.path or '.'} is empty"
     if r.truncated:
         yield f"(more entries than one reply holds: list a subfolder of {r.path or '.'})"
+
+
+# ------------------------------------------------------------------------------- groups of boards
+
+
+def _group_run(name: str, r: GroupRun) -> Lines:
+    """One row per board: status, time, and the first line its own result prints as."""
+    result_type = operation_result(name)
+    ok = len(r.boards) - len(r.failed)
+    yield f"{name} on {r.group} ({len(r.boards)} boards): {ok} ok, {len(r.failed)} failed"
+    width = max([len(b["board"]) for b in r.boards] + [5])
+    yield f"  {'board':<{width}}  status  {'time':>8}  result"
+    for b in r.boards:
+        if b["ok"] and result_type is not None:
+            text = next(iter(render(name, result_type.from_dict(b["result"]))), "")
+        else:
+            text = b.get("error", "")
+        status = "ok" if b["ok"] else "FAILED"
+        yield f"  {b['board']:<{width}}  {status:<6}  {b['seconds']:>6.1f} s  {text}"
+
+
+def operation_result(name: str):
+    """The result type of registered operation `name` (None if there is none)."""
+    from .. import operation
+
+    op = operation.registered().get(name)
+    return op.result if op is not None else None
+
+
+@renders("device group add")
+def _group_added(r: host_ops.GroupChanged) -> Lines:
+    yield f"group {r.group}: {', '.join(r.boards)}"
+
+
+@renders("device group remove")
+def _group_removed(r: host_ops.GroupChanged) -> Lines:
+    yield f"removed group {r.group} (its boards stay registered)"
+
+
+@renders("device group list")
+def _group_list(r: host_ops.GroupList) -> Lines:
+    if not r.groups:
+        yield f"no groups in {r.registry}; add one with `edgeprune device group add NAME BOARD...`"
+    for name, boards in r.groups.items():
+        yield f"{name}  {', '.join(boards)}"

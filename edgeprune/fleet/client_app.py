@@ -38,7 +38,7 @@ class BoardClient(NumPyClient):
         self.data, self.out = data, out
 
     def _samples(self, model: Model) -> Samples:
-        return Samples(self.data, tuple(model.single_input().shape))
+        return Samples(self.data, tuple(model.tensor(model.main.inputs[0]).shape))
 
     def fit(self, parameters, config):
         start = time.perf_counter()

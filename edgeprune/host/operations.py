@@ -16,6 +16,7 @@ from typing import Any
 from ..choices import CONVERT_MODES
 from ..errors import EdgepruneError
 from ..operation import REQUIRED, Context, Operation, Param, Result, register
+from .groups import groupable, output_per_board
 
 DEVICE = Param("device", "a registered board's name, or a device URL", default=REQUIRED,
                positional=True)  # fmt: skip
@@ -299,12 +300,87 @@ device_remove = register(
 
 
 @dataclass
+class GroupChanged(Result):
+    group: str
+    boards: list[str]
+    removed: bool = False
+
+
+def _group_add(context: Context, name: str, boards: list[str], replace: bool) -> GroupChanged:
+    from .registry import add_group, load_groups
+
+    add_group(name, boards, replace)
+    return GroupChanged(name, load_groups()[name])
+
+
+device_group_add = register(
+    Operation(
+        "device group add",
+        "name several registered boards as one group (every device verb takes the group)",
+        (
+            Param("name", "the group's name", default=REQUIRED, positional=True),
+            Param(
+                "boards",
+                "registered boards' names",
+                default=REQUIRED,
+                positional=True,
+                many=True,
+                metavar="BOARD",
+            ),
+            Param("replace", "change an existing group", type=bool, default=False),
+        ),
+        _group_add,
+        GroupChanged,
+        description="push, pull, remote and device info given a group run on all its boards at "
+        "once (a bounded pool), one progress line per board, then a table; the command exits 2 "
+        "naming the boards that failed, after the others finished. Nothing is retried.",
+    )
+)
+
+
+@dataclass
+class GroupList(Result):
+    registry: str
+    groups: dict[str, list[str]]
+
+
+def _group_list(context: Context) -> GroupList:
+    from .registry import load_groups, registry_path
+
+    return GroupList(str(registry_path()), load_groups())
+
+
+device_group_list = register(Operation("device group list", "the groups of boards", (),
+                                       _group_list, GroupList))  # fmt: skip
+
+
+def _group_remove(context: Context, name: str) -> GroupChanged:
+    from .registry import load_groups, remove_group
+
+    boards = load_groups().get(name, [])
+    remove_group(name)
+    return GroupChanged(name, boards, removed=True)
+
+
+device_group_remove = register(
+    Operation(
+        "device group remove",
+        "forget a group (its boards stay registered)",
+        (Param("name", "the group's name", default=REQUIRED, positional=True),),
+        _group_remove,
+        GroupChanged,
+    )
+)
+
+
+@dataclass
 class DeviceInfo(Result):
     label: str
     url: str
     info: dict[str, Any]
 
 
+@groupable("device info")
 def _device_info(context: Context, device: str) -> DeviceInfo:
     with open_device(device) as board:
         return DeviceInfo(board.label, board.url, board.info())
@@ -369,6 +445,7 @@ def _moved(context: Context, verb: str, device: str, source: str, move) -> Trans
     return Transfer(board.label, source, skipped=int(result.get("skipped", 0)), **kept)
 
 
+@groupable("push")
 def _push(context: Context, device: str, file: str, remote: str | None, recursive: bool
           ) -> Transfer:  # fmt: skip
     from . import copying
@@ -403,6 +480,7 @@ push = register(
 )
 
 
+@groupable("pull", output_per_board)
 def _pull(context: Context, device: str, path: str, output: str, recursive: bool) -> Transfer:
     from . import copying
 
@@ -451,6 +529,7 @@ class Listing(Result):
     truncated: bool = False
 
 
+@groupable("ls")
 def _ls(context: Context, device: str, path: str, recursive: bool) -> Listing:
     with open_device(device) as board:
         listed = board.list(path or "", recursive)

@@ -1,4 +1,4 @@
-"""The user's boards by name: `devices.json` in edgeprune's config directory.
+"""The user's boards by name, and groups of them: `devices.json` in edgeprune's config directory.
 
 The directory is $EDGEPRUNE_CONFIG_DIR, else $XDG_CONFIG_HOME/edgeprune, else
 ~/.config/edgeprune. The file is rewritten atomically; a URL is checked when it is added.
@@ -41,10 +41,14 @@ def load() -> dict[str, str]:
         raise DeviceError(f"{path} is not a device registry; fix or delete it") from None
 
 
-def _save(devices: dict[str, str]) -> None:
+def _save(devices: dict[str, str], groups: dict[str, list[str]] | None = None) -> None:
+    """Write the registry; the groups stay as they are unless new ones are given."""
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"devices": {name: {"url": url} for name, url in sorted(devices.items())}}
+    groups = load_groups() if groups is None else groups
+    data: dict = {"devices": {name: {"url": url} for name, url in sorted(devices.items())}}
+    if groups:
+        data["groups"] = {name: list(boards) for name, boards in sorted(groups.items())}
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
@@ -53,6 +57,8 @@ def add(name: str, url: str, replace: bool = False) -> None:
         raise DeviceError(f"{name!r}: a device name is letters, digits, '_', '.', '-' (max 64)")
     parse_url(url)
     devices = load()
+    if name in load_groups():
+        raise DeviceError(f"{name!r} is a group; a board needs a name of its own")
     if name in devices and not replace:
         raise DeviceError(
             f"device {name!r} exists ({devices[name]}); remove it first or add with --replace"
@@ -65,6 +71,12 @@ def remove(name: str) -> None:
     devices = load()
     if name not in devices:
         raise DeviceError(f"no device named {name!r}; `edgeprune device list` shows them")
+    in_groups = sorted(g for g, boards in load_groups().items() if name in boards)
+    if in_groups:
+        raise DeviceError(
+            f"{name!r} is in group(s) {', '.join(in_groups)}: remove it from them first "
+            "(edgeprune device group add GROUP BOARD... --replace)"
+        )
     del devices[name]
     _save(devices)
 
@@ -81,3 +93,57 @@ def resolve(device: str) -> tuple[str, str]:
             "or give a URL (ssh://user@host, serial:///dev/ttyX, local://)"
         )
     return device, devices[device]
+
+
+# ----- groups: a name for several boards, which every device verb runs on at once -------------
+
+
+def load_groups() -> dict[str, list[str]]:
+    """Group name -> its boards' names."""
+    path = registry_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): [str(b) for b in v] for k, v in data.get("groups", {}).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise DeviceError(f"{path} is not a device registry; fix or delete it") from None
+
+
+def add_group(name: str, boards: list[str], replace: bool = False) -> None:
+    """Name `boards` (registered names) as one group."""
+    if not _NAME.match(name):
+        raise DeviceError(f"{name!r}: a group name is letters, digits, '_', '.', '-' (max 64)")
+    devices, groups = load(), load_groups()
+    if name in devices:
+        raise DeviceError(f"{name!r} is a board; a group needs a name of its own")
+    if name in groups and not replace:
+        raise DeviceError(
+            f"group {name!r} exists ({', '.join(groups[name])}); add it with --replace to change it"
+        )
+    if not boards:
+        raise DeviceError("a group needs at least one board")
+    unknown = [b for b in boards if b not in devices]
+    if unknown:
+        raise DeviceError(
+            f"no board named {', '.join(map(repr, unknown))}: add each with "
+            "`edgeprune device add NAME URL` first"
+        )
+    groups[name] = list(dict.fromkeys(boards))
+    _save(devices, groups)
+
+
+def remove_group(name: str) -> None:
+    """Forget a group (its boards stay registered)."""
+    groups = load_groups()
+    if name not in groups:
+        raise DeviceError(f"no group named {name!r}; `edgeprune device group list` shows them")
+    del groups[name]
+    _save(load(), groups)
+
+
+def group_members(name: str) -> list[str] | None:
+    """The boards of group `name`, or None when `name` is not a group (a board or a URL)."""
+    if "://" in name:
+        return None
+    return load_groups().get(name)
