@@ -22,6 +22,15 @@ from .model import Model
 from .runtime import Runner
 
 RIDGE = 1e-4  # relative to the mean variance: keeps Cov_KK invertible for dead channels
+MAX_ROWS = 1024  # positions per sample and tensor that enter the moments (evenly strided)
+
+
+def _rows(v: np.ndarray, channels: int) -> np.ndarray:
+    """A tensor as float32 rows of channels, at most MAX_ROWS of its positions (evenly spaced):
+    the moments of a 112×112 map need not read every position of every sample."""
+    x = np.asarray(v).reshape(-1, channels)
+    step = -(-x.shape[0] // MAX_ROWS)
+    return x[::step].astype(np.float32)
 
 
 class Moments:
@@ -47,9 +56,9 @@ class Moments:
         """Add one invocation's real-valued tensors (batch included)."""
         for t, v in values.items():
             if t in self.sums:
-                x = np.asarray(v, np.float64).reshape(-1, self.sums[t].size)
+                x = _rows(v, self.sums[t].size)
                 self.count[t] += x.shape[0]
-                self.sums[t] += x.sum(axis=0)
+                self.sums[t] += x.sum(axis=0, dtype=np.float64)
                 self.grams[t] += x.T @ x
 
     def regression(self, t: int, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,3 +137,73 @@ def reconstruction_scores(graph, groups, moments: Moments) -> dict[int, float]:
             total += float((energy[at] / precision[t][at]).sum())
         scores[g.index] = total
     return scores
+
+
+class CrossMoments:
+    """Second pass of the repair: moments of the thinned model's inputs x' (kept channels, after
+    the upstream layers were thinned and refit) against the dense model's x, so each layer is
+    refit to what it really receives: W' = W · Cov(x, x') Cov(x', x')⁻¹ per kernel offset, bias
+    b + W (μ_x − B μ_x') — He et al.'s reconstruction from the pruned network's own inputs."""
+
+    def __init__(self, first: Moments):
+        self.sources = first.sources
+        self.count: dict[int, int] = {}
+        self.stats: dict[int, list[np.ndarray]] = {}  # [Σx, Σx', Σx'x'ᵀ, Σxx'ᵀ]
+
+    def has(self, t: int) -> bool:
+        return self.count.get(t, 0) > 0
+
+    def covers(self, t: int) -> bool:
+        return self.has(self.sources.get(t, t))
+
+    def add(self, dense: dict[int, np.ndarray], thinned: dict[int, np.ndarray]) -> None:
+        for t, v in dense.items():
+            x = _rows(v, v.shape[-1])
+            xp = _rows(thinned[t], thinned[t].shape[-1])
+            if t not in self.stats:
+                c, k = x.shape[1], xp.shape[1]
+                self.count[t] = 0
+                self.stats[t] = [np.zeros(c), np.zeros(k), np.zeros((k, k)), np.zeros((c, k))]
+            s = self.stats[t]
+            self.count[t] += x.shape[0]
+            s[0] += x.sum(axis=0, dtype=np.float64)
+            s[1] += xp.sum(axis=0, dtype=np.float64)
+            s[2] += xp.T @ xp
+            s[3] += x.T @ xp
+
+    def refit(self, layer: Layer, model: Model, keep: np.ndarray, source: int | None = None):
+        t = layer.input if source is None else source
+        if not self.has(t) or layer.bias_input is None or layer.propagates_channels:
+            return None
+        n = self.count[t]
+        sx, sxp, gpp, gxp = self.stats[t]
+        mx, mp = sx / n, sxp / n
+        cov_pp = gpp / n - np.outer(mp, mp)
+        cov_xp = gxp / n - np.outer(mx, mp)
+        k = mp.size
+        ridge = RIDGE * max(float(np.trace(cov_pp)) / max(k, 1), 1e-12)
+        b = np.linalg.solve(cov_pp + ridge * np.eye(k), cov_xp.T).T  # [C × K]
+        c = mx.size
+        kept = np.unique(np.asarray(keep) % c)
+        if kept.size != k:
+            return None
+        w = model.dequantized(layer.weight)
+        axis = layer.in_axis
+        moved = np.moveaxis(w, axis, -1)
+        split = moved.reshape(*moved.shape[:-1], -1, c)
+        new = np.zeros_like(split)
+        new[..., kept] = split @ b
+        delta = (split @ (mx - b @ mp)).reshape(layer.out_channels, -1).sum(axis=1)
+        return np.moveaxis(new.reshape(moved.shape), -1, axis), delta
+
+
+def record_cross(dense: Model, thinned: Model, samples, first: Moments) -> CrossMoments:
+    """Run `samples` through both models once, accumulating `CrossMoments` of the tensors
+    `first` holds moments for (same tensor indices in both: thinning keeps them)."""
+    cross = CrossMoments(first)
+    tensors = list(first.sums)
+    a, b = Runner(dense, watch=tensors), Runner(thinned, watch=tensors)
+    for sample in samples:
+        va, vb = a.run(sample), b.run(sample)
+        cross.add({t: va[t] for t in tensors}, {t: vb[t] for t in tensors})
+    return cross

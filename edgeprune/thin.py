@@ -13,6 +13,7 @@ LiteRT's flatbuffer_utils does; tensor and operator indices do not change.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -70,11 +71,14 @@ def shrink(
     masked: bool = False,
     zero_bias: bool = True,
     protect: Iterable[int] = (),
+    passes: int = 2,
 ) -> ThinResult:
     """Thin `model`: remove `amount` of the channel groups with the lowest scores (or, with
     `masked`, the groups whose weights are already zero), then repair the consumers on
-    `samples` (unlabeled, run through the dense model once) when they are given. The layers
-    (op indices) in `protect` keep all their input channels."""
+    `samples` (unlabeled) when they are given: a first pass through the dense model, and with
+    `passes` = 2 a second one through both the dense and the refit thinned model, refitting each
+    layer to the inputs it really receives. The layers (op indices) in `protect` keep all their
+    input channels."""
     graph, groups = analyze(model)
     protect = set(protect)
     for g in groups:
@@ -84,6 +88,8 @@ def shrink(
     moments = scores = None
     if samples is not None:
         from .repair import reconstruction_scores, record_moments
+
+        samples = samples if passes < 2 else list(samples)  # read twice
 
         sources = {
             x.input: graph.channel_source(x.input) for g in candidates for x, _ in g.consumers
@@ -96,6 +102,12 @@ def shrink(
         raise EdgepruneError("score 'reconstruction' needs samples (--data)")
     chosen = candidates if masked else select(graph, groups, amount, score, amap, scores)
     result = thin(model, graph, chosen, zero_bias, moments, masked)
+    if moments is not None and passes > 1 and result.removed:
+        from .repair import record_cross
+
+        cross = record_cross(model, result.model, samples, moments)
+        graph.propagate(None if masked else masked_channels(result.removed), not zero_bias)
+        result = _rewrite(model, graph, result.removed, result.kept, cross)
     result.frozen_ops = list(graph.reported)
     result.free_groups = sum(not g.frozen for g in groups)
     return result
@@ -155,6 +167,8 @@ def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
             continue
         w = writer.array(layer.weight)
         bias_t, bias_dq = _bias(model, writers, layer)
+        if bias_t >= 0 and bias_t == bias_dq:  # a bias tensor other ops read too gets a copy
+            bias_t = bias_dq = writer.own(op, layer.bias_input)
         if in_keep is not None:
             fit = None
             if moments is not None:
@@ -237,15 +251,41 @@ class _Writer:
         self.root, self.model = root, model
         self.sg = root.subgraphs[0]
         self.data: dict[int, np.ndarray] = {}
+        self.origin: dict[int, int] = {}  # tensor copies made by `own` -> the original
+        self.readers: dict[int, int] | None = None
+
+    def own(self, op_t, position: int) -> int:
+        """The tensor at `position` of operator `op_t`, as a copy of its own when other
+        operators read it too (the converter shares identical constants, e.g. zero biases)."""
+        t = int(op_t.inputs[position])
+        if self.readers is None:
+            self.readers = {}
+            for op in self.sg.operators:
+                for i in op.inputs if op.inputs is not None else ():
+                    self.readers[int(i)] = self.readers.get(int(i), 0) + 1
+        if self.readers.get(t, 0) <= 1:
+            return t
+        self.readers[t] -= 1
+        self.sg.tensors.append(copy.deepcopy(self.sg.tensors[t]))
+        new = len(self.sg.tensors) - 1
+        inputs = np.array(op_t.inputs, np.int32)  # the object API's vectors are read-only
+        inputs[position] = new
+        op_t.inputs = inputs
+        self.origin[new] = self.origin.get(t, t)
+        return new
+
+    def tensor(self, t: int):
+        """The model's tensor `t` stands for (a copy made by `own` stands for its original)."""
+        return self.model.tensor(self.origin.get(t, t))
 
     def array(self, t: int) -> np.ndarray:
         """The current stored values of constant tensor t."""
         if t not in self.data:
-            self.data[t] = np.array(self.model.tensor_data(t))
+            self.data[t] = np.array(self.model.tensor_data(self.origin.get(t, t)))
         return self.data[t]
 
     def put(self, t: int, values: np.ndarray) -> None:
-        dtype = self.model.tensor(t).dtype
+        dtype = self.tensor(t).dtype
         self.data[t] = np.asarray(values).astype(dtype)
         self.set_shape(t, self.data[t].shape)
 
@@ -298,7 +338,7 @@ class _Writer:
         stored = np.clip(np.round(w / scales), -127, 127).astype(wt.dtype)
         self.set_scale(layer.weight, scale if q.scale.size > 1 else scale[:1])
         if bias_t >= 0:
-            bt = self.model.tensor(bias_t)
+            bt = self.tensor(bias_t)
             real = bt.quantization.dequantize(self.array(bias_t).reshape(-1)) + delta
             s_x = float(self.model.tensor(layer.input).quantization.scale[0])
             s_b = s_x * scale
