@@ -14,3 +14,5 @@ RULES = ("fidelity", "infomax", "labels", "fixed")  # personalize: how a sparsit
 STAGES = ("prior", "prototypes", "prune")  # personalize: the one order of the stages
 DELEGATES = ("xnnpack", "none", "edgetpu")  # bench
 CONVERT_MODES = ("float32", "dynamic", "int8", "float16")  # host.convert
+RECIPE_KINDS = ("image", "audio")  # recipe: what the raw files are
+AUDIO_NORMALIZATIONS = ("none", "utterance", "bin")  # recipe: preprocess.audio's normalize

@@ -19,8 +19,10 @@ from typing import Any
 
 from . import charts
 from .choices import (
+    AUDIO_NORMALIZATIONS,
     DELEGATES,
     GRANULARITIES,
+    RECIPE_KINDS,
     RULES,
     RUNNER_MODES,
     SCOPES,
@@ -111,7 +113,8 @@ inspect = register(
 DATA = Param(
     "data",
     "unlabeled samples: a .npy/.npz file or a folder of them (one sample or a stack per "
-    "array); with a package that has a recipe, also .wav or image files",
+    "array, real values or the input's own dtype), or .wav or image files (.png, .jpg, …) or "
+    "a folder of them, made into inputs by the package's recipe or --recipe",
     default=REQUIRED,
     role="input",
     positional=True,
@@ -123,6 +126,13 @@ MODE = Param(
     default="instrument",
     choices=RUNNER_MODES,
 )
+RECIPE = Param(
+    "recipe",
+    "turn raw .wav/image DATA into model inputs with this recipe (JSON, from `edgeprune "
+    "recipe`); a package's own recipe is used without it",
+    role="input",
+    metavar="FILE",
+)
 
 
 @dataclass
@@ -132,9 +142,10 @@ class RecordResult(Result):
     layers: int
 
 
-def open_model_and_samples(path: str, data: str | None = None):
+def open_model_and_samples(path: str, data: str | None = None, recipe: str | None = None):
     """MODEL (a .tflite file or an .edgepkg package), its samples from DATA (or None) and the
-    package (or None): .npy/.npz arrays, or raw .wav/image files through the package's recipe."""
+    package (or None): .npy/.npz arrays, or raw .wav/image files through the recipe file
+    `recipe`, else the package's recipe."""
     from .edgetpu import refuse
     from .package import open_model
     from .rawdata import open_samples
@@ -143,16 +154,28 @@ def open_model_and_samples(path: str, data: str | None = None):
     refuse(model, "read its activations")
     if data is None:
         return model, None, package
-    recipe = package.recipe if package is not None else None
+    if recipe is not None:
+        from .preprocess import load_recipe
+
+        recipe = load_recipe(recipe)
+    elif package is not None:
+        recipe = package.recipe
     return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe), package
 
 
 def _record(
-    context: Context, model: str, data: str, output: str, resume: str | None, mode: str, threads
+    context: Context,
+    model: str,
+    data: str,
+    output: str,
+    resume: str | None,
+    mode: str,
+    threads,
+    recipe: str | None = None,
 ) -> RecordResult:
     from .activations import ActivationMap, record
 
-    m, samples, _ = open_model_and_samples(model, data)
+    m, samples, _ = open_model_and_samples(model, data, recipe)
     amap = ActivationMap.load(resume, m) if resume else ActivationMap(m)
     record(m, context.iterate(samples, "record", len(samples), "sample"), amap, mode, threads)
     amap.save(output)
@@ -181,6 +204,7 @@ record = register(
             ),  # fmt: skip
             MODE,
             Param("threads", "interpreter threads", type=positive),
+            RECIPE,
         ),
         _record,
         RecordResult,
@@ -450,10 +474,36 @@ def _reference(path: str | None, package, model):
     return package.reference() if package is not None else None
 
 
+def _save_personalized(output: str, source: str, chosen, rep, package, ref, recipe: str | None):
+    """The personalized model as a .tflite, or as a package (-o X.edgepkg) that keeps the source
+    package's labels and recipe (or --recipe) and a reference bound to the new model, where the
+    reference still describes it (only the final layer changed)."""
+    from pathlib import Path
+
+    from .package import SUFFIX
+
+    if Path(output).suffix != SUFFIX:
+        chosen.save(output)
+        return
+    from .package_writer import write_personalized
+    from .preprocess import load_recipe
+
+    changed = {s.name for s in rep.stages if s.applied} - {"source", "prior", "prototypes"}
+    if ref is not None and changed:
+        rep.notes.append(
+            f"the package holds no reference: {', '.join(sorted(changed))} changed the features "
+            "the source reference describes; build one with `edgeprune reference`"
+        )
+    bound = ref.rebind(chosen) if ref is not None and not changed else None
+    made = load_recipe(recipe) if recipe else None
+    write_personalized(output, chosen, package, made, bound, name=Path(source).stem)
+
+
 def _personalize(
     context: Context,
     model: str,
     data: str,
+    recipe: str | None,
     output: str,
     sparsity: float | str,
     rule: str,
@@ -479,7 +529,7 @@ def _personalize(
 
     fixed = None if sparsity == "auto" else sparsity
     stages = check_stages(stages, fixed)
-    m, samples, package = open_model_and_samples(model, data)
+    m, samples, package = open_model_and_samples(model, data, recipe)
     ref = _reference(reference, package, m)
     chosen, rep = personalize(
         m,
@@ -501,7 +551,7 @@ def _personalize(
         shrink=shrink,
         progress=context,
     )
-    chosen.save(output)
+    _save_personalized(output, model, chosen, rep, package, ref, recipe)
     written = write_report(rep, report, str(output)) if report else []
     if report and len(rep.candidates) > 1 and charts.available("sweep"):
         written.append(charts.draw("sweep", rep.to_dict(), f"{report}/sweep.png"))
@@ -518,9 +568,11 @@ personalize = register(
         (
             MODEL,
             DATA,
+            RECIPE,
             Param(
                 "output",
-                "personalized .tflite to write",
+                "personalized .tflite to write, or .edgepkg: a package keeping the labels, "
+                "recipe and (when only the final layer changed) the reference",
                 default=REQUIRED,
                 role="output",
                 flag="-o",
@@ -920,5 +972,98 @@ unpack = register(
         _unpack,
         UnpackResult,
         board=True,
+    )
+)
+
+# ----------------------------------------------------------------------------------------- recipe
+
+
+def numbers(text: Any) -> tuple[float, ...]:
+    """One number ("0.5") or one per channel ("0.485,0.456,0.406") from the command line."""
+    try:
+        return tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise EdgepruneError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+@dataclass
+class RecipeResult(Result):
+    output: str
+    kind: str
+    shape: list[int]
+    recipe: dict[str, Any]
+
+
+def _recipe(
+    context: Context,
+    model: str,
+    output: str,
+    kind: str,
+    size: tuple[int, ...] | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    scale: float | None,
+    from_model: bool,
+    bgr: bool,
+    sample_rate: int | None,
+    length: int | None,
+    frame_length: int | None,
+    hop_length: int | None,
+    mel_bins: int | None,
+    normalize: str | None,
+) -> RecipeResult:
+    import json
+
+    from ._io import atomic_write_bytes
+    from .package import load_model
+    from .preprocess.make import audio_recipe, image_recipe
+
+    m = load_model(model)
+    t = m.tensor(m.main.inputs[0])
+    if kind == "image":
+        made = image_recipe(t, size, mean, std, scale, from_model, bgr)
+    else:
+        audio = dict(sample_rate=sample_rate, length=length, frame_length=frame_length)
+        audio.update(hop_length=hop_length, mel_bins=mel_bins, normalize=normalize)
+        made = audio_recipe(t, **audio)
+    d = made.to_dict()
+    atomic_write_bytes(output, json.dumps(d, indent=2).encode() + b"\n")
+    return RecipeResult(str(output), kind, list(made.shape), d)
+
+
+recipe = register(
+    Operation(
+        "recipe",
+        "write a preprocessing recipe (JSON) that turns raw images or .wav files into this "
+        "model's inputs, for --recipe or `edgeprune package --recipe`",
+        (
+            MODEL,
+            Param("output", "recipe to write (.json)", default=REQUIRED, role="output", flag="-o"),
+            Param("kind", "what the raw files are", default="image", choices=RECIPE_KINDS),
+            Param("size", "image: H,W (default: the model's input size)", type=_shape),
+            Param("mean", "image: subtracted after --scale, one value or R,G,B", type=numbers),
+            Param("std", "image: divided by after the mean, one value or R,G,B", type=numbers),
+            Param("scale", "image: pixels (0-255) times this first (default 1/255)", type=float),
+            Param(
+                "from_model",
+                "image: normalize as the model's own uint8/int8 input "
+                "quantization says (raw pixel bytes), instead of --mean/--std",
+                type=bool,
+                default=False,
+            ),
+            Param("bgr", "image: the model takes BGR channels", type=bool, default=False),
+            Param("sample_rate", "audio: Hz (default 8000)", type=positive),
+            Param("length", "audio: samples, padded or cropped (default 8000)", type=positive),
+            Param("frame_length", "audio: samples per frame (default 256)", type=positive),
+            Param("hop_length", "audio: samples between frames (default 128)", type=positive),
+            Param("mel_bins", "audio: mel bands, 0: linear spectrogram (default 40)", type=int),
+            Param("normalize", "audio: how features are normalized", choices=AUDIO_NORMALIZATIONS),
+        ),
+        _recipe,
+        RecipeResult,
+        description="An image recipe resizes (bilinear), orders channels and normalizes: "
+        "(pixel × scale − mean) / std, or --from-model for a quantized model made for raw "
+        "pixels. An audio recipe makes a log-mel spectrogram; it must match the model's "
+        "input shape.",
     )
 )

@@ -57,6 +57,14 @@ class RawSamples:
                 yield image_file_features(f, self.recipe)
 
 
+def _raw_files(p: Path) -> bool:
+    """Is `p` a .wav/image file, or a folder holding some?"""
+    raw = AUDIO_SUFFIXES + IMAGE_SUFFIXES
+    if p.is_dir():
+        return any(q.suffix.lower() in raw for q in p.iterdir())
+    return p.suffix.lower() in raw
+
+
 def open_samples(
     path: str | os.PathLike,
     input_shape: tuple[int, ...],
@@ -65,6 +73,12 @@ def open_samples(
     """DATA as commands take it: .npy/.npz arrays, or — with a recipe — raw .wav/image files."""
     p = Path(path)
     arrays = p.suffix in SUFFIXES or (p.is_dir() and any(q.suffix in SUFFIXES for q in p.iterdir()))
+    if recipe is None and not arrays and _raw_files(p):
+        raise EdgepruneError(
+            f"{path}: raw .wav or image files need a recipe to become model inputs: pass "
+            "--recipe FILE (write one with `edgeprune recipe MODEL -o FILE`) or use a package "
+            "that has one"
+        )
     if recipe is None or arrays:
         return Samples(path, input_shape)
     return RawSamples(path, recipe, input_shape)

@@ -26,7 +26,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -84,6 +84,27 @@ class Reference:
                 "this model with `edgeprune reference MODEL VALIDATION.npz -o REF` or package "
                 "them together with `edgeprune package --reference`"
             )
+
+    def rebind(self, model: Model) -> Reference:
+        """This reference for `model`, whose final layer alone was rewritten (the prior and
+        prototype stages): the penultimate features held still describe it, so its confusion
+        (each true class's validation count, spread as the new layer predicts that class's
+        sampled rows) and its temperature are recomputed with the new final layer."""
+        logits = Classifier.of(model).logits(self.features.astype(np.float64))
+        predicted = logits.argmax(axis=1)
+        confusion = self.confusion.copy()
+        for k, count in enumerate(self.confusion.sum(axis=1)):
+            rows = predicted[self.labels == k]
+            if rows.size:
+                spread = np.round(np.bincount(rows, minlength=self.classes) / rows.size * count)
+                spread[np.argmax(spread)] += count - spread.sum()  # rounding: rows keep counts
+                confusion[k] = spread
+        return replace(
+            self,
+            model_sha256=model_digest(model),
+            confusion=confusion,
+            temperature=fit_temperature(logits, self.labels),
+        )
 
     # ----- files -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import numpy as np
 from . import native_stderr
 from .choices import RUNNER_MODES as MODES
 from .errors import EdgepruneError, RuntimeMissingError, UnsupportedError
+from .input_range import to_input
 from .model import Model
 
 # (module, attribute path to the Interpreter class, pip package), in order of preference.
@@ -112,12 +113,7 @@ class Runner:
                     "reshape the data or export the model for this shape"
                 )
             sample = sample[None]
-        if sample.dtype == t.dtype:
-            return sample
-        if t.quantization is not None and t.dtype.kind in "iu":
-            info = np.iinfo(t.dtype)
-            return t.quantization.quantize(sample, t.dtype, info.min, info.max)
-        return sample.astype(t.dtype)
+        return to_input(sample, t)  # refused when the values cannot be what the input holds
 
     def run(self, sample: np.ndarray, raw: bool = False) -> dict[int, np.ndarray]:
         """Invoke on one sample; returns {tensor index: values} for the outputs and watches.

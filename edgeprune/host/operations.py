@@ -159,8 +159,10 @@ def _package(
     description: str,
     reference: str | None,
 ) -> PackageResult:
+    from ..package import Package, is_package
     from .packaging import build, read_labels, read_recipe
 
+    source = Package(model) if is_package(model) else None  # repackaged: its parts by default
     files = {}
     for spec in file or ():
         path, _, inside = spec.partition("=")
@@ -171,17 +173,22 @@ def _package(
         from ..reference import build_from_file
 
         with context.bar("reference", unit="sample") as bar:
-            ref = build_from_file(Model.load(model), reference, progress=bar.update).to_bytes()
+            m = source.model() if source else Model.load(model)
+            ref = build_from_file(m, reference, progress=bar.update).to_bytes()
+    elif source is not None:
+        ref = source.reference_bytes
+    kept = source.manifest if source is not None else {}
     manifest = build(
         model,
         output,
         name=name,
         version=version,
-        labels=read_labels(labels) if labels else None,
-        recipe=read_recipe(recipe) if recipe else None,
+        labels=read_labels(labels) if labels else kept.get("labels"),
+        recipe=read_recipe(recipe) if recipe else kept.get("preprocessing"),
         files=files,
-        description=description,
+        description=description or kept.get("description", ""),
         reference=ref,
+        data=source.model_bytes if source is not None else None,
     )
     return PackageResult(str(output), manifest, ref is not None)
 
@@ -191,7 +198,14 @@ package = register(
         "package",
         "bundle a .tflite with its manifest, labels, recipe and files into an .edgepkg",
         (
-            Param("model", ".tflite file", default=REQUIRED, role="input", positional=True),
+            Param(
+                "model",
+                ".tflite file, or an .edgepkg whose labels, recipe, description and reference "
+                "are kept unless given",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),
             Param("output", ".edgepkg file to write", default=REQUIRED, role="output", flag="-o"),
             Param("name", "package name", default=REQUIRED),
             Param("version", "package version, e.g. 1.0.0", default=REQUIRED),

@@ -4,30 +4,23 @@ preprocessing recipe and extra files, written as a deterministic zip (same input
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open
 from ..errors import EdgepruneError
 from ..model import Model
 from ..package import (
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
     MODEL,
     REFERENCE,
     PackageError,
     _check_name,
     model_problems,
-    tensor_spec,
 )
+from ..package_writer import manifest_for, write_members
 from ..preprocess import recipe_from_dict
-
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: fixed, so rebuilding gives the same bytes
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
@@ -66,13 +59,16 @@ def build(
     files: dict[str, str | os.PathLike] | None = None,
     description: str = "",
     reference: bytes | None = None,
+    data: bytes | None = None,
 ) -> dict[str, Any]:
     """Write a package to `output` (atomically) and return its manifest.
 
     `files` maps names inside the package to files on disk; `reference` is the model's source
-    reference (`edgeprune.reference`), stored as `reference.npz`.
+    reference (`edgeprune.reference`), stored as `reference.npz`; `data`, the model's bytes if
+    they are not the file `model_path` (a model taken from another package).
     """
-    data = Path(model_path).read_bytes() if Path(model_path).is_file() else None
+    if data is None:
+        data = Path(model_path).read_bytes() if Path(model_path).is_file() else None
     if data is None:
         raise EdgepruneError(f"cannot read model {model_path}: no such file")
     model = Model(data, name=str(model_path))
@@ -89,29 +85,17 @@ def build(
             raise EdgepruneError(f"cannot read {src}: {e.strerror}") from e
     if reference is not None:
         extras[REFERENCE] = reference
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+    fields = {
         "name": name,
         "version": version,
         "description": description,
-        "model": {"path": MODEL, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
-        "inputs": [tensor_spec(model, i) for i in model.main.inputs],
-        "outputs": [tensor_spec(model, i) for i in model.main.outputs],
         "labels": labels,
         "preprocessing": recipe_from_dict(recipe).to_dict() if recipe is not None else None,
-        "files": {
-            k: {"sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)} for k, v in extras.items()
-        },
     }
+    manifest = manifest_for(model, data, fields, extras)
     problems = model_problems(manifest, model)
     if problems:
         raise PackageError(f"cannot package {model_path}: {'; '.join(problems)}")
     members = {MANIFEST: json.dumps(manifest, indent=2).encode() + b"\n", MODEL: data, **extras}
-    with atomic_open(output) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-        for inside, content in members.items():
-            info = zipfile.ZipInfo(inside, _EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o100644 << 16
-            zf.writestr(info, content)
+    write_members(output, members)
     return manifest

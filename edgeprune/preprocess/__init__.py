@@ -7,6 +7,8 @@ through ``to_dict()`` / :func:`recipe_from_dict` (JSON) so it can ship with the 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from ..errors import EdgepruneError
@@ -17,6 +19,22 @@ from .image import file_features as image_file_features
 
 audio_features = audio.features
 image_features = image.features
+
+
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes of JSON
+
+
+def load_recipe(path: str | os.PathLike) -> AudioRecipe | ImageRecipe:
+    """A recipe from its JSON file (as `edgeprune recipe` writes it), checked field by field."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise ValueError("larger than a recipe can be")
+        d = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise EdgepruneError(f"cannot read the recipe {path}: {e}") from e
+    return recipe_from_dict(d)
 
 
 def recipe_from_dict(d: dict[str, Any]) -> AudioRecipe | ImageRecipe:
@@ -36,6 +54,7 @@ __all__ = [
     "image",
     "image_features",
     "image_file_features",
+    "load_recipe",
     "read_image",
     "read_wav",
     "recipe_from_dict",
