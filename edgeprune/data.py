@@ -2,37 +2,70 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from ._io import open_regular
 from .errors import EdgepruneError
 
 SUFFIXES = (".npy", ".npz")
 
 
+# dtype kinds a sample may have: bool, integers, floats (strings, objects, dates, records not).
+_KINDS = "biuf"
+
+
 class _Array:
-    """One array in a file: its shape now, its samples later, read one at a time for .npy."""
+    """One array in a file: its shape now, its samples later, read one at a time.
+
+    Only the .npy header is read up front (for an .npz member too, from the zip stream), so a
+    header that claims more than the file holds costs nothing: reading stops at the real end.
+    """
 
     def __init__(self, path: Path, key: str | None, shape: tuple[int, ...], dtype: np.dtype):
         self.path, self.key, self.shape, self.dtype = path, key, shape, dtype
 
-    def samples(self, count: int, sample_shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-        if self.key is not None:
-            with np.load(self.path, allow_pickle=False) as npz:
-                yield from npz[self.key].reshape((count, *sample_shape))
+    @contextlib.contextmanager
+    def _stream(self) -> Iterator[BinaryIO]:
+        """The file (or .npz member) positioned after its .npy header."""
+        if self.key is None:
+            with open(self.path, "rb", opener=open_regular) as f:
+                _read_npy_header(f)
+                yield f
             return
-        # .npy: read sample by sample, so memory stays flat however large the stack is.
-        size = int(np.prod(sample_shape, dtype=np.int64)) * self.dtype.itemsize
-        with open(self.path, "rb") as f:
+        with zipfile.ZipFile(self.path) as zf, zf.open(self.key) as f:
             _read_npy_header(f)
-            for _ in range(count):
-                buf = f.read(size)
-                if len(buf) != size:
-                    raise EdgepruneError(f"{self.path} is truncated: re-create the file")
-                yield np.frombuffer(buf, self.dtype).reshape(sample_shape)
+            yield f
+
+    def samples(self, count: int, sample_shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+        size = math.prod(sample_shape) * self.dtype.itemsize
+        try:
+            with self._stream() as f:
+                for i in range(count):
+                    buf = f.read(size)
+                    if len(buf) != size:
+                        raise EdgepruneError(f"{self.where} is truncated: re-create the file")
+                    sample = np.frombuffer(buf, self.dtype).reshape(sample_shape)
+                    if sample.dtype.kind == "f" and not np.all(np.isfinite(sample)):
+                        raise EdgepruneError(
+                            f"{self.where}: sample {i} holds NaN or infinity; "
+                            "samples must be finite numbers"
+                        )
+                    yield sample
+        except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise EdgepruneError(f"cannot read samples from {self.where}: {e}") from e
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}" if self.key is None else f"{self.path}:{self.key}"
 
 
 def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -42,19 +75,40 @@ def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(f)
 
 
+def _checked(path: Path, key: str | None, header, available: int) -> _Array:
+    """The array a header describes, refused unless numeric, C-ordered and no larger than the
+    `available` bytes (the file's or the member's declared size)."""
+    shape, fortran, dtype = header
+    where = f"{path}" if key is None else f"{path}:{key}"
+    if fortran or dtype.kind not in _KINDS or dtype.fields is not None:
+        raise EdgepruneError(
+            f"{where}: {dtype} array; save the samples as a C-ordered numeric array"
+        )
+    if math.prod(shape) * dtype.itemsize > available:
+        raise EdgepruneError(
+            f"{where}: its header claims shape {list(shape)} ({math.prod(shape) * dtype.itemsize:,}"
+            f" bytes) but it holds {available:,}: the file is damaged"
+        )
+    return _Array(path, key, tuple(shape), dtype)
+
+
 def _arrays(path: Path) -> Iterator[_Array]:
     try:
         if path.suffix == ".npy":
-            with open(path, "rb") as f:
-                shape, fortran, dtype = _read_npy_header(f)
-            if fortran or dtype.hasobject:
-                raise EdgepruneError(f"{path}: save the samples as a C-ordered numeric array")
-            yield _Array(path, None, shape, dtype)
+            with open(path, "rb", opener=open_regular) as f:
+                header = _read_npy_header(f)
+                available = os.fstat(f.fileno()).st_size - f.tell()
+            yield _checked(path, None, header, available)
         else:
-            with np.load(path, allow_pickle=False) as npz:
-                for key in npz.files:
-                    yield _Array(path, key, npz[key].shape, npz[key].dtype)
-    except (OSError, ValueError) as e:
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.is_dir() or not info.filename.endswith(".npy"):
+                        continue
+                    with zf.open(info) as f:
+                        header = _read_npy_header(f)
+                        available = info.file_size - f.tell()
+                    yield _checked(path, info.filename, header, available)
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise EdgepruneError(f"cannot read samples from {path}: {e}") from e
 
 
@@ -68,7 +122,7 @@ class Samples:
     def __init__(self, path: str | os.PathLike, input_shape: tuple[int, ...]):
         path = Path(path)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
+            files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
         elif path.suffix in SUFFIXES and path.is_file():
             files = [path]
         else:

@@ -8,24 +8,27 @@ and the generated option tables (read only after their vtable has been checked).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tflite
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, open_regular
 from .errors import ModelError, UnsupportedError
 
 _U8, _U16, _I32, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<Q"))
 _I8 = struct.Struct("<b")
 _IDENTIFIER = b"TFL3"
 _MAX_RANK = 16
+# Elements one tensor may claim (2**40: 4 TB of float32). Real models are far below; the limit
+# keeps every size computed from a shape exact in int64 (a hostile shape's product cannot wrap).
+MAX_ELEMENTS = 2**40
 
 
 # ----- schema slots: field numbers of the tables read here (tensorflow/lite/schema.fbs) ----------
@@ -396,7 +399,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -443,10 +446,14 @@ def _read_tensor(table: _Table, index: int, num_buffers: int) -> Tensor:
     if shape.size > _MAX_RANK or np.any(shape < 0):
         table.fail(f"implausible shape {shape.tolist()[: _MAX_RANK + 1]}")
     shape = tuple(int(d) for d in shape)
+    if math.prod(shape) > MAX_ELEMENTS:
+        table.fail(f"shape {list(shape)} claims more than {MAX_ELEMENTS:,} elements")
     signature = table.array(TensorSlot.SHAPE_SIGNATURE, "<i4")
     if signature.size > _MAX_RANK or np.any(signature < -1):
         table.fail(f"implausible shape signature {signature.tolist()[: _MAX_RANK + 1]}")
     type_code = table.scalar(TensorSlot.TYPE, _U8)
+    if type_code not in _TYPE_NAMES:
+        table.fail(f"unknown tensor type code {type_code}")
     buffer = table.scalar(TensorSlot.BUFFER, _U32)
     if buffer >= max(num_buffers, 1):
         table.fail(f"buffer index {buffer} but the model has {num_buffers} buffers")
@@ -490,7 +497,8 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb", opener=open_regular) as f:
+                data = f.read()
         except OSError as e:
             raise ModelError(f"cannot read model {path}: {e.strerror}") from e
         return cls(data, name=str(path))
@@ -658,8 +666,42 @@ class Model:
         return bytes(self._data)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically: a crash never leaves a half-written file."""
+        """Write the model atomically: a crash never leaves a half-written file.
+
+        The bytes are parsed again first and must describe the same graph: weights rewritten
+        into buffers that overlap the file's own tables (a hostile or broken file) would leave a
+        model nothing can read, so such a model is refused instead of written."""
+        self.check_intact()
         atomic_write_bytes(path, self._data)
+
+    def check_intact(self) -> None:
+        """ModelError unless the current bytes parse to the graph this model was read as."""
+        try:
+            again = Model(self._data, self.name)
+        except ModelError as e:
+            raise ModelError(
+                f"{self.name}: its weight buffers overlap the file's own tables, so rewriting "
+                f"them breaks the file ({e}); refusing to write it: re-export the model"
+            ) from None
+        if _structure(again) != _structure(self):
+            raise ModelError(
+                f"{self.name}: its weight buffers overlap the file's own tables, so rewriting "
+                "them changes the graph; refusing to write it: re-export the model"
+            )
+
+    def single_input(self) -> Tensor:
+        """The model's one input tensor; UnsupportedError for none, several or a constant."""
+        inputs = self.main.inputs
+        if len(inputs) != 1:
+            raise UnsupportedError(f"{self.name} has {len(inputs)} inputs; edgeprune needs 1")
+        if self.is_constant(inputs[0]):
+            raise UnsupportedError(f"{self.name}: its input is a constant tensor; re-export it")
+        return self.tensor(inputs[0])
+
+    def stored_bytes(self, ref: int | Tensor) -> int:
+        """Bytes of a tensor's buffer in the file (0 for a tensor without data)."""
+        t = self.tensor(ref)
+        return self._buffers[t.buffer][1] if t.buffer else 0
 
     def set_scales(self, ref: int | Tensor, scale: np.ndarray) -> None:
         """Rewrite a quantized tensor's scales in place (same count; zero points unchanged).
@@ -695,3 +737,20 @@ class Model:
             raise UnsupportedError("model too large to instrument (outputs beyond 4 GB)")
         _U32.pack_into(data, self._outputs_field, start - self._outputs_field)
         return Model(data, name=f"{self.name} (instrumented)")
+
+
+def _structure(model: Model) -> tuple:
+    """What a rewrite of weights must leave unchanged: every tensor's shape, type, buffer and
+    quantization scales, and every operator's code and tensors."""
+    return tuple(
+        (
+            tuple(
+                (t.shape, t.type_name, t.buffer, t.quantization is None, t.sparse)
+                for t in sg.tensors
+            ),
+            tuple((op.opcode, op.inputs, op.outputs, op.options) for op in sg.operators),
+            sg.inputs,
+            sg.outputs,
+        )
+        for sg in model.subgraphs
+    )

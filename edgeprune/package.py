@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import reference
-from ._io import atomic_directory
+from ._io import atomic_directory, open_regular
 from .errors import EdgepruneError
 from .model import Model
 
@@ -39,6 +39,8 @@ SUFFIX = ".edgepkg"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CHUNK = 1 << 20
+MAX_NAME_BYTES = 512  # a member's path, so it fits under any destination's PATH_MAX
+MAX_DEPTH = 32
 
 
 class PackageError(EdgepruneError):
@@ -53,6 +55,10 @@ class Limits:
     member_bytes: int = 2 * 2**30  # the largest model the flatbuffer format holds, about
     total_bytes: int = 2 * 2**30
     ratio: int = 1000  # deflate cannot exceed ~1032:1 on real data; beyond it is a bomb
+    # Beyond `small_bytes` in all, the members may hold at most `package_ratio` times the
+    # archive's size: a 10 MB input then costs at most ~320 MB of memory to read.
+    small_bytes: int = 64 << 20
+    package_ratio: int = 32
     manifest_bytes: int = 1 << 20
     reference_bytes: int = reference.MAX_BYTES
 
@@ -61,6 +67,11 @@ LIMITS = Limits()
 
 
 # ----- reading a zip safely ---------------------------------------------------------------------
+
+
+def shown(name: str) -> str:
+    """A member name safe to print: control characters (a terminal's escape sequences) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _check_name(name: str) -> str | None:
@@ -74,6 +85,8 @@ def _check_name(name: str) -> str | None:
         return "'..', '.' or empty path component"
     if any(len(p.encode()) > 255 for p in parts):
         return "path component longer than 255 bytes"
+    if len(name.encode()) > MAX_NAME_BYTES or len(parts) > MAX_DEPTH:
+        return f"longer than {MAX_NAME_BYTES} bytes or {MAX_DEPTH} folders deep"
     return None
 
 
@@ -85,12 +98,15 @@ def _check_members(zf: zipfile.ZipFile, limits: Limits, path: str) -> list[zipfi
             f"{path}: {len(infos)} members; a package holds at most {limits.members}"
         )
     seen: set[str] = set()
+    folders: set[str] = set()
     files, total = [], 0
     for info in infos:
         name = info.filename
         why = _check_name(name)
         if why:
-            raise PackageError(f"{path}: unsafe member name {name!r} ({why}); refusing the package")
+            raise PackageError(
+                f"{path}: unsafe member name {shown(name)[:80]!r} ({why}); refusing the package"
+            )
         mode = info.external_attr >> 16
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
@@ -103,6 +119,18 @@ def _check_members(zf: zipfile.ZipFile, limits: Limits, path: str) -> list[zipfi
         if key in seen:
             raise PackageError(f"{path}: member {name!r} appears twice; refusing the package")
         seen.add(key)
+        parents = ["/".join(key.split("/")[:i]) for i in range(1, key.count("/") + 1)]
+        if any(p in seen and p not in folders for p in parents):
+            raise PackageError(f"{path}: member {shown(name)!r} is inside a file; refusing it")
+        if info.is_dir():
+            folders.add(key)
+        else:
+            clash = [p for p in seen if p.startswith(key + "/")]
+            if clash:
+                raise PackageError(
+                    f"{path}: member {shown(name)!r} is a file and a folder; refusing the package"
+                )
+        folders.update(parents)
         if info.is_dir():
             continue
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -126,6 +154,12 @@ def _check_members(zf: zipfile.ZipFile, limits: Limits, path: str) -> list[zipfi
         raise PackageError(
             f"{path}: members add up to {total:,} bytes, over the {limits.total_bytes:,} limit"
         )
+    archive = zf.fp.seek(0, os.SEEK_END) if zf.fp is not None else 0
+    if total > max(limits.small_bytes, limits.package_ratio * archive):
+        raise PackageError(
+            f"{path}: members add up to {total:,} bytes from a {archive:,}-byte archive (over "
+            f"{limits.package_ratio}:1 beyond {limits.small_bytes:,} bytes): a compression bomb"
+        )
     _check_overlaps(infos, path)
     return files
 
@@ -141,9 +175,19 @@ def _check_overlaps(infos: list[zipfile.ZipInfo], path: str) -> None:
             raise PackageError(f"{path}: overlapping zip entries; refusing the package")
 
 
+class _Discard:
+    """A sink that keeps nothing: for hashing a member without holding it."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+DISCARD = _Discard()
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, sink=None) -> tuple[bytes, str]:
     """A member's bytes (or streamed to `sink`), never more than it declared; (data, sha256)."""
-    digest, chunks, size = hashlib.sha256(), [], 0
+    digest, chunks, size = hashlib.sha256(), bytearray(), 0
     try:
         with zf.open(info) as f:
             while True:
@@ -155,18 +199,20 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, sink=None) -> tuple
                     raise PackageError(f"member {info.filename!r} inflates past its declared size")
                 digest.update(chunk)
                 if sink is None:
-                    chunks.append(chunk)
+                    chunks += chunk
                 else:
                     sink.write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
         raise PackageError(f"member {info.filename!r} is damaged or lies about itself: {e}") from e
     if size != info.file_size:
         raise PackageError(f"member {info.filename!r} is truncated")
-    return b"".join(chunks), digest.hexdigest()
+    return chunks, digest.hexdigest()
 
 
 def _open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
+            raise PackageError(f"{path} is not a regular file")
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise PackageError(f"cannot read package {path}: no such file") from None
@@ -271,6 +317,8 @@ def model_problems(manifest: dict[str, Any], model: Model) -> list[str]:
             (s.get("shape"), s.get("type")) for s in declared
         ]:
             problems.append(f"{key} in the manifest do not match the model's: {actual}")
+    if not model.main.inputs or not model.main.outputs:
+        return problems + ["the model needs at least one input and one output"]
     labels = manifest.get("labels")
     if labels is not None:
         classes = model.tensor(model.main.outputs[0]).shape[-1]
@@ -307,12 +355,22 @@ class Package:
             raw, _ = _read_member(zf, files[MANIFEST])
             try:
                 self.manifest = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except RecursionError:
+                raise PackageError(f"{self.path}: {MANIFEST} is nested too deeply") from None
+            except ValueError as e:  # bad UTF-8 or JSON, an integer of thousands of digits
                 raise PackageError(f"{self.path}: {MANIFEST} is not valid JSON: {e}") from e
             problems = manifest_problems(self.manifest)
             if problems:
                 raise PackageError(f"{self.path}: bad manifest: {'; '.join(problems)}")
-            self.model_bytes, digest = _read_member(zf, files[MODEL])
+            # Hashed while streamed before it is kept: a member that lies costs no memory.
+            if files[MODEL].file_size != self.manifest["model"]["bytes"]:
+                raise PackageError(
+                    f"{self.path}: {MODEL} holds {files[MODEL].file_size:,} bytes but the manifest "
+                    f"says {self.manifest['model']['bytes']:,}: the package was altered"
+                )
+            _, digest = _read_member(zf, files[MODEL], sink=DISCARD)
+            if digest == self.manifest["model"]["sha256"]:
+                self.model_bytes, digest = _read_member(zf, files[MODEL])
             self.reference_bytes = None
             declared = self.manifest.get("files", {}).get(REFERENCE)
             if declared is not None and REFERENCE in files:
@@ -361,7 +419,7 @@ def is_package(path: str | os.PathLike) -> bool:
     if p.suffix == SUFFIX:
         return True
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb", opener=open_regular) as f:
             return f.read(4) == b"PK\x03\x04"
     except OSError:
         return False
@@ -395,14 +453,15 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
             declared = package.manifest.get("files", {})
             extra = set(members) - set(declared) - {MANIFEST, MODEL}
             if extra:
-                problems.append(f"members not in the manifest: {', '.join(sorted(extra))}")
+                names = ", ".join(map(shown, sorted(extra)))
+                problems.append(f"members not in the manifest: {names}")
             for name, entry in declared.items():
                 if name not in members:
-                    problems.append(f"{name} is in the manifest but not in the package")
+                    problems.append(f"{shown(name)} is in the manifest but not in the package")
                     continue
-                _, digest = _read_member(zf, members[name])
+                _, digest = _read_member(zf, members[name], sink=DISCARD)
                 if digest != entry["sha256"] or members[name].file_size != entry["bytes"]:
-                    problems.append(f"{name} does not match its sha256 in the manifest")
+                    problems.append(f"{shown(name)} does not match its sha256 in the manifest")
         checks.append(f"{len(declared)} extra file(s) checked")
     except EdgepruneError as e:
         return {"package": str(path), "ok": False, "checks": checks, "problems": [str(e)]}

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import native_stderr
 from .choices import RUNNER_MODES as MODES
-from .errors import EdgepruneError, RuntimeMissingError, UnsupportedError
+from .errors import EdgepruneError, RuntimeMissingError
 from .input_range import to_input
 from .model import Model
 
@@ -84,10 +84,7 @@ class Runner:
     ):
         if mode not in MODES:
             raise EdgepruneError(f"unknown runner mode {mode!r}: choose one of {', '.join(MODES)}")
-        if len(model.main.inputs) != 1:
-            raise UnsupportedError(
-                f"{model.name} has {len(model.main.inputs)} inputs; edgeprune needs 1"
-            )
+        self.input = model.single_input()
         extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
         self.interpreter, self.runtime = load_interpreter(
@@ -99,7 +96,6 @@ class Runner:
         )
         self.mode = mode
         self.model = model
-        self.input = model.tensor(model.main.inputs[0])
         self.read = tuple(dict.fromkeys([*model.main.outputs, *watch]))
 
     def _feed(self, sample: np.ndarray) -> np.ndarray:

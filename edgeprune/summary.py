@@ -38,7 +38,7 @@ def _layer_row(model: Model, layer: Layer) -> dict[str, Any]:
         "weights": describe_quantization(w),
         "params": w.size,
         "nonzero": model.nonzero(w),
-        "weight_bytes": int(sum(t.size * t.dtype.itemsize for t in tensors)),
+        "weight_bytes": int(sum(model.stored_bytes(t) for t in tensors)),
     }
 
 

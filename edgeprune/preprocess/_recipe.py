@@ -25,5 +25,5 @@ def from_dict(cls: type, d: Any, kind: str) -> Any:
         )
     try:
         return cls(**d)
-    except TypeError as e:  # a value of the wrong type, e.g. a string where a number goes
+    except (TypeError, ValueError) as e:  # a value of the wrong type or shape
         raise EdgepruneError(f"invalid {kind} recipe: {e}") from e

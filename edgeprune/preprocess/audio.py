@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import open_regular
 from ..errors import EdgepruneError
 from . import _recipe
 
@@ -142,9 +143,14 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[n
     (edgeprune does not resample: resample the file, e.g. ``sox in.wav -r 8000 out.wav``).
     """
     try:
-        with wave.open(os.fspath(path), "rb") as w:
+        with open(path, "rb", opener=open_regular) as f, wave.open(f, "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             comptype, count = w.getcomptype(), w.getnframes()
+            if count * max(width, 1) * max(channels, 1) > os.fstat(f.fileno()).st_size:
+                raise EdgepruneError(
+                    f"{path}: its header claims {count:,} samples, more than the file holds: "
+                    "the file is damaged"
+                )
             if comptype != "NONE" or width != 2 or channels != 1:
                 raise EdgepruneError(
                     f"{path}: {channels}-channel {8 * width}-bit {comptype} audio; edgeprune reads "

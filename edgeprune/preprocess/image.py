@@ -26,6 +26,9 @@ from ..errors import EdgepruneError
 from . import _recipe
 
 RESIZES = ("bilinear",)
+# The most pixels an image file may have (4096 x 4096): decoding costs about 20 bytes a pixel
+# (RGB, then float32), so this bounds one image at ~340 MB. Pillow's own bomb check is weaker.
+MAX_PIXELS = 1 << 24
 COLOR_ORDERS = ("RGB", "BGR")
 
 
@@ -42,11 +45,17 @@ class ImageRecipe:
 
     def __post_init__(self) -> None:
         # Lists (from JSON) become tuples, so recipes compare and hash by value.
+        problems = []
         for name in ("size", "mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (list, np.ndarray)):
-                object.__setattr__(self, name, tuple(np.asarray(value).tolist()))
-        problems = []
+                value = tuple(np.asarray(value, dtype=object).reshape(-1).tolist())
+                object.__setattr__(self, name, value)
+            if not isinstance(value, tuple) or not all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                for v in value
+            ):
+                raise EdgepruneError(f"invalid ImageRecipe: {name} must be a list of numbers")
         if (
             len(self.size) != 2
             or not all(isinstance(v, (int, np.integer)) and v > 0 for v in self.size)
@@ -141,9 +150,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         ) from e
     try:
         with Image.open(os.fspath(path)) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise EdgepruneError(
+                    f"{path}: {width} x {height} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                    "of edgeprune.preprocess.image.MAX_PIXELS: downscale the image"
+                )
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError as e:
         raise EdgepruneError(f"{path}: not an image file Pillow can read") from e
+    except Image.DecompressionBombError as e:
+        raise EdgepruneError(f"{path}: too many pixels ({e})") from e
     except OSError as e:
         raise EdgepruneError(f"cannot read image {path}: {e.strerror or e}") from e
 
