@@ -25,6 +25,7 @@ STATE_DIR = ".edgeprune"
 PARTIAL_MAX_AGE = 7 * 24 * 3600  # seconds an abandoned upload is kept for resuming
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1 << 20
+OPEN_UPLOADS = 64  # uploads an agent tracks at once; the oldest is forgotten (it can resume)
 
 
 def check_sha256(value: object) -> str:
@@ -55,11 +56,16 @@ class WorkDir:
             raise ProtocolError(
                 "path", f"{name}: paths on the device are relative to its work directory"
             )
-        if rel.parts and rel.parts[0] == STATE_DIR:
-            raise ProtocolError("path", f"{name}: {STATE_DIR}/ belongs to the agent")
-        path = (self.root / rel).resolve()
+        try:
+            path = (self.root / rel).resolve()
+        except (OSError, RuntimeError) as e:  # a name too long, a symlink loop
+            raise ProtocolError("path", f"{name[:200]}: {e}") from None
         if path == self.root or self.root not in path.parents:
             raise ProtocolError("path", f"{name}: outside the work directory of the agent")
+        # Checked on the resolved path: x/../.edgeprune/agent.lock or a symlink to the state
+        # directory name it as surely as .edgeprune/agent.lock does.
+        if path == self.state or self.state in path.parents:
+            raise ProtocolError("path", f"{name}: {STATE_DIR}/ belongs to the agent")
         if must_exist and not path.is_file():
             raise ProtocolError("not_found", f"{name}: no such file in the work directory")
         return path
@@ -92,9 +98,12 @@ class WorkDir:
                 with open(part, "rb") as f:
                     while block := f.read(_READ_BLOCK):
                         hasher.update(block)
-            else:
-                part.touch()
+            # No file until data arrives: opens alone leave nothing behind.
             self._hashers[sha256] = hasher
+            while len(self._hashers) > OPEN_UPLOADS:
+                oldest = next(iter(self._hashers))
+                del self._hashers[oldest]
+                self._sizes.pop(oldest, None)
         return have
 
     def put_data(self, sha256: str, offset: int, data: bytes) -> int:
@@ -107,7 +116,7 @@ class WorkDir:
         if hasher is None:
             raise ProtocolError("bad_request", "PUT_DATA before PUT_OPEN for this sha256")
         part = self.partial / sha256
-        have = part.stat().st_size
+        have = part.stat().st_size if part.exists() else 0
         if offset > have:
             raise ProtocolError("gap", f"the board has {have} bytes; resend from there", size=have)
         if offset + len(data) > self._sizes[sha256]:
@@ -126,6 +135,8 @@ class WorkDir:
         sha256 = check_sha256(sha256)
         part = self.partial / sha256
         hasher = self._hashers.pop(sha256, None)
+        if hasher is not None and not part.exists() and self._sizes.get(sha256) == 0:
+            part.touch()  # an empty file: no PUT_DATA made its partial
         if hasher is None or not part.exists():
             if path.is_file() and self.digest(path) == sha256:  # a resent PUT_CLOSE
                 return path, path.stat().st_size

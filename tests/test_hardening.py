@@ -203,3 +203,47 @@ def test_weights_overlapping_the_tables_are_not_written(tmp_path):
         m.save(tmp_path / "o.tflite")
     assert not (tmp_path / "o.tflite").exists()
     assert layer_weight is not None
+
+
+# ----- the board agent --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def board(tmp_path):
+    from edgeprune.host.client import Device
+
+    root = tmp_path / "board"
+    with Device(f"local://{root}") as device:
+        yield device, root
+
+
+def test_pushes_cannot_reach_the_agents_state_after_normalisation(board, tmp_path):
+    from edgeprune.host.device_errors import RemoteError
+
+    device, root = board
+    lock = root / ".edgeprune" / "agent.lock"
+    root.mkdir(exist_ok=True)
+    (root / "state").symlink_to(root / ".edgeprune")
+    src = tmp_path / "x"
+    src.write_bytes(b"replacement")
+    for target in (
+        "x/../.edgeprune/agent.lock",
+        "./.edgeprune/agent.lock",
+        "state/agent.lock",
+        "a/b/../../.edgeprune/partial/p",
+    ):
+        with pytest.raises(RemoteError) as e:
+            device.put(src, target)
+        assert e.value.code == "path", target
+    assert lock.read_bytes() != b"replacement"
+    assert not list((root / ".edgeprune" / "partial").iterdir())
+
+
+def test_upload_opens_alone_leave_no_partial_files(board):
+    from firmware_bridge import protocol as p
+
+    device, root = board
+    for i in range(200):
+        digest = f"{i:064x}"
+        device.request(p.PUT_OPEN, {"path": f"u{i}", "size": 10, "sha256": digest})
+    assert list((root / ".edgeprune" / "partial").iterdir()) == []
