@@ -201,7 +201,7 @@ class Agent:
             raise p.ProtocolError("bad_request", "PUT_DATA needs a sha256 and an offset")
         sha256 = frame.payload[: p.SHA256_SIZE].hex()
         (offset,) = p.OFFSET.unpack_from(frame.payload, p.SHA256_SIZE)
-        size = self.workdir.put_data(sha256, offset, frame.payload[head:])
+        size = self.workdir.put_data(sha256, offset, memoryview(frame.payload)[head:])
         return p.OK, {"size": size}
 
     def _put_close(self, frame: p.Frame):

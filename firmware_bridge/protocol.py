@@ -114,10 +114,18 @@ def encode(
     type_: int, request_id: int, payload: bytes | bytearray | memoryview = b"", version=VERSION
 ) -> bytes:
     """The bytes of one frame."""
-    head = HEADER.pack(MAGIC, version, type_, request_id, len(payload))
+    return b"".join(encode_parts(type_, request_id, (payload,), version))
+
+
+def encode_parts(type_: int, request_id: int, parts, version=VERSION) -> list:
+    """One frame whose payload is `parts` one after the other, as pieces to write in order (a
+    large payload is neither joined nor copied: header, the parts themselves, the CRC)."""
+    head = HEADER.pack(MAGIC, version, type_, request_id, sum(len(x) for x in parts))
     head += zlib.crc32(head).to_bytes(4, "big")
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return b"".join((head, payload, crc.to_bytes(4, "big")))
+    crc = zlib.crc32(head)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [head, *parts, crc.to_bytes(4, "big")]
 
 
 def encode_json(type_: int, request_id: int, obj: dict[str, Any]) -> bytes:

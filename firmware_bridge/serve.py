@@ -20,6 +20,7 @@ from .files import WorkDir
 from .protocol import EXIT_BUSY, EXIT_UNUSABLE
 
 LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
+PIPE_SIZE = 1 << 20  # bytes a stdio pipe may hold (Linux's default limit for any user)
 
 
 def default_root() -> str:
@@ -68,6 +69,9 @@ def _write_all(fd: int, data: bytes) -> None:
 def serve_stdio(root: str, keepalive: float) -> int:
     """Serve the frames on stdin/stdout. Anything else printing to stdout goes to stderr."""
     frames_in, frames_out = os.dup(0), os.dup(1)
+    for fd in (frames_in, frames_out):  # fewer, larger reads and writes: fewer wake-ups
+        with contextlib.suppress(OSError, AttributeError):  # not a pipe, or not Linux
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # stray prints (ours, a library's, C code's) must not corrupt the frames

@@ -101,6 +101,11 @@ class Link:
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def write_parts(self, parts) -> None:
+        """Write byte strings (or memoryviews) one after the other; a link that can send them
+        without joining them first overrides this."""
+        self.write(b"".join(parts))
+
     def close(self) -> None:
         raise NotImplementedError
 

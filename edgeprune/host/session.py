@@ -59,6 +59,10 @@ class Session:
         else:
             self.link.write(p.encode_json(type_, request_id, body))
 
+    def send_parts(self, type_: int, request_id: int, parts) -> None:
+        """A frame whose binary payload is `parts` (e.g. a chunk header and a file's bytes)."""
+        self.link.write_parts(p.encode_parts(type_, request_id, parts))
+
     def receive(self, timeout: float) -> p.Frame | p.Damaged | None:
         """The next frame (or damaged frame); None after `timeout`; LinkError once it ended."""
         if self.ended:

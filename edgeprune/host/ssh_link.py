@@ -204,8 +204,17 @@ class SshLink(Link):
             return b""
 
     def write(self, data: bytes) -> None:
+        self.write_parts((data,))
+
+    def write_parts(self, parts) -> None:
+        """Each part, one SSH packet's worth at a time: paramiko's own sendall re-slices the
+        rest of a large buffer after every packet (quadratic in its length)."""
+        piece = self.channel.out_max_packet_size or 32768
         try:
-            self.channel.sendall(data)
+            for part in parts:
+                view = memoryview(part)
+                for start in range(0, len(view), piece):
+                    self.channel.sendall(bytes(view[start : start + piece]))
         except (OSError, EOFError) as e:
             raise LinkError(f"the ssh link to {self.label} is closed: {e}") from None
 

@@ -104,13 +104,18 @@ def _send_chunks(session: Session, f, digest: str, start: int, size: int, progre
     window = _Window(session, start)
     head = bytes.fromhex(digest)
     chunk = _chunk(session)
+    buffer = bytearray(chunk)  # reused: every link has written a frame when write returns
     while window.done < size:
         while len(window.flight) < session.link.window and window.next < size:
-            data = os.pread(f.fileno(), min(chunk, size - window.next), window.next)
+            n = os.preadv(f.fileno(), [memoryview(buffer)[: min(chunk, size - window.next)]],
+                          window.next)  # fmt: skip
+            if n <= 0:
+                raise DeviceError(f"{f.name}: changed while it was pushed (shorter); push again")
             request_id = session.new_id()
-            session.send(p.PUT_DATA, request_id, head + p.OFFSET.pack(window.next) + data)
+            parts = (head, p.OFFSET.pack(window.next), memoryview(buffer)[:n])
+            session.send_parts(p.PUT_DATA, request_id, parts)
             window.flight[request_id] = window.next
-            window.next += len(data)
+            window.next += n
         item = window.wait()
         if item is None:
             continue
