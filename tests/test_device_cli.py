@@ -38,7 +38,7 @@ def test_device_registry(config, tmp_path, capsys):
     assert stored["devices"]["box"] == {"url": url} and os.listdir(config) == ["devices.json"]
 
     code, out, _ = run(capsys, "device", "info", "box")
-    assert code == 0 and "operations inspect, record, prune, personalize" in out
+    assert code == 0 and "operations inspect, record, prune, thin, personalize" in out
     assert "edge tpu   no Edge TPU" in out
 
     assert run(capsys, "device", "remove", "pi")[0] == 0
