@@ -250,22 +250,6 @@ class PruneResult(Result):
     note: str | None = None  # why far fewer weights are zero than asked, when they are
 
 
-def _prune_note(m, layers, requested: float, measured: float, keep_classifier: bool) -> str | None:
-    """A warning when the measured sparsity falls well short of the request, with the causes."""
-    from .summary import unseen_weights
-
-    if requested - measured <= 0.05:
-        return None
-    why = []
-    if keep_classifier and layers:
-        why.append(f"the final layer ({layers[-1].opcode}) was kept whole")
-    unseen = sum(unseen_weights(m, tuple(layers)).values())
-    if unseen:
-        why.append(f"{unseen:,} weights sit in ops that cannot be pruned (see inspect)")
-    because = f": {'; '.join(why)}" if why else ""
-    return f"only {measured:.1%} of the prunable weights are zero, not {requested:.0%}{because}"
-
-
 def _prune(
     context: Context,
     model: str,
@@ -283,6 +267,7 @@ def _prune(
     from .edgetpu import refuse
     from .layers import scan
     from .package import load_model
+    from .summary import shortfall
 
     m = load_model(model)
     refuse(m, "prune its weights")
@@ -313,7 +298,7 @@ def _prune(
         scope,
         granularity,
         keep_classifier,
-        _prune_note(m, layers, sparsity, measured, keep_classifier),
+        shortfall(m, tuple(layers), sparsity, measured, keep_classifier),
     )
 
 

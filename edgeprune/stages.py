@@ -30,6 +30,7 @@ from .estimate import AccuracyEstimator, Verdict, entropy, paired, softmax, wils
 from .model import Model
 from .reference import Reference, classifier_outputs
 from .runtime import Runner
+from .summary import shortfall
 
 ORDER = STAGES
 PRIOR_SAMPLES = 4096  # source logits kept (a uniform reservoir of the fit part) for the prior
@@ -389,6 +390,10 @@ class PruneStage:
             )
             return None
         details = {"sparsity": best.sparsity, "measured": best.measured_sparsity}
+        keep = self.scoring.get("keep_classifier", False)
+        note = shortfall(state.model, amap.layers, best.sparsity, best.measured_sparsity, keep)
+        if note:
+            details["note"] = note
         chosen = prune.apply(
             state.model, scores.masks(best.sparsity, self.scope)
         )  # not kept: cheap

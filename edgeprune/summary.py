@@ -66,6 +66,22 @@ def _learned(t: Tensor) -> bool:
     return t.dtype is not None and (t.dtype.kind in "fc" or t.quantization is not None)
 
 
+def shortfall(
+    model: Model, layers: tuple[Layer, ...], requested: float, measured: float, kept_last: bool
+) -> str | None:
+    """Why far fewer weights are zero than the sparsity asked (None when they are not)."""
+    if requested - measured <= 0.05:
+        return None
+    why = []
+    if kept_last and layers:
+        why.append(f"the final layer ({layers[-1].opcode}) was kept whole")
+    unseen = sum(unseen_weights(model, tuple(layers)).values())
+    if unseen:
+        why.append(f"{unseen:,} weights sit in ops that cannot be pruned (see inspect)")
+    because = f": {'; '.join(why)}" if why else ""
+    return f"only {measured:.1%} of the prunable weights are zero, not {requested:.0%}{because}"
+
+
 def notes(model: Model, layers: tuple[Layer, ...]) -> list[str]:
     """What the layer table does not show: weights it cannot see, an Edge TPU compilation."""
     out = [n for n in [edgetpu.note(model)] if n]

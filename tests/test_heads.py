@@ -176,3 +176,15 @@ def test_inspect_notes_lstm_weights(tmp_path, capsys):
     unseen = sum(int(part.split(" in ")[0].replace(",", "")) for part in notes[0].split(": ")[1]
                  .split(", "))  # fmt: skip
     assert unseen >= 4 * 6 * (4 + 6)
+
+
+def test_personalize_prune_shortfall_is_a_warning(capsys, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(build("float32", "conv_head"))
+    data = tmp_path / "x.npy"
+    np.save(data, random_inputs(200, SHAPE, seed=12))  # one class for all: pruning passes
+    code, out, err = run(capsys, "personalize", model, data, "-o", tmp_path / "p.tflite",
+                         "--stages", "prune", "-q")  # fmt: skip
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.strip().startswith("prune: kept"))
+    assert "warning: only" in line and "the final layer (CONV_2D) was kept whole" in line

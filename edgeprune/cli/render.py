@@ -156,6 +156,8 @@ def stage_line(stage: dict[str, Any]) -> str:
     if name == "prune" and stage["applied"]:
         details = stage["details"]
         line += f"; sparsity {details['sparsity']:.2f} (measured {details['measured']:.1%})"
+        if details.get("note"):
+            line += f"; warning: {details['note']}"
     if stage["proposed_test_accuracy"] is not None:
         line += f"; held-out accuracy of the proposal {percent(stage['proposed_test_accuracy'])}"
     elif name == "source" and stage["test_accuracy"] is not None:
