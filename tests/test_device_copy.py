@@ -137,3 +137,13 @@ def test_remote_tells_a_pull_command_that_works_for_a_report_folder(box, tflite_
         assert main(shlex.split(hint)[1:]) == 0
     assert (box.parent / "rep with space" / "report.json").is_file()
     assert (box.parent / "u.tflite").read_bytes() == (box / "u.tflite").read_bytes()
+
+
+def test_empty_folders(box, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "push", "box", tmp_path / "empty", "-r")
+    assert code == 2 and out == "" and err.endswith("empty holds no files: nothing to push\n")
+    (box / "nothing" / "inside").mkdir(parents=True)
+    code, out, _ = run(capsys, "pull", "box", "nothing", "-r", "-o", "got", "-q")
+    assert code == 0 and out == "pulled box:nothing -> got/ (0 files, 0 bytes)\n"
+    assert (tmp_path / "got" / "inside").is_dir()

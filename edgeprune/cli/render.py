@@ -372,7 +372,7 @@ def _device_info(r: host_ops.DeviceInfo) -> Lines:
 
 
 def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:
-    if r.files:
+    if r.files or not r.sha256:  # a folder
         unchanged = f"; {r.skipped} unchanged, not sent" if r.skipped else ""
         return f"{verb} {route}/ ({len(r.files)} files, {r.size:,} bytes{unchanged})"
     if r.skipped:

@@ -31,6 +31,8 @@ def local_tree(source: Path, recursive: bool) -> list[tuple[Path, str]]:
         if not recursive:
             raise EdgepruneError(f"{source} is a directory: push it with -r")
         files = sorted(p for p in source.rglob("*") if p.is_file())
+        if not files:
+            raise EdgepruneError(f"{source} holds no files: nothing to push")
         return [(f, f.relative_to(source).as_posix()) for f in files]
     if not source.exists():
         raise EdgepruneError(f"{source}: no such file or directory")
