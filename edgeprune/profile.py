@@ -17,7 +17,9 @@ on the kernels the runtime picks, not on the model.
 
 from __future__ import annotations
 
+import bisect
 import gzip
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,30 +204,45 @@ def plan_memory(
         whole_run = a.first == 0 and a.last == end
         return (0, a.tensors[0], 0, 0) if whole_run else (1, -a.size, a.first, a.tensors[0])
 
-    placed: list[Allocation] = []  # kept sorted by offset
-    high_water = 0
+    # Tensors alive for the whole run come first and overlap everything: they sit end to end
+    # from offset 0 and are never searched for gaps (no gap there fits a non-empty tensor), so
+    # the plan costs time linear in them; the others are searched as TFLite does.
+    placed: list[Allocation] = []
+    searched: list[Allocation] = []  # non-empty, not whole-run, kept sorted by offset
+    base = high_water = 0
     for a in sorted(allocations, key=order):
         if a.size == 0:
             placed.append(a)
             continue
-        best, best_fit, current = None, None, 0
-        for other in sorted(placed, key=lambda p: p.offset):
-            if other.size == 0 or other.last < a.first or other.first > a.last:
-                continue
-            aligned = _align(current, alignment)
-            gap = other.offset - aligned
-            if aligned + a.size <= other.offset and (best_fit is None or gap < best_fit):
-                best, best_fit = aligned, gap
-            current = max(current, other.offset + other.size)
-            if best_fit == 0:
-                break
-        offset = best if best is not None else _align(current, alignment)
+        if a.first == 0 and a.last == end:
+            offset = _align(base, alignment)
+            base = offset + a.size
+        else:
+            best, best_fit, current = None, None, base
+            for other in searched:
+                if other.last < a.first or other.first > a.last:
+                    continue
+                aligned = _align(current, alignment)
+                gap = other.offset - aligned
+                if aligned + a.size <= other.offset and (best_fit is None or gap < best_fit):
+                    best, best_fit = aligned, gap
+                current = max(current, other.offset + other.size)
+                if best_fit == 0:
+                    break
+            offset = best if best is not None else _align(current, alignment)
         high_water = max(high_water, offset + a.size)
-        placed.append(Allocation(a.tensors, a.size, a.first, a.last, offset))
-    live = [0] * max(end, 1)
+        done = Allocation(a.tensors, a.size, a.first, a.last, offset)
+        placed.append(done)
+        if not (a.first == 0 and a.last == end):
+            bisect.insort(searched, done, key=lambda p: p.offset)
+    # Bytes live at each op, from +size where a buffer starts and -size after it ends.
+    change = [0] * (max(end, 1) + 1)
     for a in allocations:
-        for step in range(a.first, min(a.last, end - 1) + 1):
-            live[step] += a.size
+        low, high = a.first, min(a.last, end - 1)
+        if low <= high:
+            change[low] += a.size
+            change[high + 1] -= a.size
+    live = list(itertools.accumulate(change[:-1]))
     peak_op = int(np.argmax(live))
     return MemoryPlan(high_water, live[peak_op], peak_op, tuple(placed))
 

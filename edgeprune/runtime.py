@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -42,19 +47,71 @@ def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
     )
 
 
+# A model is first loaded, allocated and invoked on zeros in a child process, once per sha256 in
+# a process: a model that crashes the runtime (a segfault in a kernel) then ends the child, not
+# this process nor a board agent, and is refused in one line. EDGEPRUNE_PROBE=0 turns it off.
+_PROBE = """
+import sys
+import numpy as np
+from edgeprune.runtime import interpreter_class
+cls, _ = interpreter_class(sys.argv[1] or None)
+try:
+    interpreter = cls(model_content=sys.stdin.buffer.read(), num_threads=1)
+    interpreter.allocate_tensors()
+    for d in interpreter.get_input_details():
+        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interpreter.invoke()
+except Exception:
+    sys.exit(3)  # an error the in-process load reports in its own words
+"""
+PROBE_TIMEOUT = 300.0
+_probed: set[str] = set()
+
+
+def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
+    """Run the model once in a child process; EdgepruneError if the runtime dies on it."""
+    digest = hashlib.sha256(content).hexdigest()
+    if digest in _probed or os.environ.get("EDGEPRUNE_PROBE") == "0":
+        return
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, runtime or ""],
+            input=content,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise EdgepruneError(
+            f"{failure}: one invocation on zeros did not finish in {PROBE_TIMEOUT:g} s"
+        ) from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise EdgepruneError(
+            f"{failure}: the interpreter crashed ({name}) running it in a child process; "
+            "the model is malformed or hostile: re-export it"
+        )
+    _probed.add(digest)
+
+
 def load_interpreter(
     content: bytes,
     failure: str,
     runtime: str | None = None,
     allocate: bool = True,
+    probed: bool = False,
     **options: Any,
 ) -> tuple[Any, str]:
     """An interpreter over the model bytes `content`, and the name of its runtime package.
 
     `options` go to the Interpreter (num_threads, delegates, op resolver...). Its warnings (that
     preserve mode is for debugging, that tf.lite is deprecated) are silenced; a model it cannot
-    load raises EdgepruneError("`failure`: why")."""
+    load raises EdgepruneError("`failure`: why"), and so does one that crashes the runtime in
+    the child-process `probe` (skipped with `probed`: the caller probed the model it derives
+    `content` from)."""
     cls, package = interpreter_class(runtime)
+    if not probed:
+        probe(bytes(content), failure, runtime)
     try:
         with warnings.catch_warnings(), native_stderr.silenced():  # -q: no XNNPACK INFO line
             warnings.simplefilter("ignore")
@@ -87,10 +144,13 @@ class Runner:
         self.input = model.single_input()
         extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
+        # The model itself is probed (once per process), not each instrumented copy of it.
+        probe(model.to_bytes(), f"the interpreter cannot load {model.name}", runtime)
         self.interpreter, self.runtime = load_interpreter(
             content.to_bytes(),
             f"the interpreter cannot load {model.name}",
             runtime,
+            probed=True,
             num_threads=num_threads,
             **extra,
         )

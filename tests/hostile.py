@@ -148,7 +148,16 @@ def zero_scale() -> bytes:
     return bytes(data)
 
 
+def optional_weight() -> bytes:
+    """The first conv's weight input marked optional (-1): LiteRT segfaults preparing it."""
+    data = model("int8")
+    start, _ = _vector(operators(data)[0], OperatorSlot.INPUTS)
+    _I32.pack_into(data, start + 4, -1)
+    return bytes(data)
+
+
 MODELS = {
+    "optional_weight": optional_weight,
     "unknown_bias_type": unknown_bias_type,
     "opcode_of_another_op": opcode_of_another_op,
     "wrapping_shape": wrapping_shape,

@@ -247,3 +247,38 @@ def test_upload_opens_alone_leave_no_partial_files(board):
         digest = f"{i:064x}"
         device.request(p.PUT_OPEN, {"path": f"u{i}", "size": 10, "sha256": digest})
     assert list((root / ".edgeprune" / "partial").iterdir()) == []
+
+
+def test_a_model_that_crashes_the_runtime_is_one_line_and_the_agent_survives(
+    board, tmp_path, capsys, samples
+):
+    model = tmp_path / "crash.tflite"
+    model.write_bytes(hostile.optional_weight())
+    line = one_line(capsys, "record", model, samples, "-o", tmp_path / "m.npz", "-q")
+    assert "crashed (SIGSEGV)" in line and str(model) in line
+    device, root = board
+    device.put(model, "crash.tflite")
+    device.put(samples, "s.npy")
+    from edgeprune.host.device_errors import RemoteError
+
+    with pytest.raises(RemoteError, match="crashed"):
+        device.run("record", {"model": "crash.tflite", "data": "s.npy", "output": "m.npz"}, print)
+    assert device.run("inspect", {"model": "crash.tflite"}, print)  # the same agent still answers
+
+
+def test_the_memory_plan_is_linear_in_whole_run_tensors(monkeypatch):
+    """32,000 graph inputs (alive for the whole run) once took minutes: now well under 2 s."""
+    import time
+    from types import SimpleNamespace
+
+    from edgeprune import profile
+
+    ops = 1000
+    allocations = [profile.Allocation((i,), 100, 0, ops) for i in range(32_000)]
+    allocations += [profile.Allocation((40_000 + i,), 64, i, i + 1) for i in range(ops - 1)]
+    monkeypatch.setattr(profile, "lifetimes", lambda model, shapes: allocations)
+    start = time.perf_counter()
+    plan = profile.plan_memory(SimpleNamespace(operators=[None] * ops), [])
+    assert time.perf_counter() - start < 2.0
+    whole = 32_000 * 128  # 100 bytes each at 64-byte alignment
+    assert plan.arena_bytes == whole + 128 and plan.peak_live_bytes == 32_000 * 100 + 128
