@@ -6,7 +6,9 @@ on a Pi. `root` prefixes every system path so tests can point it at a prepared t
 
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import importlib.util
 import os
 import platform
@@ -118,6 +120,44 @@ def edgeprune_version() -> str:
     return edgeprune.__version__
 
 
+# The packages `edgeprune device setup` installs on a board; their files make the build digest.
+PACKAGES = ("edgeprune", "firmware_bridge")
+
+
+def package_files() -> list[tuple[str, Path]]:
+    """(path inside site-packages, file) of every file of PACKAGES (no __pycache__), sorted: what
+    the wheel `device setup` builds holds, and what the build digest covers."""
+    files = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        base = Path(next(iter(spec.submodule_search_locations)))
+        for path in base.rglob("*"):
+            rel = path.relative_to(base)
+            if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
+                files.append((f"{name}/{rel.as_posix()}", path))
+    return sorted(files)
+
+
+def digest_of(members) -> str:
+    """sha256 over (path, bytes) pairs in their order: the build digest of those files."""
+    digest = hashlib.sha256()
+    for rel, data in members:
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.cache
+def edgeprune_build() -> dict[str, str]:
+    """This edgeprune's version and a digest of its files (`digest_of` every file of
+    `package_files`), the same on the laptop and on a board set up from it: `device info`
+    compares them."""
+    members = [(rel, path.read_bytes()) for rel, path in package_files()]
+    return {"version": edgeprune_version(), "digest": digest_of(members)}
+
+
 def collect(workdir: Path, root: Path = Path("/")) -> dict[str, Any]:
     """Everything INFO answers, as a JSON-able dict."""
     disk = shutil.disk_usage(workdir)
@@ -128,6 +168,7 @@ def collect(workdir: Path, root: Path = Path("/")) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "edgeprune": edgeprune_version(),
+        "edgeprune_build": edgeprune_build(),
         "runtime": runtime(),
         "edgetpu": edgetpu(root),
         "memory": memory(root),

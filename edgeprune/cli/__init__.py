@@ -26,7 +26,7 @@ with contextlib.suppress(ImportError):  # where the host libraries are installed
     from ..host import charts, usbmeter  # noqa: F401  (register the charts and USB meters)
 
 GROUPS = {
-    "device": "the boards you work with: add, list, info, remove, group",
+    "device": "the boards you work with: add, list, info, setup, remove, group",
     "device group": "several boards under one name: push, pull, remote, info take it",
 }
 DESCRIPTION = (

@@ -369,6 +369,30 @@ def _device_info(r: host_ops.DeviceInfo) -> Lines:
     yield f"{r.label}: {r.url}"
     for key, value in rows:
         yield f"  {key:<11}{value}"
+    if r.mismatch:
+        name = r.label if "://" not in r.label else "NAME"
+        yield (
+            f"  warning    {r.mismatch}: run `edgeprune device setup {name}` to install this "
+            "laptop's edgeprune there"
+        )
+
+
+@renders("device setup")
+def _device_setup(r: host_ops.DeviceSetup) -> Lines:
+    rt = f"{r.runtime['name']} {r.runtime['version']}" if r.runtime else "no runtime"
+    how = "from wheels pushed from here" if r.offline else "with the board's pip"
+    if r.changed:
+        yield (
+            f"{r.device}: installed edgeprune {r.edgeprune} and {rt} into {r.venv} {how} "
+            f"({len(r.pushed)} file(s) copied, {r.seconds:.0f} s)"
+        )
+    else:
+        yield f"{r.device}: up to date: edgeprune {r.edgeprune} and {rt} in {r.venv}"
+    yield f"  board      {r.machine}, Python {r.board_python}"
+    if r.registered:
+        yield f"  device     {r.device} now runs the agent with {r.python}: {r.url}"
+    else:
+        yield f"  url        use {r.url}"
 
 
 def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:

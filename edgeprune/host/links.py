@@ -148,9 +148,10 @@ def explain_exit(label: str, python: str, status: int | None, stderr: str) -> De
         )
     if "No module named firmware_bridge" in stderr or "No module named 'firmware_bridge'" in stderr:
         return AgentMissingError(
-            f"{label}: the edgeprune agent is not installed for {python} on the board; there, run "
-            f"`{python} -m pip install 'edgeprune[litert]'` (for a venv, point the URL at it: "
-            "?python=/path/to/venv/bin/python), then try again"
+            f"{label}: the edgeprune agent is not installed for {python} on the board; install "
+            "it from this laptop with `edgeprune device setup DEVICE` (it builds this "
+            "edgeprune's wheel, installs it with its runtime into a venv on the board and points "
+            "the device at that venv's python; --offline if the board has no internet)"
         )
     if status == protocol.EXIT_BUSY:
         return LinkError(

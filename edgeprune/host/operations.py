@@ -392,12 +392,19 @@ class DeviceInfo(Result):
     label: str
     url: str
     info: dict[str, Any]
+    laptop: dict[str, str] = field(default_factory=dict)  # this edgeprune's version and digest
+    mismatch: str | None = None  # how the board's edgeprune differs from this one
 
 
 @groupable("device info")
 def _device_info(context: Context, device: str) -> DeviceInfo:
+    from firmware_bridge.info import edgeprune_build
+
+    from .setup import mismatch
+
     with open_device(device) as board:
-        return DeviceInfo(board.label, board.url, board.info())
+        info = board.info()
+        return DeviceInfo(board.label, board.url, info, edgeprune_build(), mismatch(info))
 
 
 device_info = register(
@@ -407,6 +414,92 @@ device_info = register(
         (DEVICE,),
         _device_info,
         DeviceInfo,
+    )
+)
+
+
+@dataclass
+class DeviceSetup(Result):
+    """A board set up (or found up to date) with this laptop's edgeprune and its runtime."""
+
+    device: str
+    url: str
+    python: str
+    venv: str
+    offline: bool
+    changed: bool
+    pushed: list[str]
+    edgeprune: str
+    digest: str
+    runtime: dict[str, str] | None
+    machine: str
+    board_python: str
+    seconds: float
+    registered: bool = False
+
+
+def _device_setup(
+    context: Context, device: str, venv: str, python: str, offline: bool, force: bool
+) -> DeviceSetup:
+    from .registry import add as register_device
+    from .registry import load, resolve
+    from .setup import set_up
+
+    label, url = resolve(device)
+    bars: dict[str, Any] = {}
+
+    def step(text: str) -> None:  # one bar per phase: its elapsed time shows it is alive
+        if "phase" in bars:
+            bars.pop("phase").close()
+        bars["phase"] = context.bar(text, None, "step")
+
+    def transfer(name: str):
+        def progress(done: int, total: int) -> None:
+            if name not in bars:
+                bars[name] = context.bar(f"copy {name[:40]}", total, "B")
+            bars[name].set(done)
+            if done >= total:
+                bars.pop(name).close()
+
+        return progress
+
+    try:
+        done = set_up(url, venv, python, offline, force, step=step, transfer=transfer)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    registered = label in load() and load()[label] == url
+    if registered and done["url"] != url:
+        register_device(label, done["url"], replace=True)
+    return DeviceSetup(device=label, registered=registered, **done)
+
+
+device_setup = register(
+    Operation(
+        "device setup",
+        "install this edgeprune and its runtime into a venv on the board (over SSH)",
+        (
+            DEVICE,
+            Param("venv", "the venv on the board", default="~/.local/share/edgeprune/venv"),
+            Param("python", "the board's Python that creates the venv", default="python3"),
+            Param(
+                "offline",
+                "the board has no internet: download the wheels for its platform here and "
+                "push them with edgeprune",
+                type=bool,
+                default=False,
+            ),
+            Param("force", "reinstall even when the board is up to date", type=bool, default=False),
+        ),
+        _device_setup,
+        DeviceSetup,
+        description="Builds a wheel of the edgeprune running here, copies it to the board and "
+        "installs it with edgeprune[litert] into the venv: with the board's pip, or --offline "
+        "from wheels downloaded here for the board's platform (pip download with the board's own "
+        "wheel tags). A board that already has this build is left as it is. The device's URL "
+        "then names the venv's python (a registered device is updated), and the agent is "
+        "started through it to check. Needs an ssh:// device.",
+        progress=True,
     )
 )
 
@@ -474,8 +567,13 @@ push = register(
         "copy a file (or with -r a folder) to a board's work directory (resumable)",
         (
             DEVICE,
-            Param("file", "the file or folder to copy", default=REQUIRED, role="input",
-                  positional=True),  # fmt: skip
+            Param(
+                "file",
+                "the file or folder to copy",
+                default=REQUIRED,
+                role="input",
+                positional=True,
+            ),  # fmt: skip
             Param(
                 "remote",
                 "path on the board (default: the file's name); DIR/ puts it into DIR",
@@ -557,10 +655,15 @@ ls = register(
         "list a board's work directory (or a folder or file in it)",
         (
             DEVICE,
-            Param("path", "a folder or file in the work directory (default: all of it)",
-                  default="", positional=True),  # fmt: skip
-            Param("recursive", "list the folders inside too", type=bool, default=False,
-                  flag="-r"),  # fmt: skip
+            Param(
+                "path",
+                "a folder or file in the work directory (default: all of it)",
+                default="",
+                positional=True,
+            ),  # fmt: skip
+            Param(
+                "recursive", "list the folders inside too", type=bool, default=False, flag="-r"
+            ),  # fmt: skip
         ),
         _ls,
         Listing,
