@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job: personalize the shipped spoken-digit model to one new speaker, on this machine
 # (the embedded default: this machine is the board). Writes everything into demo_out/.
+# Installs only what the demo runs: edgeprune's core and the LiteRT interpreter (no TensorFlow;
+# scripts/test.sh adds the host and test extras to the same .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh litert
 export PATH="$PWD/.venv/bin:$PATH"
 
 demo=examples/fsdd_demo

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Create .venv in the repository and install edgeprune into it, editable, with every extra
-# (litert runtime, host tools, test tools). Idempotent: when setup.cfg and pyproject.toml have not
-# changed since the last successful install, it only checks that the venv is there.
+# Create .venv in the repository and install edgeprune into it, editable, with the extras asked
+# for: `bash scripts/setup.sh [EXTRAS]`, EXTRAS comma-separated, default litert,host,test,fleet
+# (what the tests need: TensorFlow, paramiko, Flower, ...). scripts/demo.sh asks for litert
+# only: the core and the LiteRT interpreter, all the demo runs.
+# Idempotent: when setup.cfg and pyproject.toml have not changed since the last successful install
+# and the extras asked for were installed then, it only checks that the venv is there. Extras
+# installed once stay (a later run installs the union).
 # PYTHON selects the interpreter that creates the venv (default: python3, 3.10 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
+extras=${1:-litert,host,test,fleet}
 venv=.venv
 stamp=$venv/.edgeprune-install
 
@@ -21,10 +26,16 @@ fi
 
 wanted=$(cat setup.cfg pyproject.toml | "$venv/bin/python" -c \
   'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+# The stamp: "<hash of setup.cfg and pyproject.toml> <extras installed>".
+had_hash="" had_extras=""
+if [ -f "$stamp" ]; then
+  read -r had_hash had_extras <"$stamp" || true
+fi
+union=$(printf '%s,%s' "$had_extras" "$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)
+if [ "$had_hash" = "$wanted" ] && [ "$union" = "$had_extras" ]; then
   exit 0
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$venv/bin/python" -m pip install --quiet -e '.[litert,host,test,fleet]'
-echo "$wanted" > "$stamp"
+"$venv/bin/python" -m pip install --quiet -e ".[$union]"
+echo "$wanted $union" >"$stamp"
