@@ -1,10 +1,15 @@
-"""Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a copy.
+"""Fine-Pruning: score every weight, choose masks at a target sparsity, write them into a model.
 
 Scores: "fine" (Eq. 1, A(w) = |w| · S_in), "magnitude" (|w|) and "random" (seeded). Masks keep the
 highest scores, either per layer (the same sparsity everywhere), under one global threshold, or
 under one threshold on scores divided by their layer's mean ("global_normalized": raw Eq. 1 scores
 are scale-dependent across layers), for single weights or for whole output channels (ranked by
 S_out, bias included).
+
+Memory, for models of hundreds of MB: weight scores are float32 (the float64 products rounded once,
+so their order is kept), all layers' in one array; the cut's threshold comes from a radix select
+over that array (no sorted or partitioned copy); zeros go into the loaded model when asked
+(`apply(in_place=True)`, as the prune operation does). Peak: about 2.8x the model file.
 """
 
 from __future__ import annotations
