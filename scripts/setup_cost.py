@@ -78,9 +78,9 @@ def main() -> int:
         for command in COMMANDS:
             print(f"setup_cost: {command} in {clone}", file=sys.stderr, flush=True)
             start = time.monotonic()
-            subprocess.run(command.split(), cwd=clone, env=env, check=True)
+            status = subprocess.run(command.split(), cwd=clone, env=env).returncode
             seconds = time.monotonic() - start
-            rows.append((command, seconds, size(clone / ".venv")))
+            rows.append((command, seconds, size(clone / ".venv"), status))
         python = subprocess.run(
             [str(clone / ".venv/bin/python"), "--version"], capture_output=True, text=True
         ).stdout.strip()
@@ -91,9 +91,10 @@ def main() -> int:
         "| command (in this order, on a fresh clone) | time | `.venv` after it |",
         "|---|---|---|",
     ]
-    for command, seconds, nbytes in rows:
+    for command, seconds, nbytes, status in rows:
+        failed = f" (exit status {status})" if status else ""
         lines.append(
-            f"| `{command}` | {seconds / 60:.1f} min ({seconds:.0f} s) | "
+            f"| `{command}`{failed} | {seconds / 60:.1f} min ({seconds:.0f} s) | "
             f"{nbytes / 2**30:.2f} GiB ({nbytes / 2**20:,.0f} MiB) |"
         )
     lines += [
