@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import charts
+from .budget import parse_size
 from .choices import (
     AUDIO_NORMALIZATIONS,
     DELEGATES,
@@ -126,6 +127,13 @@ MODE = Param(
     default="instrument",
     choices=RUNNER_MODES,
 )
+MAX_MEMORY = Param(
+    "max_memory",
+    "refuse to start when the memory the model's declared shapes need is above this (e.g. "
+    "2G, 512M; default 2G)",
+    type=parse_size,
+    metavar="SIZE",
+)
 RECIPE = Param(
     "recipe",
     "turn raw .wav/image DATA into model inputs with this recipe (JSON, from `edgeprune "
@@ -160,7 +168,15 @@ def open_model_and_samples(path: str, data: str | None = None, recipe: str | Non
         recipe = load_recipe(recipe)
     elif package is not None:
         recipe = package.recipe
-    return model, open_samples(data, model.tensor(model.main.inputs[0]).shape, recipe), package
+    return model, open_samples(data, model.single_input().shape, recipe), package
+
+
+def _check_memory(model: Any, limit: str | None) -> None:
+    """Refuse a model whose declared shapes need more than `limit` (see edgeprune.budget)."""
+    from .budget import check
+    from .layers import scan
+
+    check(model, [t for x in scan(model).layers for t in (x.input, x.output)], limit)
 
 
 def _record(
@@ -172,10 +188,12 @@ def _record(
     mode: str,
     threads,
     recipe: str | None = None,
+    max_memory: str | None = None,
 ) -> RecordResult:
     from .activations import ActivationMap, record
 
     m, samples, _ = open_model_and_samples(model, data, recipe)
+    _check_memory(m, max_memory)
     amap = ActivationMap.load(resume, m) if resume else ActivationMap(m)
     record(m, context.iterate(samples, "record", len(samples), "sample"), amap, mode, threads)
     amap.save(output)
@@ -205,6 +223,7 @@ record = register(
             MODE,
             Param("threads", "interpreter threads", type=positive),
             RECIPE,
+            MAX_MEMORY,
         ),
         _record,
         RecordResult,
@@ -506,6 +525,7 @@ def _personalize(
     eval_samples: int,
     mode: str,
     shrink: float,
+    max_memory: str | None = None,
 ) -> PersonalizeResult:
     import zlib
 
@@ -515,6 +535,7 @@ def _personalize(
     fixed = None if sparsity == "auto" else sparsity
     stages = check_stages(stages, fixed)
     m, samples, package = open_model_and_samples(model, data, recipe)
+    _check_memory(m, max_memory)
     ref = _reference(reference, package, m)
     chosen, rep = personalize(
         m,
@@ -648,6 +669,7 @@ personalize = register(
                 type=fraction,
                 default=0.0,
             ),
+            MAX_MEMORY,
         ),
         _personalize,
         PersonalizeResult,

@@ -282,3 +282,27 @@ def test_the_memory_plan_is_linear_in_whole_run_tensors(monkeypatch):
     assert time.perf_counter() - start < 2.0
     whole = 32_000 * 128  # 100 bytes each at 64-byte alignment
     assert plan.arena_bytes == whole + 128 and plan.peak_live_bytes == 32_000 * 100 + 128
+
+
+def test_record_refuses_a_model_whose_declared_shapes_need_too_much_memory(
+    tmp_path, capsys, samples
+):
+    data = hostile.model("int8")
+    from edgeprune.model import Model
+
+    m = Model(bytes(data))
+    out = m.operators[0].outputs[0]  # the first conv's output [1, 8, 8, 8]
+    hostile._set_vector(data, hostile.tensors(data)[out], 0, [1, 8, 2**15, 2**15])
+    model = tmp_path / "huge.tflite"
+    model.write_bytes(data)
+    line = one_line(capsys, "record", model, samples, "-o", tmp_path / "m.npz", "-q")
+    assert "would need about" in line and "GiB" in line and "--max-memory 2.0 GiB" in line
+    line = one_line(capsys, "record", build_path(tmp_path), samples, "-o", tmp_path / "m.npz",
+                    "-q", "--max-memory", "1k")  # fmt: skip
+    assert "KiB" in line
+
+
+def build_path(tmp_path):
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(build("int8"))
+    return path
