@@ -848,6 +848,7 @@ class BenchResult(Result):
     rss_method: str
     note: str | None = None
     energy: dict[str, Any] | None = None
+    front_end: dict[str, Any] | None = None  # the --recipe front end's cost per input
 
 
 def _bench(
@@ -860,6 +861,7 @@ def _bench(
     input_shape: str | None,
     energy: str | None,
     idle_seconds: float,
+    recipe: str | None = None,
 ) -> BenchResult:
     from .bench import bench as bench_model
     from .edgetpu import check_delegate
@@ -869,6 +871,7 @@ def _bench(
         raise EdgepruneError("bench: warmup must be >= 0")
     m = load_model(model)
     check_delegate(m, delegate)
+    front_end = _front_end(recipe, m) if recipe else None
     with context.bar("bench", runs, "run") as bar:
         result = bench_model(
             m,
@@ -881,7 +884,20 @@ def _bench(
             idle_seconds=idle_seconds,
             progress=bar.set,
         )
-    return BenchResult(**result)
+    return BenchResult(**result, front_end=front_end)
+
+
+def _front_end(path: str, model) -> dict[str, Any]:
+    """The recipe's front end timed, once the recipe is known to make the model's inputs."""
+    from .preprocess import front_end_ms, load_recipe
+
+    recipe = load_recipe(path)
+    if tuple(recipe.shape) != tuple(model.single_input().shape[1:]):
+        raise EdgepruneError(
+            f"the recipe makes inputs of shape {list(recipe.shape)} but the model takes "
+            f"{list(model.single_input().shape[1:])}"
+        )
+    return front_end_ms(recipe)
 
 
 bench = register(
@@ -903,6 +919,12 @@ bench = register(
             INPUT_SHAPE,
             Param("energy", "auto or a meter name (see above)", metavar="METER"),
             Param("idle_seconds", "idle power window in seconds", type=float, default=2.0),
+            Param(
+                "recipe",
+                "also time this recipe's front end (raw image or .wav to model input) per input",
+                role="input",
+                metavar="FILE",
+            ),
         ),
         _bench,
         BenchResult,

@@ -194,3 +194,17 @@ def test_rebind_describes_a_rewritten_final_layer():
     predicted = Classifier.of(rewritten).logits(ref.features).argmax(axis=1)
     assert bound.accuracy == pytest.approx(np.mean(predicted == ref.labels), abs=0.05)
     assert bound.accuracy < ref.accuracy
+
+
+def test_bench_times_the_recipe_front_end(tmp_path, capsys):
+    model, recipe = tmp_path / "m.tflite", tmp_path / "r.json"
+    model.write_bytes(build("int8"))
+    assert run(capsys, "recipe", model, "-o", recipe, "--from-model")[0] == 0
+    code, out, err = run(capsys, "bench", model, "--runs", "2", "--recipe", recipe, "--json")
+    assert code == 0, err
+    front = json.loads(out)["front_end"]
+    assert front["input"] == "a 480x640 RGB picture" and 0 < front["min"] <= front["p50"]
+    other = tmp_path / "small.json"
+    other.write_text(json.dumps({**json.loads(recipe.read_text()), "size": [8, 8]}))
+    code, _, err = run(capsys, "bench", model, "--runs", "2", "--recipe", other)
+    one_line_error(code, err, "[8, 8, 3]", "[16, 16, 3]")

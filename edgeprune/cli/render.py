@@ -268,6 +268,9 @@ def _bench(r: ops.BenchResult) -> Lines:
         f"max {lat['max']:.3f} ms (mean {lat['mean']:.3f} ± {lat['std']:.3f})"
     )
     yield f"peak RSS +{human(r.peak_rss_delta_bytes, 'B')} ({r.rss_method})"
+    if r.front_end:
+        f = r.front_end
+        yield f"front end (--recipe): p50 {f['p50']:.3f} ms, min {f['min']:.3f} ms on {f['input']}"
     e = r.energy
     if e is None:
         return
