@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -18,6 +19,12 @@ from .errors import EdgepruneError
 
 SUFFIXES = (".npy", ".npz")
 
+
+# What a damaged .npy/.npz raises while read (numpy parses the header with ast and tokenize).
+_UNREADABLE = (
+    OSError, ValueError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error,
+    EOFError, NotImplementedError, RecursionError,
+)  # fmt: skip
 
 # dtype kinds a sample may have: bool, integers, floats (strings, objects, dates, records not).
 _KINDS = "biuf"
@@ -60,7 +67,7 @@ class _Array:
                             "samples must be finite numbers"
                         )
                     yield sample
-        except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        except _UNREADABLE as e:
             raise EdgepruneError(f"cannot read samples from {self.where}: {e}") from e
 
     @property
@@ -108,7 +115,7 @@ def _arrays(path: Path) -> Iterator[_Array]:
                         header = _read_npy_header(f)
                         available = info.file_size - f.tell()
                     yield _checked(path, info.filename, header, available)
-    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+    except _UNREADABLE as e:
         raise EdgepruneError(f"cannot read samples from {path}: {e}") from e
 
 
