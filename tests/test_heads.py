@@ -188,3 +188,37 @@ def test_personalize_prune_shortfall_is_a_warning(capsys, tmp_path):
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.strip().startswith("prune: kept"))
     assert "warning: only" in line and "the final layer (CONV_2D) was kept whole" in line
+
+
+@pytest.mark.tensorflow
+def test_conv_head_on_a_map_then_mean_is_read_as_its_spatial_mean(tmp_path):
+    """A 1×1 conv on a 4×4 map, then a global average (MEAN), then SOFTMAX: the logits are the
+    conv of the mean feature, so the features are the spatial mean of the conv's input."""
+    from edgeprune.host.convert import convert, from_keras
+    from tests.models import import_tensorflow
+
+    tf = import_tensorflow()
+    layers = tf.keras.layers
+    keras = tf.keras.Sequential(
+        [
+            tf.keras.Input(SHAPE, batch_size=1),
+            layers.Conv2D(8, 3, strides=4, padding="same", activation="relu"),
+            layers.Conv2D(10, 1),
+            layers.GlobalAveragePooling2D(),
+            layers.Softmax(),
+        ]
+    )
+    source = from_keras(keras, "spatial_head")
+    try:
+        model = Model(convert(source, "float32", None))
+    finally:
+        source.close()
+    head = Head.of(model)
+    assert head.spatial and head.softmax
+    c = Classifier.of(model)
+    runner = Runner(model, [c.layer.input])
+    out = model.main.outputs[0]
+    for x in random_inputs(5, SHAPE, seed=1):
+        values = runner.run(x)
+        logits = c.logits(c.features(values[c.layer.input]))[0]
+        np.testing.assert_allclose(softmax(logits), values[out].reshape(-1), atol=1e-5)
