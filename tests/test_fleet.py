@@ -9,13 +9,9 @@ and the round completes with the others. Select with `-m fleet`; skipped without
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +21,7 @@ import psutil
 import pytest
 
 from edgeprune.activations import ActivationMap, record
+from edgeprune.fleet.local import BIN, LocalFleet
 from edgeprune.model import Model
 from tests.models import random_inputs
 
@@ -32,120 +29,14 @@ pytestmark = [pytest.mark.fleet, pytest.mark.host("flwr")]
 
 BOARDS = 4
 PER_BOARD = 10
-BIN = Path(sys.executable).parent
-APP = Path(__file__).resolve().parents[1] / "edgeprune" / "fleet" / "app"
 # Rounds on a loaded 2-core machine: each message starts a ClientApp process per board.
 TIMEOUT = 240
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited:\n{path.read_text(errors='replace')}")
-        time.sleep(0.2)
-    raise AssertionError(f"no {text!r} in {path} after {seconds} s")
-
-
-class Fleet:
-    """A SuperLink and its SuperNodes, each process in its own session (killed as a group)."""
-
-    def __init__(self, root: Path):
-        self.root, self.procs = root, []
-        self.port = _port()
-        self.env = {
-            **os.environ,
-            "FLWR_HOME": str(root / "flwr"),
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-        }
-        (root / "flwr").mkdir()
-        (root / "flwr" / "config.toml").write_text(
-            '[superlink]\ndefault = "fleet"\n\n'
-            f'[superlink.fleet]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
-        )
-        log = root / "superlink.log"
-        self.link = self._start(
-            "flower-superlink",
-            ["--insecure", "--host", "127.0.0.1", "--port", str(self.port)],
-            ["--disable-runtime-dependency-installation"],
-            log,
-        )
-        _wait_for(log, "Uvicorn running", self.link)
-
-    def _start(self, exe: str, args: list[str], extra: list[str], log: Path) -> subprocess.Popen:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(BIN / exe), *args, *extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.root,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def node(self, name: str, data: Path) -> subprocess.Popen:
-        log = self.root / f"{name}.log"
-        args = ["--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(_port())]
-        proc = self._start("flower-supernode", args, ["--node-config", f"data='{data}'"], log)
-        _wait_for(log, "SuperNode ID", proc)
-        return proc
-
-    def run(self, model: Path, **config) -> dict:
-        """`flwr run` the fleet app with this run config; the server's JSON report."""
-        report = self.root / f"report-{time.monotonic_ns()}.json"
-        config = {"model": str(model), "report": str(report), **config}
-        overrides = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
-        done = subprocess.run(
-            [str(BIN / "flwr"), "run", str(APP), "fleet", "--stream", "-c", overrides],
-            env=self.env,
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert report.exists(), done.stdout + done.stderr
-        return json.loads(report.read_text())
-
-    @staticmethod
-    def kill(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill(proc)
 
 
 def _input_shape(path: Path) -> tuple[int, ...]:
     """One sample's shape (the model input's without its batch axis)."""
     model = Model.load(path)
     return tuple(model.tensor(model.main.inputs[0]).shape[1:])
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{value}'"
-    return repr(value)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +48,7 @@ def fleet(tmp_path_factory, tflite_model):
     root = tmp_path_factory.mktemp("fleet")
     model = tflite_model("float32", "mixed")
     shape = _input_shape(model)
-    f = Fleet(root)
+    f = LocalFleet(root)
     shares = []
     try:
         for k in range(BOARDS):
@@ -198,6 +89,7 @@ def test_the_fleet_map_is_the_central_map(fleet, secure):
     out = fleet.root / f"fleet-{secure}.tflite"
     report = fleet.run(
         fleet.model,
+        TIMEOUT,
         boards=BOARDS,
         **{"min-boards": BOARDS, "secure": secure, "map": str(fleet_map), "out": str(out)},
     )
@@ -241,13 +133,14 @@ def test_a_board_that_dies_mid_round_is_reported(fleet):
         end = time.monotonic() + TIMEOUT
         while time.monotonic() < end and not _client_app_started(node):
             time.sleep(0.05)
-        Fleet.kill(node)
+        LocalFleet.kill(node)
         killed.set()
 
     threading.Thread(target=kill_mid_round, daemon=True).start()
     fleet_map = fleet.root / "fleet-dropout.npz"
     report = fleet.run(
         fleet.model,
+        TIMEOUT,
         boards=BOARDS + 1,
         **{"min-boards": BOARDS, "round-timeout": 30.0, "map": str(fleet_map)},
     )

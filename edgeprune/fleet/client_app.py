@@ -64,9 +64,13 @@ class BoardClient(NumPyClient):
 
 
 def client_fn(context: Context):
-    """The board's client, from its node config (`data`, optional `out`)."""
+    """The board's client, from its node config (`data`, optional `out`). Under Flower's
+    simulation engine a virtual node has only its `partition-id`: its samples are then
+    `PARTITIONS/<partition-id>` (run config `partitions`)."""
     node = context.node_config
     data = str(node.get("data", ""))
+    if not data and "partition-id" in node and context.run_config.get("partitions"):
+        data = os.path.join(str(context.run_config["partitions"]), str(node["partition-id"]))
     if not data or not os.path.exists(data):
         raise ValueError(f"node config 'data' must name this board's samples, got {data!r}")
     return BoardClient(data, str(node.get("out", ""))).to_client()

@@ -21,8 +21,10 @@ fleet; both run on each board, on top of the fleet model.
 A board that does not answer within `round-timeout` seconds is reported in the run's report
 (`report`, JSON) and the round completes with the rest if at least `min-boards` answered.
 
-Run config (`flwr run APP -c "model='…' …"`): model, sparsity, scope, score, granularity, boards
-(wait for this many SuperNodes), min-boards, round-timeout, secure, out, map, report.
+Run config (`flwr run APP -c "model='…' …"`): model, sparsity, scope, score, granularity,
+keep-classifier (as `personalize`: the classifier stages own the last layer), boards
+(wait for this many SuperNodes), min-boards, round-timeout, secure, out, map, report,
+partitions (simulation: the folder of each virtual board's samples, PARTITIONS/<partition-id>).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "scope": "layer",
     "score": "fine",
     "granularity": "weight",
+    "keep-classifier": True,
     "boards": 1,
     "min-boards": 1,
     "round-timeout": 600.0,
@@ -61,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "out": "",
     "map": "",
     "report": "",
+    "partitions": "",
 }
 
 
@@ -147,6 +151,7 @@ class FleetStrategy(Strategy):
             self.amap,
             score=self.config["score"],
             granularity=self.config["granularity"],
+            keep_classifier=bool(self.config["keep-classifier"]),
         )
         sparsity = float(self.config["sparsity"])
         self.fleet = prune.apply(self.model, scores.masks(sparsity, self.config["scope"]))
