@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ._io import atomic_open
+from .data import check_npz_sizes
 from .errors import EdgepruneError, UnsupportedError
 from .layers import Layer, scan
 from .model import Model
@@ -235,6 +236,7 @@ class ActivationMap:
     def load(cls, path: str | os.PathLike, model: Model) -> ActivationMap:
         """Read a map saved by `save` and check that it belongs to `model`; it can keep growing."""
         amap = cls(model)
+        check_npz_sizes(path)  # a bomb is refused before np.load inflates it
         try:
             npz = np.load(path, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile) or "meta" not in npz.files:

@@ -157,8 +157,32 @@ class Samples:
             yield from array.samples(n, self.sample_shape)
 
 
+# An .npz read whole may inflate to at most this many times its file size (beyond 256 MiB):
+# deflate makes 1000:1 of zeros, so a 10 MB file could otherwise claim 10 GB.
+NPZ_RATIO = 50
+NPZ_SMALL = 256 << 20
+
+
+def check_npz_sizes(path: str | os.PathLike) -> None:
+    """Refuse (one line) an .npz whose arrays' declared sizes, read from their headers only,
+    exceed what reading it whole may cost (see NPZ_RATIO)."""
+    path = Path(path)
+    try:
+        size = os.stat(path).st_size
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # np.load reports what is wrong with it
+    if declared > max(NPZ_SMALL, NPZ_RATIO * size):
+        raise EdgepruneError(
+            f"{path}: its arrays inflate to {declared:,} bytes from a {size:,}-byte file "
+            f"(over {NPZ_RATIO}:1): refusing to read it"
+        )
+
+
 def load_labelled(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Labelled samples from an .npz holding `x` (samples stacked on axis 0) and `y` (class ids)."""
+    check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             x, y = npz["x"], npz["y"]

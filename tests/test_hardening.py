@@ -306,3 +306,16 @@ def build_path(tmp_path):
     path = tmp_path / "int8.tflite"
     path.write_bytes(build("int8"))
     return path
+
+
+def test_an_npz_bomb_as_a_resume_map_is_refused_before_it_is_read(tmp_path, capsys, samples):
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("s_in_0.npy", bytes(300 << 20))  # ~300 KB inflating to 300 MiB
+    line = one_line(
+        capsys, "record", build_path(tmp_path), samples, "-o", tmp_path / "m.npz", "-q",
+        "--resume", bomb,
+    )  # fmt: skip
+    assert "inflate" in line
