@@ -61,10 +61,14 @@ try:
     for d in interpreter.get_input_details():
         interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
     interpreter.invoke()
-except Exception:
-    sys.exit(3)  # an error the in-process load reports in its own words
+except MemoryError:
+    sys.exit(4)
+except Exception as e:
+    # Out of its address space (PROBE_MEMORY): 4; else an error the in-process load reports.
+    sys.exit(4 if "alloc" in str(e).lower() else 3)
 """
 PROBE_TIMEOUT = 300.0
+PROBE_MEMORY = 4 << 30  # the child's address space, plus 4 bytes per byte of the model
 _probed: set[str] = set()
 
 
@@ -73,6 +77,7 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
     digest = hashlib.sha256(content).hexdigest()
     if digest in _probed or os.environ.get("EDGEPRUNE_PROBE") == "0":
         return
+    limit = PROBE_MEMORY + 4 * len(content)
     try:
         done = subprocess.run(
             [sys.executable, "-c", _PROBE, runtime or ""],
@@ -80,6 +85,7 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
             capture_output=True,
             timeout=PROBE_TIMEOUT,
             check=False,
+            preexec_fn=lambda: _limit_memory(limit),
         )
     except subprocess.TimeoutExpired:
         raise EdgepruneError(
@@ -91,7 +97,22 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
             f"{failure}: the interpreter crashed ({name}) running it in a child process; "
             "the model is malformed or hostile: re-export it"
         )
+    if done.returncode == 4:
+        raise EdgepruneError(
+            f"{failure}: its tensors do not fit in {limit / 2**30:.1f} GiB of address space "
+            "(tried in a child process)"
+        )
     _probed.add(digest)
+
+
+def _limit_memory(limit: int) -> None:
+    """In the probe's child, before exec: cap its address space (where the OS allows)."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def load_interpreter(
