@@ -52,6 +52,11 @@ def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
 # this process nor a board agent, and is refused in one line. EDGEPRUNE_PROBE=0 turns it off.
 _PROBE = """
 import sys
+try:  # the address space PROBE_MEMORY allows, set before anything is loaded
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
+except (ImportError, ValueError, OSError):
+    pass
 import numpy as np
 from edgeprune.runtime import interpreter_class
 cls, _ = interpreter_class(sys.argv[1] or None)
@@ -80,12 +85,11 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
     limit = PROBE_MEMORY + 4 * len(content)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, runtime or ""],
+            [sys.executable, "-c", _PROBE, runtime or "", str(limit)],
             input=content,
             capture_output=True,
             timeout=PROBE_TIMEOUT,
             check=False,
-            preexec_fn=lambda: _limit_memory(limit),
         )
     except subprocess.TimeoutExpired:
         raise EdgepruneError(
@@ -103,16 +107,6 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
             "(tried in a child process)"
         )
     _probed.add(digest)
-
-
-def _limit_memory(limit: int) -> None:
-    """In the probe's child, before exec: cap its address space (where the OS allows)."""
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError):
-        pass
 
 
 def load_interpreter(
