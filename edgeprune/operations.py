@@ -1,7 +1,8 @@
 """The core's operations: what runs on a board as well as on a laptop.
 
-inspect, record, prune, personalize, reference, profile, compare, bench, verify and unpack, each
-an `Operation` (see `edgeprune.operation`) with its parameters declared once and a typed result.
+inspect, record, prune, thin, personalize, reference, profile, compare, bench, verify and
+unpack, each an `Operation` (see `edgeprune.operation`) with its parameters declared once and a
+typed result.
 Call them from Python as functions of keyword arguments:
 
     from edgeprune import operations as ops
@@ -428,7 +429,8 @@ thin = register(
             ),
             Param(
                 "score",
-                "magnitude: L1 norm; fine: S_out (needs --map)",
+                "magnitude: L1 norm; fine: S_out (needs --map); reconstruction: the error the "
+                "refit leaves (needs --data)",
                 default="magnitude",
                 choices=THIN_SCORES,
             ),
