@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # `python benchmarks/fleet.py`: make `benchmarks`
 from benchmarks import common, fsdd  # noqa: E402
 from edgeprune import reference as refmod  # noqa: E402
 from edgeprune.activations import ActivationMap, record  # noqa: E402
+from edgeprune.fleet import statistics  # noqa: E402
 from edgeprune.fleet.local import APP, BIN, LocalFleet, free_port, toml_value  # noqa: E402
 from edgeprune.model import Model  # noqa: E402
 from edgeprune.personalize import personalize  # noqa: E402
@@ -49,15 +50,6 @@ from edgeprune.personalize import personalize  # noqa: E402
 SECTION = "fleet"
 PER_BOARD = 24  # recordings per board in the cost runs
 GOALS = {"rel_diff": 1e-6, "points": 1.0, "sim_seconds": 120.0}
-
-
-def max_relative_difference(a: ActivationMap, b: ActivationMap) -> float:
-    worst = 0.0
-    for layer in b.layers:
-        for x, y in ((a.s_in(layer), b.s_in(layer)), (a.s_out(layer), b.s_out(layer))):
-            scale = np.maximum(np.abs(y), 1e-12 * max(float(np.abs(y).max()), 1e-30))
-            worst = max(worst, float(np.max(np.abs(x - y) / scale)))
-    return worst
 
 
 def write_shares(root: Path, shares: list[np.ndarray]) -> list[Path]:
@@ -84,7 +76,7 @@ def cost_entry(report: dict, model: Path, shares, fleet_map: Path) -> dict:
         "run_seconds": report["wall_seconds"],
         "upload_bytes": max(stats["upload_bytes"]),
         "model_bytes": stats["model_bytes"],
-        "rel_diff": max_relative_difference(got, central(model, shares)),
+        "rel_diff": statistics.max_relative_difference(got, central(model, shares)),
     }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeprune.activations import record
-from edgeprune.fleet import statistics
+from edgeprune.fleet import fidelity, statistics
 from edgeprune.model import Model
 from tests.models import random_inputs
 
@@ -54,3 +54,16 @@ def test_board_sums_add_up_to_the_union(tflite_model):
         np.testing.assert_allclose(fleet.s_in(layer), union.s_in(layer), rtol=1e-5)
         np.testing.assert_allclose(fleet.s_out(layer), union.s_out(layer), rtol=1e-5)
     assert statistics.feature_mean(total).shape == (shapes[-1][0],)
+
+
+def test_the_fleet_check_counts_and_chooses(tflite_model):
+    model = Model.load(tflite_model("float32", "mixed"))
+    shape = model.tensor(model.main.inputs[0]).shape[1:]
+    samples = random_inputs(12, shape, seed=3)
+    amap = record(model, samples[0::2])
+    how = {"score": "fine", "granularity": "weight", "keep_classifier": True, "scope": "layer"}
+    same, n = fidelity.agreement_counts(model, amap, [0.0, 0.5, 0.9], how, list(samples[1::2]))
+    assert n == 6 and same[0] == 6 and all(0 <= k <= 6 for k in same)
+    chosen, rows = fidelity.choose([0.0, 0.3, 0.6], [400, 398, 300], 400, 0.95)
+    assert chosen == 0.3 and rows[2]["agreement"] == 0.75 and rows[1]["agreement_lower"] >= 0.95
+    assert fidelity.choose([0.0, 0.3], [20, 20], 20, 0.95)[0] == 0.0  # 20 samples prove nothing

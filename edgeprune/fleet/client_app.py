@@ -8,6 +8,9 @@ Each SuperNode runs on one board and names that board's unlabeled samples in its
   (`statistics.measure`): the activation map and the feature sum. Under secure aggregation the
   sums go as exact integer limbs (`statistics.encode`) through Flower's `secaggplus_mod`, so the
   server only ever sees the fleet's total.
+- evaluate, check stage (rule "fidelity"): the server sends the fleet's activation map; the
+  board cuts the sweep's candidates from it and replies, per candidate, how many of its check
+  samples it predicts as the source does (`fidelity`): counts.
 - evaluate (the delivery round): the server sends the fleet model; the board saves it to `out`
   (if set) and replies how many of its samples the fleet model predicts as the source does —
   one count, again a sum. The board may then personalize locally on top (`edgeprune
@@ -28,7 +31,10 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from ..data import Samples
 from ..model import Model
 from ..reference import classifier_outputs
-from . import statistics
+from ..stages import Reservoir
+from . import fidelity, statistics
+
+CHECK_SAMPLES = 256  # as `personalize`'s evaluation_size: the check reservoir's size
 
 
 class BoardClient(NumPyClient):
@@ -53,6 +59,8 @@ class BoardClient(NumPyClient):
         return arrays, 1, metrics
 
     def evaluate(self, parameters, config):
+        if config.get("stage") == "check":
+            return self._check(parameters, config)
         model = Model(bytes(np.asarray(parameters[0], np.uint8)))
         source = Model(bytes(np.asarray(parameters[1], np.uint8)))
         if self.out:
@@ -61,6 +69,22 @@ class BoardClient(NumPyClient):
         before = [z.argmax() for _, z in classifier_outputs(source, self._samples(source))]
         same = int(sum(a == b for a, b in zip(fleet, before)))
         return 0.0, len(fleet), {"agree": same}
+
+    def _check(self, parameters, config):
+        """The fleet's sweep judged here: per candidate cut from the fleet's map (sent down),
+        how many of this board's check samples it predicts as the source does."""
+        source = Model(bytes(np.asarray(parameters[0], np.uint8)))
+        names, _, _ = statistics.layout(source)
+        amap = statistics.activation_map(source, statistics.BoardSums(names, parameters[1:]))
+        check = Reservoir(CHECK_SAMPLES, seed=0)
+        for i, x in enumerate(self._samples(source)):
+            if i % 2:  # the odd samples: collect's check part (the map came from the even ones)
+                check.add(np.array(x))
+        sparsities = [float(s) for s in str(config["sparsities"]).split(",")]
+        same, n = fidelity.agreement_counts(
+            source, amap, sparsities, fidelity.settings(config), check.items
+        )
+        return 0.0, n, {f"same{i}": k for i, k in enumerate(same)}
 
 
 def client_fn(context: Context):

@@ -1,30 +1,34 @@
 """The laptop side of the fleet: a Flower `ServerApp` that adds the boards' sums and prunes.
 
-One run is two Flower rounds, driven by Flower's own `DefaultWorkflow`:
+Flower's own `DefaultWorkflow` drives the rounds:
 
 1. statistics (fit): every available board gets the source model and answers with the sums of
    its one data pass (`client_app`). `FleetStrategy.aggregate_fit` adds them — exactly: they are
-   sums — into the fleet's `ActivationMap` (through `ActivationMap.load` and `merge`, the map's own
-   code), writes it to `map` if set, and builds the fleet model with edgeprune's pruning
-   (`prune.compute_scores` on the fleet map, cut at `sparsity`). With `secure = true` the round
-   is Flower's `SecAggPlusWorkflow`: the server sees only the total.
-2. delivery (evaluate): the boards that answered get the fleet model, save it, and report how
-   many of their samples it predicts as the source does (a count: the fleet's agreement).
+   sums — into the fleet's `ActivationMap` (read through the map's own file format), written to
+   `map` if set. With `secure = true` the round is Flower's `SecAggPlusWorkflow`: the server
+   sees only the total.
+2. check (evaluate, rule "fidelity", the default): the boards get the fleet's map, cut the same
+   sweep of candidates from it (`personalize`'s sparsities) and answer with counts of check
+   samples each candidate predicts as the source does (`fidelity`); the server keeps the largest
+   sparsity whose fleet-wide agreement lower bound reaches `agreement`, as `personalize` does on
+   one board. With rule "fixed" the fleet model is cut at `sparsity` right after round 1.
+3. delivery (evaluate; round 2 under "fidelity", whose fit round has nothing to do): the boards
+   that answered get the fleet model, save it, and report how many of their samples it predicts
+   as the source does.
 
-What the fleet can and cannot build from sums: pruning needs only the activation map (a sum), so
-it runs on the fleet's statistics. Its sparsity is the run's `sparsity`: choosing it needs the
-judge's check samples, which stay on the boards (each board's local `personalize` judges again).
-The prior stage needs per-sample logits (EM over the samples' posteriors) and the prototype stage
-per-sample features (the M most confident per class): neither is a sum, so neither runs on the
-fleet; both run on each board, on top of the fleet model.
+What the fleet can and cannot build from sums: pruning needs only the activation map (a sum), and
+its check needs only counts: both run on the fleet. The prior stage needs per-sample logits (EM
+over the samples' posteriors) and the prototype stage per-sample features (the M most confident
+per class): neither is a sum, so neither runs on the fleet; both run on each board, on top of the
+fleet model (`edgeprune personalize fleet.tflite DATA`).
 
 A board that does not answer within `round-timeout` seconds is reported in the run's report
 (`report`, JSON) and the round completes with the rest if at least `min-boards` answered.
 
-Run config (`flwr run APP -c "model='…' …"`): model, sparsity, scope, score, granularity,
-keep-classifier (as `personalize`: the classifier stages own the last layer), boards
-(wait for this many SuperNodes), min-boards, round-timeout, secure, out, map, report,
-partitions (simulation: the folder of each virtual board's samples, PARTITIONS/<partition-id>).
+Run config (`flwr run APP -c "model='…' …"`): model, rule (fidelity|fixed), agreement, sparsity
+(rule fixed), scope, score, granularity, keep-classifier (as `personalize`: the classifier stages
+own the last layer), boards (wait for this many SuperNodes), min-boards, round-timeout, secure,
+out, map, report, partitions (simulation: virtual board i reads PARTITIONS/i).
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from .. import prune
 from .._io import atomic_open
 from ..model import Model
-from . import statistics
+from ..personalize import DEFAULT_SPARSITIES as SPARSITIES
+from . import fidelity, statistics
 from .statistics import BoardSums
 
 DEFAULTS: dict[str, Any] = {
@@ -57,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "score": "fine",
     "granularity": "weight",
     "keep-classifier": True,
+    "rule": "fidelity",
+    "agreement": 0.95,
     "boards": 1,
     "min-boards": 1,
     "round-timeout": 600.0,
@@ -108,6 +115,8 @@ class FleetStrategy(Strategy):
         return ndarrays_to_parameters([self._uint8(self.source)])
 
     def configure_fit(self, server_round, parameters, client_manager):
+        if server_round > 1:  # round 2 only delivers the model the check chose (evaluate)
+            return []
         boards = int(self.config["boards"])
         client_manager.wait_for(boards)
         clients = client_manager.sample(client_manager.num_available(), boards)
@@ -142,30 +151,28 @@ class FleetStrategy(Strategy):
             self._write_report()
             return None, {}
         sums = self._sums(results)
+        self.feature_sum = sums.arrays[sums.names.index(statistics.FEATURES)]
         self.amap = statistics.activation_map(self.model, sums)
         if self.config["map"]:
             self.amap.save(self.config["map"])
-        scores = prune.compute_scores(
-            self.model,
-            self.amap.layers,
-            self.amap,
-            score=self.config["score"],
-            granularity=self.config["granularity"],
-            keep_classifier=bool(self.config["keep-classifier"]),
-        )
-        sparsity = float(self.config["sparsity"])
-        self.fleet = prune.apply(self.model, scores.masks(sparsity, self.config["scope"]))
+        entry["map_samples"] = self.amap.count
+        if self.config["rule"] == "fixed":
+            self._build(float(self.config["sparsity"]))
+        self._write_report()
+        return None, {}
+
+    def _build(self, sparsity: float) -> None:
+        """The fleet model: the source pruned at `sparsity` from the fleet's map."""
+        how = fidelity.settings(self.config)
+        _, self.fleet = next(fidelity.candidates(self.model, self.amap, [sparsity], how))
         zeros, total = prune.measured_sparsity(self.fleet, self.amap.layers)
-        entry.update(
-            map_samples=self.amap.count,
+        self.report["rounds"]["statistics"].update(
+            rule=self.config["rule"],
             sparsity=sparsity,
             measured_sparsity=zeros / total if total else 0.0,
         )
         if self.config["out"]:
             self.fleet.save(self.config["out"])
-        self._write_report()
-        fleet = self._uint8(self.fleet.to_bytes())
-        return ndarrays_to_parameters([fleet, self._uint8(self.source)]), {}
 
     def _sums(self, results) -> BoardSums:
         """The fleet's sums: added here, or (secure) already added by SecAgg+."""
@@ -181,14 +188,47 @@ class FleetStrategy(Strategy):
             total = board if total is None else total + board
         return total
 
-    def configure_evaluate(self, server_round, parameters, client_manager):
-        if self.fleet is None:
-            return []
+    def _boards(self, client_manager) -> list:
+        """The boards that answered the statistics round (still connected)."""
         by_id = {c.node_id: c for c in client_manager.all().values()}
-        chosen = [by_id[n] for n in self.answered if n in by_id]
-        return [(c, EvaluateIns(parameters, {})) for c in chosen]
+        return [by_id[n] for n in self.answered if n in by_id]
+
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        if self.amap is None:
+            return []
+        if self.fleet is None:  # rule "fidelity": the fleet judges the sweep first
+            names, _, _ = statistics.layout(self.model)
+            sums = statistics.board_sums(self.amap, np.zeros(1)).arrays[: len(names) - 1]
+            arrays = [self._uint8(self.source), *sums, self.feature_sum]
+            config = {
+                "stage": "check",
+                "sparsities": ",".join(str(s) for s in SPARSITIES),
+                **{k: self.config[k] for k in ("score", "granularity", "scope")},
+                "keep-classifier": bool(self.config["keep-classifier"]),
+            }
+            ins = EvaluateIns(ndarrays_to_parameters(arrays), config)
+            return [(c, ins) for c in self._boards(client_manager)]
+        model = [self._uint8(self.fleet.to_bytes()), self._uint8(self.source)]
+        ins = EvaluateIns(ndarrays_to_parameters(model), {"stage": "deliver"})
+        return [(c, ins) for c in self._boards(client_manager)]
 
     def aggregate_evaluate(self, server_round, results, failures):
+        if self.fleet is None:
+            n = sum(int(r.num_examples) for _, r in results)
+            same = [
+                sum(int(r.metrics[f"same{i}"]) for _, r in results) for i in range(len(SPARSITIES))
+            ]
+            chosen, rows = fidelity.choose(SPARSITIES, same, n, float(self.config["agreement"]))
+            self.report["rounds"]["check"] = {
+                "boards": len(results),
+                "failed": len(failures),
+                "samples": n,
+                "agreement": float(self.config["agreement"]),
+                "sweep": rows,
+            }
+            self._build(chosen)
+            self._write_report()
+            return None, {}
         agree = sum(int(r.metrics.get("agree", 0)) for _, r in results)
         seen = sum(int(r.num_examples) for _, r in results)
         self.report["rounds"]["delivery"] = {
@@ -237,7 +277,10 @@ def main(grid, context: Context) -> None:
     timed = TimedGrid(grid, timeout)
     with open(config["model"], "rb") as f:
         strategy = FleetStrategy(f.read(), config, timed.errors)
-    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
+    rounds = 2 if config["rule"] == "fidelity" else 1  # fidelity: check (1), deliver (2)
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
+    )
     fit = None
     if config["secure"]:
         shares, threshold = secagg_shares(int(config["boards"]))

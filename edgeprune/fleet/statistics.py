@@ -128,6 +128,17 @@ def layout(model: Model) -> tuple[list[str], list[tuple[int, ...]], list[bool]]:
     return names, shapes, [name == FEATURES for name in names]
 
 
+def max_relative_difference(a: ActivationMap, b: ActivationMap) -> float:
+    """The largest |a − b| / |b| over every S_in and S_out entry (entries of b below 1e-12 of
+    its array's largest count as that floor): how far a fleet map is from a central one."""
+    worst = 0.0
+    for layer in b.layers:
+        for x, y in ((a.s_in(layer), b.s_in(layer)), (a.s_out(layer), b.s_out(layer))):
+            scale = np.maximum(np.abs(y), 1e-12 * max(float(np.abs(y).max()), 1e-30))
+            worst = max(worst, float(np.max(np.abs(x - y) / scale)))
+    return worst
+
+
 def feature_mean(sums: BoardSums) -> np.ndarray:
     """The fleet's mean penultimate feature over every board's fit part."""
     return sums.arrays[sums.names.index(FEATURES)] / max(sums.map_count, 1)
