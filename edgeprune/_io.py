@@ -183,6 +183,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise EdgepruneError(f"cannot write {path}: {e.strerror} ({path.parent})") from e
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a plain mkdir respects the umask
         yield tmp
         for directory, _, files in os.walk(tmp, topdown=False):
             for name in files:

@@ -319,3 +319,13 @@ def test_an_npz_bomb_as_a_resume_map_is_refused_before_it_is_read(tmp_path, caps
         "--resume", bomb,
     )  # fmt: skip
     assert "inflate" in line
+
+
+def test_an_unpacked_folder_respects_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with _io.atomic_directory(tmp_path / "d") as d:
+            (d / "f").write_bytes(b"1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
