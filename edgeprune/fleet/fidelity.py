@@ -2,7 +2,9 @@
 
 `personalize` keeps the largest sparsity whose agreement with the model before pruning stays,
 by its one-sided 95 % Wilson lower bound, at or above `agreement` on the user's check samples
-(rule "fidelity"). The fleet does the same with counts: the server sends the fleet's activation
+(rule "fidelity"), and whose estimated accuracy (with a reference) does not drop. The fleet
+applies the first half with counts (the second, a paired mean over per-sample scores, is not
+federated yet): the server sends the fleet's activation
 map (sums, the size of the map), every board cuts the same candidates from it (`candidates`: the
 same code on the same map gives the same masks), and answers, per candidate, how many of its
 check samples (the odd ones, as `stages.collect` splits them; the map came from the even ones)

@@ -10,17 +10,20 @@ Flower's own `DefaultWorkflow` drives the rounds:
 2. check (evaluate, rule "fidelity", the default): the boards get the fleet's map, cut the same
    sweep of candidates from it (`personalize`'s sparsities) and answer with counts of check
    samples each candidate predicts as the source does (`fidelity`); the server keeps the largest
-   sparsity whose fleet-wide agreement lower bound reaches `agreement`, as `personalize` does on
-   one board. With rule "fixed" the fleet model is cut at `sparsity` right after round 1.
+   sparsity whose fleet-wide agreement lower bound reaches `agreement` (the agreement half of
+   `personalize`'s check; its estimated-accuracy half is not federated). With rule "fixed" the
+   fleet model is cut at `sparsity` right after round 1.
 3. delivery (evaluate; round 2 under "fidelity", whose fit round has nothing to do): the boards
    that answered get the fleet model, save it, and report how many of their samples it predicts
    as the source does.
 
 What the fleet can and cannot build from sums: pruning needs only the activation map (a sum), and
-its check needs only counts: both run on the fleet. The prior stage needs per-sample logits (EM
-over the samples' posteriors) and the prototype stage per-sample features (the M most confident
-per class): neither is a sum, so neither runs on the fleet; both run on each board, on top of the
-fleet model (`edgeprune personalize fleet.tflite DATA`).
+its check needs only counts: both run on the fleet. The prototype stage keeps, per class, the M
+most confident single features: a selection of samples, not a sum, so it cannot. The prior
+stage's EM needs, at each iteration, the sum of the samples' posteriors under the current prior —
+a sum, but a new one per iteration (one Flower round each; not built) — and its significance test
+resamples the logits themselves. Both run on each board, on top of the fleet model (`edgeprune
+personalize fleet.tflite DATA`).
 
 A board that does not answer within `round-timeout` seconds is reported in the run's report
 (`report`, JSON) and the round completes with the rest if at least `min-boards` answered.
@@ -106,6 +109,7 @@ class FleetStrategy(Strategy):
         self.answered: list[int] = []
         self.fleet: Model | None = None
         self.amap = None
+        self.feature_sum: np.ndarray | None = None
         self._started = 0.0
 
     def _uint8(self, data: bytes) -> np.ndarray:
@@ -254,6 +258,8 @@ def settings(run_config: dict[str, Any]) -> dict[str, Any]:
     config = {**DEFAULTS, **dict(run_config)}
     if not config.get("model"):
         raise ValueError("run config 'model' must name the source .tflite on this machine")
+    if config["rule"] not in ("fidelity", "fixed"):
+        raise ValueError(f"run config 'rule' is fidelity or fixed, not {config['rule']!r}")
     return config
 
 
