@@ -4,6 +4,7 @@ missing parents, identical files not sent again, and `edgeprune ls` confined to 
 import json
 import os
 import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +148,49 @@ def test_empty_folders(box, tmp_path, capsys):
     code, out, _ = run(capsys, "pull", "box", "nothing", "-r", "-o", "got", "-q")
     assert code == 0 and out == "pulled box:nothing -> got/ (0 files, 0 bytes)\n"
     assert (tmp_path / "got" / "inside").is_dir()
+
+
+HOSTILE_AGENT = """
+import sys
+import firmware_bridge.files as files
+import firmware_bridge.listing as listing
+
+honest = listing.listing
+
+def lying(workdir, name, recursive, budget):
+    out = honest(workdir, name, recursive, budget)
+    out["entries"].append({"path": "rep/../../escaped.txt", "type": "file", "size": 2, "mtime": 0})
+    return out
+
+listing.listing = lying
+honest_resolve = files.WorkDir.resolve
+
+def resolve(self, name, **kw):  # and serves that path (with another file's bytes)
+    if isinstance(name, str) and name.endswith("escaped.txt"):
+        name = "rep/report.json"
+    return honest_resolve(self, name, **kw)
+
+files.WorkDir.resolve = resolve
+from firmware_bridge.__main__ import main
+sys.exit(main(sys.argv[3:]))  # argv: -m firmware_bridge serve --stdio --root DIR
+"""
+
+
+def test_a_board_that_lists_a_path_outside_the_folder_cannot_make_pull_write_there(
+    tmp_path, monkeypatch, capsys
+):
+    """A real agent process whose LIST lies: pull -r refuses in one line and writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "agent.py").write_text(HOSTILE_AGENT)
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} {tmp_path / "agent.py"} "$@"\n')
+    python.chmod(0o755)
+    board = tmp_path / "board"
+    (board / "rep").mkdir(parents=True)
+    (board / "rep" / "report.json").write_text("{}")
+    (tmp_path / "out").mkdir()
+    code, out, err = run(capsys, "pull", f"local://{board}?python={python}", "rep", "-r", "-o",
+                         "out/")  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "'rep/../../escaped.txt', which is not inside rep" in err
+    assert not list(tmp_path.rglob("escaped.txt"))

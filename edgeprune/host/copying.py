@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import EdgepruneError
-from .device_errors import RemoteError
+from .device_errors import DeviceError, RemoteError
 
 Progress = Callable[[int, int], None]
 
@@ -96,7 +96,7 @@ def pull(board, path: str, output: str, recursive: bool, progress: Progress) -> 
     dest.mkdir(exist_ok=True)
     files = []
     for entry in listed["entries"]:
-        rel = PurePosixPath(entry["path"]).relative_to(base).as_posix()
+        rel = _below(base, entry["path"])
         if entry["type"] == "dir":
             (dest / rel).mkdir(parents=True, exist_ok=True)
         else:
@@ -109,6 +109,16 @@ def pull(board, path: str, output: str, recursive: bool, progress: Progress) -> 
         return board.get(entry["path"], target, p)
 
     return {**_each(files, total, progress, get), "path": str(dest)}
+
+
+def _below(base: PurePosixPath, path: object) -> str:
+    """`path` relative to `base`, refused unless it is a plain path below it: a board that
+    names `../x` (or an absolute path) must not make a pull write outside its destination."""
+    parts = PurePosixPath(str(path)).parts
+    top = len(base.parts)
+    if parts[:top] != base.parts or len(parts) == top or {"..", "/"} & set(parts[top:]):
+        raise DeviceError(f"the board listed {path!r}, which is not inside {base}; not pulled")
+    return PurePosixPath(*parts[top:]).as_posix()
 
 
 def _is_folder(board, path: str) -> bool:
