@@ -165,3 +165,30 @@ def test_personalize_shrink_is_kept_only_if_the_check_passes():
     kept, report = personalize(model, xs, agreement=0.0, **kwargs)
     assert report.stages[0].applied and report.settings["shrink"] == 0.5
     assert kept.nbytes < 0.6 * model.nbytes
+
+
+def test_a_bias_tensor_two_layers_share_is_cut_for_each():
+    """The converter shares identical constants (e.g. all-zero biases) between layers: thinning
+    one layer's channels must not cut the other's bias."""
+    from edgeprune.thin import schema
+
+    source = Model(build("float32", "mixed"))
+    convs = [op for op in source.operators if op.opcode == "CONV_2D"][:2]
+    assert [source.tensor(op.inputs[2]).shape for op in convs] == [(8,), (8,)]
+    fb = schema()
+    root = fb.ModelT.InitFromPackedBuf(source.to_bytes(), 0)
+    second = root.subgraphs[0].operators[convs[1].index]
+    second.inputs = [int(i) for i in second.inputs[:2]] + [convs[0].inputs[2]]
+    import flatbuffers
+
+    builder = flatbuffers.Builder(0)
+    builder.Finish(root.Pack(builder), file_identifier=b"TFL3")
+    model = Model(bytes(builder.Output()))
+    graph, groups = analyze(model)
+    chosen = [g for g in groups if {x.op for x, _ in g.producers} == {convs[0].index}][:3]
+    chosen += [g for g in groups if convs[1].index in {x.op for x, _ in g.producers}][-2:]
+    result = thin(model, graph, chosen, zero_bias=False)
+    assert len(result.removed) == 5
+    xs = random_inputs(4, INPUT_SHAPES["mixed"][1:], seed=3)
+    want = outputs(mask(model, result.removed, bias=True), xs)
+    assert np.abs(outputs(result.model, xs) - want).max() <= tolerance(model, want)
