@@ -54,12 +54,14 @@ _PROBE = """
 import sys
 try:  # the address space PROBE_MEMORY allows, set before anything is loaded
     import resource
-    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]),) * 2)
 except (ImportError, ValueError, OSError):
     pass
+import importlib
 import numpy as np
-from edgeprune.runtime import interpreter_class
-cls, _ = interpreter_class(sys.argv[1] or None)
+cls = importlib.import_module(sys.argv[1])
+for part in sys.argv[2].split("."):
+    cls = getattr(cls, part)
 try:
     interpreter = cls(model_content=sys.stdin.buffer.read(), num_threads=1)
     interpreter.allocate_tensors()
@@ -83,9 +85,11 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
     if digest in _probed or os.environ.get("EDGEPRUNE_PROBE") == "0":
         return
     limit = PROBE_MEMORY + 4 * len(content)
+    _, package = interpreter_class(runtime)
+    module, attr = next((m, a) for m, a, p in RUNTIMES if p == package)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, runtime or "", str(limit)],
+            [sys.executable, "-c", _PROBE, module, attr, str(limit)],
             input=content,
             capture_output=True,
             timeout=PROBE_TIMEOUT,
