@@ -8,7 +8,8 @@
 # The root filesystem is cached as a tarball, $EDGEPRUNE_PI_ROOTFS (default
 # /var/cache/edgeprune/pi-bookworm-arm64.tar.gz); the test extracts a fresh copy for every run,
 # so the cache is never changed. Measured on this project's 2-core test machine (2026-12-02):
-# debootstrap 199 s, 292 MB unpacked, a 103 MB tarball (gzip -1, 6 s), extracted in 3 s.
+# debootstrap 199 s when the machine was idle, 546 s with other jobs running (load average 7);
+# 245 MB unpacked, an 86 MB tarball (gzip -1, about 6 s), extracted in about 3 s.
 # Delete the tarball to rebuild it.
 set -euo pipefail
 

@@ -33,6 +33,8 @@ CONFIG = "/etc/edgeprune-test"  # inside the board: sshd's config, host key, aut
 
 def missing() -> str | None:
     """Why the emulated Pi cannot run here, or None."""
+    if os.environ.get("EDGEPRUNE_EMULATED_PI") == "0":
+        return "EDGEPRUNE_EMULATED_PI=0"
     if os.geteuid() != 0:
         return "the emulated Pi needs root (chroot, mount)"
     if not ROOTFS.is_file():
