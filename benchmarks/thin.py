@@ -1,0 +1,319 @@
+"""Thinning benchmark (issue 15): channel groups removed from the graph, repaired without labels.
+
+For each model and share of channel groups removed (25 %, 50 %, lowest L1 norms first, the same
+share of every layer's groups; the final layer's inputs are kept), the table gives the latency
+of the thinned model over the dense one (interleaved rounds, one thread, same interpreter), the
+file size and MAC ratios, and held-out accuracy for: the dense source; magnitude-L1 channel
+pruning (`prune --granularity channel --score magnitude`, zeroed not removed); the same groups as
+thinning, masked only; thinned (`edgeprune thin`); thinned + repair (least squares on the user's
+unlabeled samples, `--data`); the same with the groups chosen by their refit error instead of L1
+(`--score reconstruction`: ‖W_c‖² · Var(x_c | other channels), ThiNet's criterion from the same
+moments); that model + the personalization stages (prior, prototypes, prune, each kept only if
+the label-free check passes; the source reference carried over). "thin + repair s" times the
+latter (one data pass, selection, refit, rewrite; "2 passes": a second pass through the
+dense and the refit thinned model refits each layer to the inputs it really receives, the default).
+
+Data: FSDD — the source trained without the held-out speaker; repair and stages use half of the
+speaker's recordings (unlabeled), accuracy the other half. CIFAR-10 ResNet-8 — half of the test
+split (class-stratified, seeded) for repair and stages, the other half for accuracy; the source
+reference from the source speakers' validation recordings / a quarter of the test split kept out
+of both. MobileNetV2 (Keras, 224×224, α 1.0, untrained weights: no data set is downloaded) gives
+latency, size, MACs and the time of thin + repair on 32 random inputs; its accuracy is not
+measured.
+
+    python benchmarks/thin.py                 # FSDD + MobileNetV2 (+ CIFAR if its model is cached)
+    python benchmarks/thin.py --quick         # fewer rounds, one FSDD speaker
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # `python benchmarks/thin.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from edgeprune import prune as prune_mod  # noqa: E402
+from edgeprune import reference as refmod  # noqa: E402
+from edgeprune.channels import analyze, mask, select  # noqa: E402
+from edgeprune.classifier import Classifier  # noqa: E402
+from edgeprune.model import Model  # noqa: E402
+from edgeprune.personalize import personalize  # noqa: E402
+from edgeprune.profile import profile  # noqa: E402
+from edgeprune.runtime import Runner, load_interpreter  # noqa: E402
+from edgeprune.thin import shrink, thin  # noqa: E402
+
+AMOUNTS = (0.25, 0.5)
+SECTION = "thin"
+
+
+def accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> float:
+    runner = Runner(model, num_threads=1)
+    out = model.main.outputs[0]
+    hits = [int(runner.run(x)[out].reshape(-1).argmax() == t) for x, t in zip(X, y)]
+    return float(np.mean(hits))
+
+
+def seconds_per_invoke(model: Model, sample: np.ndarray, invokes: int):
+    """A callable timing `invokes` invocations of `model` (one thread), seconds per invoke
+    (`invokes` is raised so that one call lasts at least 0.2 s)."""
+    interpreter, _ = load_interpreter(model.to_bytes(), "benchmark", num_threads=1)
+    t = model.tensor(model.main.inputs[0])
+    x = np.asarray(sample, np.float32).reshape(t.shape)
+    if t.quantization is not None and t.dtype.kind in "iu":
+        info = np.iinfo(t.dtype)
+        x = t.quantization.quantize(x, t.dtype, info.min, info.max)
+    interpreter.set_tensor(t.index, x.astype(t.dtype))
+    start = time.perf_counter()
+    interpreter.invoke()
+    invokes = max(invokes, int(0.2 / max(time.perf_counter() - start, 1e-6)))
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(invokes):
+            interpreter.invoke()
+        return (time.perf_counter() - start) / invokes
+
+    return run
+
+
+def latency_ratios(variants: dict[str, Model], sample, invokes: int, rounds: int):
+    timed = {k: seconds_per_invoke(m, sample, invokes) for k, m in variants.items()}
+    result = common.interleave(timed, rounds, progress=lambda s: None)
+    picked = result.picked()
+    dense = picked["dense"]
+    return (
+        {k: common.median(common.paired_ratios(v, dense)) for k, v in picked.items()},
+        common.median(dense),
+        result,
+    )
+
+
+def timed_shrink(model: Model, amount: float, samples, protect, passes: int):
+    """thin + repair (refit-error groups) and its (wall, CPU) seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = shrink(model, amount, "reconstruction", samples=samples, protect=protect,
+                    passes=passes)  # fmt: skip
+    return result, (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def totals(model: Model) -> dict:
+    p = profile(model)
+    return {
+        "macs": p["totals"]["macs"],
+        "bytes": model.nbytes,
+        "peak": p["memory"]["peak_live_bytes"],
+    }
+
+
+def rebound(reference, model: Model):
+    return (
+        None if reference is None else replace(reference, model_sha256=refmod.model_digest(model))
+    )
+
+
+def evaluate(name, model, adapt, test_x, test_y, reference, amounts, rounds, invokes):
+    """Rows of the table for one source model."""
+    rows = []
+    dense_acc = accuracy(model, test_x, test_y) if test_x is not None else None
+    protect = [Classifier.of(model).layer.op] if test_x is not None else []
+    for amount in amounts:
+        graph, groups = analyze(model)
+        for g in groups:
+            if any(x.op in protect for x, _ in g.consumers) and not g.frozen:
+                g.frozen = "classifier input"
+        chosen = select(graph, groups, amount)
+        thinned = thin(model, graph, chosen).model
+        repaired_l1 = shrink(model, amount, samples=adapt, protect=protect)
+        one_pass, one_pass_s = timed_shrink(model, amount, adapt, protect, passes=1)
+        repaired, repair_s = timed_shrink(model, amount, adapt, protect, passes=2)
+        layers = tuple(graph.layers.values())
+        l1 = prune_mod.apply(
+            model,
+            prune_mod.masks(model, layers, None, amount, score="magnitude",
+                            granularity="channel", keep_classifier=True),
+        )  # fmt: skip
+        ratios, dense_s, timing = latency_ratios(
+            {"dense": model, "thinned": thinned, "l1": l1}, adapt[0], invokes, rounds
+        )
+        before, after = totals(model), totals(repaired.model)
+        row = {
+            "model": name,
+            "amount": amount,
+            "groups": f"{len(repaired.removed)}/{repaired.free_groups}",
+            "latency": ratios["thinned"],
+            "l1_latency": ratios["l1"],
+            "dense_ms": dense_s * 1e3,
+            "timing": timing.describe(),
+            "file": after["bytes"] / before["bytes"],
+            "macs": after["macs"] / before["macs"],
+            "peak": after["peak"] / before["peak"],
+            "repair_s": repair_s,
+            "one_pass_s": one_pass_s,
+            "dense": dense_acc,
+        }
+        if test_x is not None:
+            row["l1"] = accuracy(l1, test_x, test_y)
+            row["masked"] = accuracy(mask(model, chosen), test_x, test_y)
+            row["thinned"] = accuracy(thinned, test_x, test_y)
+            row["repaired_l1"] = accuracy(repaired_l1.model, test_x, test_y)
+            row["one_pass"] = accuracy(one_pass.model, test_x, test_y)
+            row["repaired"] = accuracy(repaired.model, test_x, test_y)
+            staged, _ = personalize(
+                repaired.model, list(adapt), reference=rebound(reference, repaired.model)
+            )
+            row["stages"] = accuracy(staged, test_x, test_y)
+        rows.append(row)
+        print(row)
+    return rows
+
+
+def fsdd_models(speakers, kinds):
+    from benchmarks import fsdd
+
+    X, digits, names, _ = fsdd.load_fsdd()
+    names = np.asarray(names)
+    for speaker in speakers:
+        source = fsdd.train_source(speaker, X, digits, list(names))
+        _, validation = fsdd.source_split(names, speaker)
+        Xs, ys = X[names == speaker], digits[names == speaker]
+        adapt, test = np.arange(0, len(Xs), 2), np.arange(1, len(Xs), 2)
+        for kind in kinds:
+            model = Model.load(source.int8 if kind == "int8" else source.float32)
+            ref = refmod.build(model, iter(X[validation]), digits[validation])
+            yield f"FSDD CNN {kind} ({speaker})", model, Xs[adapt], Xs[test], ys[test], ref
+
+
+def cifar_models(kinds, n: int):
+    from benchmarks import cifar
+
+    stem = common.CACHE.glob("cifar10-source-s0-e15-*.float32.tflite")
+    found = sorted(stem)
+    if not found:
+        print("CIFAR-10: no cached source model (training takes ~26 min): rows left out")
+        return
+    X, y = cifar.load_cifar(split="test")
+    order = np.random.default_rng(0).permutation(len(X))
+    ref_idx, adapt_idx, test_idx = order[:2000], order[2000 : 2000 + n], order[5000 : 5000 + n]
+    for kind in kinds:
+        path = Path(str(found[0]).replace(".float32.", f".{kind}."))
+        model = Model.load(path)
+        ref = refmod.build(model, iter(X[ref_idx]), y[ref_idx])
+        yield f"CIFAR ResNet-8 {kind}", model, X[adapt_idx], X[test_idx], y[test_idx], ref
+
+
+def mobilenet(kind: str) -> Model:
+    def build() -> bytes:
+        tf = __import__("benchmarks.fsdd", fromlist=["_tf"])._tf()
+        tf.keras.utils.set_random_seed(0)
+        keras_model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+        calibration = np.random.default_rng(0).standard_normal((32, 224, 224, 3), np.float32)
+        return common.to_tflite(keras_model, calibration if kind == "int8" else None)
+
+    return Model.load(common.cached(f"mobilenetv2-224-1.0-{kind}-v1.tflite", build))
+
+
+def table(rows) -> str:
+    def seconds(pair):
+        return f"{pair[0]:.1f} ({pair[1]:.1f} CPU)"
+
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    lines = [
+        "| model | removed | groups | latency | L1-masked latency | file | MACs | peak mem | "
+        "dense acc. | L1-masked | masked | thinned | + repair | + repair, refit-error groups, "
+        "1 pass | 2 passes | + stages | thin + repair s, 1 pass | 2 passes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['amount']:.0%} | {r['groups']} | {r['latency']:.2f}× | "
+            f"{r['l1_latency']:.2f}× | {r['file']:.2f}× | {r['macs']:.2f}× | {r['peak']:.2f}× | "
+            f"{pct(r['dense'])} | {pct(r.get('l1'))} | {pct(r.get('masked'))} | "
+            f"{pct(r.get('thinned'))} | {pct(r.get('repaired_l1'))} | {pct(r.get('one_pass'))} | "
+            f"{pct(r.get('repaired'))} | {pct(r.get('stages'))} | {seconds(r['one_pass_s'])} | "
+            f"{seconds(r['repair_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows) -> list[str]:
+    out = []
+    for r in rows:
+        if r["model"].startswith("MobileNetV2") and r["amount"] == 0.5:
+            ok = r["latency"] <= 0.6 and r["file"] <= 0.55
+            out.append(
+                f"- {r['model']}, 50 %: latency {r['latency']:.2f}× (goal ≤ 0.6×), file "
+                f"{r['file']:.2f}× (goal ≤ 0.55×): {common.verdict(ok)}"
+            )
+            for label, (wall, cpu) in (("1 pass", r["one_pass_s"]), ("2 passes", r["repair_s"])):
+                out.append(
+                    f"- {r['model']}, 50 %: thin + repair ({label}) in {wall:.1f} s wall, "
+                    f"{cpu:.1f} s CPU (goal < 10 s): {common.verdict(wall < 10)}"
+                )
+        if r.get("repaired") is not None and r["amount"] == 0.25:
+            best = max(r["repaired"], r["one_pass"])
+            out.append(
+                f"- {r['model']}, 25 % + repair: {100 * r['one_pass']:.1f} % (1 pass), "
+                f"{100 * r['repaired']:.1f} % (2 passes) vs dense {100 * r['dense']:.1f} % "
+                f"(goal: within 1 point): {common.verdict(best >= r['dense'] - 0.01)}"
+            )
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, one speaker")
+    parser.add_argument("--no-cifar", action="store_true")
+    parser.add_argument("--no-mobilenet", action="store_true")
+    args = parser.parse_args(argv)
+    rounds = 5 if args.quick else 9
+    rows = []
+    speakers = ("george",) if args.quick else ("george", "jackson")
+    for name, model, adapt, tx, ty, ref in fsdd_models(speakers, ("float32", "int8")):
+        rows += evaluate(name, model, adapt, tx, ty, ref, AMOUNTS, rounds, 20)
+    if not args.no_cifar:
+        n = 1000 if args.quick else 2500
+        for name, model, adapt, tx, ty, ref in cifar_models(("float32", "int8"), n):
+            rows += evaluate(name, model, adapt, tx, ty, ref, AMOUNTS, rounds, 20)
+    if not args.no_mobilenet:
+        noise = np.random.default_rng(1).standard_normal((32, 224, 224, 3), np.float32)
+        for kind in ("float32", "int8"):
+            model = mobilenet(kind)
+            rows += evaluate(f"MobileNetV2 {kind}", model, noise, None, None, None,
+                             AMOUNTS, rounds, 3)  # fmt: skip
+    info = common.machine()
+    body = "\n".join(
+        [
+            "## Thinning: channels removed from the graph (issue 15)",
+            "",
+            f"`{common.command()}` — {common.now()}",
+            "",
+            common.machine_markdown(info),
+            "",
+            __doc__.split("\n\n")[1].replace("\n", " "),
+            "",
+            table(rows),
+            "",
+            "Latency and L1-masked latency: median of the per-round ratios to the dense model "
+            "(interleaved rounds, 1 thread; " + rows[-1]["timing"] + " in the last row). "
+            "Removed: the share of each layer's free channel groups removed. "
+            "Accuracy in % on held-out samples.",
+            "",
+            "Goals:",
+            *goals(rows),
+        ]
+    )
+    common.publish(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
