@@ -495,10 +495,13 @@ def unpack(path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     with atomic_directory(dest) as tmp, _open_zip(path) as zf:
         for info in _check_members(zf, LIMITS, str(path)):
             target = tmp.joinpath(*PurePosixPath(info.filename).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
-                _, digest = _read_member(zf, info, sink=out)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+                    _, digest = _read_member(zf, info, sink=out)
+            except OSError as e:  # a full disk, a name this file system refuses
+                raise PackageError(f"cannot unpack {shown(info.filename)!r}: {e.strerror}") from e
             if info.filename in expected and digest != expected[info.filename]:
                 raise PackageError(f"{path}: {info.filename} changed while unpacking")
             written.append(dest / target.relative_to(tmp))
