@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import edgetpu
-from .errors import EdgepruneError, UnsupportedError
+from .errors import EdgepruneError, ModelError, UnsupportedError
 from .layers import IN_PLACE, count_macs, producers, stored_parameters
 from .model import Model, Tensor
 from .summary import describe_quantization
@@ -267,7 +267,13 @@ def profile(model: Model, input_shape: tuple[int, ...] | None = None) -> dict[st
     writers = producers(model)
     rows, counted, not_profiled = [], {}, []
     for op in model.operators:
-        cost = count_macs(model, op, writers, shapes)
+        try:
+            cost = count_macs(model, op, writers, shapes)
+        except (IndexError, ValueError, ZeroDivisionError) as e:  # operands not of its kind
+            raise ModelError(
+                f"{model.name}: operator {op.index} ({op.opcode}) does not have the operands "
+                f"its op code needs ({e}); re-export the model"
+            ) from e
         stored = (model.tensor(t) for t in stored_parameters(model, op, writers))
         constants = [t for t in stored if is_parameter(t)]
         for t in constants:

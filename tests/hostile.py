@@ -86,6 +86,20 @@ def opcode_of_another_op() -> bytes:
     raise AssertionError("fixture changed")
 
 
+def dense_as_depthwise() -> bytes:
+    """A FULLY_CONNECTED re-pointed at the DEPTHWISE_CONV_2D opcode (a 2-D weight where a 4-D
+    one goes: its MAC rule once raised IndexError)."""
+    from edgeprune.model import Model
+
+    data = model("int8")
+    m = Model(bytes(data))
+    codes = [name for name, _ in m.opcodes]
+    index = next(op.index for op in m.operators if op.opcode == "FULLY_CONNECTED")
+    at = operators(data)[index].field(OperatorSlot.OPCODE_INDEX)
+    _U32.pack_into(data, at, codes.index("DEPTHWISE_CONV_2D"))
+    return bytes(data)
+
+
 def wrapping_shape() -> bytes:
     """A weight whose shape's int64 product wraps around to exactly its buffer's size.
 
@@ -160,6 +174,7 @@ MODELS = {
     "optional_weight": optional_weight,
     "unknown_bias_type": unknown_bias_type,
     "opcode_of_another_op": opcode_of_another_op,
+    "dense_as_depthwise": dense_as_depthwise,
     "wrapping_shape": wrapping_shape,
     "no_inputs": no_inputs,
     "constant_input": constant_input,

@@ -37,6 +37,7 @@ def samples(tmp_path):
     "name, commands",
     [
         ("unknown_bias_type", "inspect profile prune record"),
+        ("dense_as_depthwise", "profile"),
         ("wrapping_shape", "inspect profile prune record"),
         ("no_inputs", "record"),
         ("constant_input", "record"),
