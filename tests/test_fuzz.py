@@ -247,3 +247,25 @@ def test_kill_9_during_writes_leaves_old_or_new_and_the_next_write_sweeps(tmp_pa
         assert len(content) == 8 << 20 and content == content[:1] * len(content)  # not torn
     atomic_write_bytes(target, b"final")
     assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # killed writers' temps swept
+
+
+def test_every_operator_under_every_opcode(tmp_path, capsys):
+    """Each operator re-pointed at each op code of the model: operands that do not fit their
+    op code are one line (the MAC rules once raised IndexError)."""
+    from edgeprune.model import _U32, OperatorSlot
+    from tests import hostile
+
+    for kind in ["int8", "float32", "float16", "dynamic"][: 1 + SCALE // 3]:
+        data0 = hostile.model(kind)
+        m = Model(bytes(data0))
+        for index in range(len(m.operators)):
+            for code in range(len(m.opcodes)):
+                data = bytearray(data0)
+                at = hostile.operators(data)[index].field(OperatorSlot.OPCODE_INDEX)
+                if not at:
+                    continue
+                _U32.pack_into(data, at, code)
+                model = tmp_path / "x.tflite"
+                model.write_bytes(data)
+                _cli(capsys, "inspect", model)
+                _cli(capsys, "profile", model)
