@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UnsupportedError
-from .layers import Conv, Dense, Layer, producers, scan
+from .layers import CLASSIFIER_HEAD_OPS, Conv, Dense, Layer, producers, scan
 from .model import Model
 
-# Ops that may sit between the classifier layer and the output of a classifier.
-HEAD_OPS = frozenset({"RESHAPE", "SQUEEZE", "MEAN", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"})
+HEAD_OPS = CLASSIFIER_HEAD_OPS  # what may sit between the final layer and the output
 NOT_A_CLASSIFIER = "the classifier stages (prior, prototypes) do not apply: use --stages prune"
 
 

@@ -418,6 +418,9 @@ KNOWN_UNSUPPORTED = {
     "CONV_3D_TRANSPOSE",
     "EMBEDDING_LOOKUP",
 }
+# Ops that may follow a classifier's final layer and leave its output one class-score vector
+# (`classifier.Head`): reshapes, a spatial MEAN (linear), SOFTMAX, (de)quantization.
+CLASSIFIER_HEAD_OPS = frozenset({"RESHAPE", "SQUEEZE", "MEAN", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"})
 
 
 @dataclass(frozen=True)
