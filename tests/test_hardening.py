@@ -140,6 +140,7 @@ def test_a_wav_header_claiming_more_than_the_file(tmp_path):
         read_wav(path)
 
 
+@pytest.mark.host("PIL")
 def test_an_image_over_the_pixel_limit(tmp_path, monkeypatch):
     from PIL import Image
 
