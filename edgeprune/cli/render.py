@@ -430,6 +430,15 @@ def _ls(r: host_ops.Listing) -> Lines:
         yield f"(more entries than one reply holds: list a subfolder of {r.path or '.'})"
 
 
+renders_line(
+    "recipe",
+    lambda r: (
+        f"wrote {r.output}: {r.kind} recipe making {'x'.join(map(str, r.shape))} inputs; "
+        "use it with --recipe or `edgeprune package --recipe`"
+    ),
+)
+
+
 # ------------------------------------------------------------------------------- groups of boards
 
 
@@ -473,12 +482,3 @@ def _group_list(r: host_ops.GroupList) -> Lines:
         yield f"no groups in {r.registry}; add one with `edgeprune device group add NAME BOARD...`"
     for name, boards in r.groups.items():
         yield f"{name}  {', '.join(boards)}"
-
-
-renders_line(
-    "recipe",
-    lambda r: (
-        f"wrote {r.output}: {r.kind} recipe making {'x'.join(map(str, r.shape))} inputs; "
-        "use it with --recipe or `edgeprune package --recipe`"
-    ),
-)
