@@ -8,9 +8,10 @@ with a throw-away host key (in a known_hosts file, checked as for a real board) 
 for the board's `pi` user. Everything that runs over SSH there is aarch64: `python3` is the
 board's Debian Python 3.11.
 
-Runs only when EDGEPRUNE_EMULATED_PI=1 (.ci/run sets it once the root filesystem is built; a
-developer's `scripts/test.sh` stays fast). Needs root (chroot, mount), the cached tarball and an
-enabled qemu-aarch64 binfmt entry; `missing()` says which is absent, for the skip.
+Runs only when EDGEPRUNE_EMULATED_PI=1 (`EDGEPRUNE_EMULATED_PI=1 .ci/run` builds the root
+filesystem and runs it; it does not fit CI's time by default). Needs root (chroot, mount), the
+cached tarball and an enabled qemu-aarch64 binfmt entry; `missing()` says which is absent, for
+the skip.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def missing() -> str | None:
     """Why the emulated Pi cannot run here, or None."""
     if os.environ.get("EDGEPRUNE_EMULATED_PI") != "1":
         return (
-            "the emulated-Pi test takes 10-13 minutes: set EDGEPRUNE_EMULATED_PI=1 to run it "
-            "(.ci/run does)"
+            "the emulated-Pi test takes half an hour on 2 cores: set EDGEPRUNE_EMULATED_PI=1 "
+            "to run it"
         )
     if os.geteuid() != 0:
         return "the emulated Pi needs root (chroot, mount)"

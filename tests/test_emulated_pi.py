@@ -7,9 +7,9 @@ second venv) -> device info (no mismatch) -> push an .edgepkg and a folder of ra
 recordings -> remote personalize through the package's recipe -> pull the model and report ->
 remote bench -> the core's own test suite (scripts/test_core.sh, no TensorFlow) on the board.
 
-Slow (10-13 minutes on a 2-core machine, most of it aarch64 code under qemu), so it runs only
-with EDGEPRUNE_EMULATED_PI=1 (.ci/run sets it); needs root, the cached root filesystem
-(`bash scripts/pi_rootfs.sh`) and network to PyPI from the board.
+Slow, so it runs only with EDGEPRUNE_EMULATED_PI=1: on a 2-core machine the user's path takes
+about 8 minutes and the core suite under qemu more than 20; needs root, the cached root
+filesystem (`bash scripts/pi_rootfs.sh`) and network to PyPI from the board.
 """
 
 from __future__ import annotations
