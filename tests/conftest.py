@@ -39,6 +39,14 @@ def pytest_runtest_setup(item):
         pytest.skip(f"needs {', '.join(missing)} (pip install -e '.[host]')")
 
 
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    """A fresh edgeprune config folder (the device registry) for one test."""
+    directory = tmp_path / "config"
+    monkeypatch.setenv("EDGEPRUNE_CONFIG_DIR", str(directory))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tflite_model(tmp_path_factory):
     """Factory ``tflite_model(kind="float32", arch="mixed") -> Path`` of a converted model.

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgeprune.cli import main
 from edgeprune.model import Model
+from tests.cli_run import run
 from tests.models import INPUT_SHAPES, build, random_inputs
 
 
@@ -23,12 +23,6 @@ def files(tmp_path):
     np.save(data / "one.npy", xs[5])  # one sample without its batch axis
     np.savez(data / "more.npz", a=xs[6][None])  # one sample with its batch axis
     return tmp_path, model, data
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_inspect_record_prune(files, capsys):

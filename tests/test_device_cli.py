@@ -8,21 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgeprune.cli import main
+from tests.cli_run import run
 from tests.models import INPUT_SHAPES, random_inputs
-
-
-@pytest.fixture
-def config(tmp_path, monkeypatch):
-    directory = tmp_path / "config"
-    monkeypatch.setenv("EDGEPRUNE_CONFIG_DIR", str(directory))
-    return directory
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_device_registry(config, tmp_path, capsys):

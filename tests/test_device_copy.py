@@ -11,6 +11,7 @@ import pytest
 
 from edgeprune.cli import main
 from edgeprune.host.client import Device
+from tests.cli_run import run
 from tests.models import INPUT_SHAPES, random_inputs
 
 
@@ -21,13 +22,6 @@ def box(tmp_path, monkeypatch):
     board = tmp_path / "board"
     assert main(["device", "add", "box", f"local://{board}"]) == 0
     return board
-
-
-def run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def tree(root):

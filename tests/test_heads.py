@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 
 from edgeprune.classifier import Classifier, Head, NotAClassifier
-from edgeprune.cli import main
 from edgeprune.estimate import softmax
 from edgeprune.model import Model
 from edgeprune.personalize import personalize, probabilities
 from edgeprune.reference import build as build_reference
 from edgeprune.runtime import Runner
+from tests.cli_run import run
 from tests.models import INPUT_SHAPES, build, edgetpu_compiled, random_inputs, segmenter
 
 SHAPE = INPUT_SHAPES["conv_head"][1:]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("kind", ["float32", "int8"])

@@ -16,15 +16,10 @@ from edgeprune.preprocess import image_features, image_file_features, load_recip
 from edgeprune.reference import build as build_reference
 from edgeprune.reference import model_digest
 from edgeprune.runtime import Runner
+from tests.cli_run import run
 from tests.models import INPUT_SHAPES, build, random_inputs
 
 PIL = pytest.importorskip("PIL.Image")
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, *words):
