@@ -47,6 +47,17 @@ def config(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.fixture
+def board(tmp_path):
+    """(a Device on local:// — a real agent process — with its own work directory, that
+    directory)."""
+    from edgeprune.host.client import Device
+
+    root = tmp_path / "board"
+    with Device(f"local://{root}") as device:
+        yield device, root
+
+
 @pytest.fixture(scope="session")
 def tflite_model(tmp_path_factory):
     """Factory ``tflite_model(kind="float32", arch="mixed") -> Path`` of a converted model.

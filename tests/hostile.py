@@ -282,3 +282,15 @@ def data_files(folder: Path, sample_shape=(16, 16, 3)) -> dict[str, Path]:
     with zipfile.ZipFile(files["npz_claims_4TB"], "w") as zf:
         zf.writestr("x.npy", b"\x93NUMPY" + header.getvalue()[6:] + b"\0" * 64)
     return files
+
+
+def model_commands(model: Path, samples: Path, out: Path) -> dict[str, list]:
+    """The argv of every command that reads a MODEL, writing what it writes into `out`."""
+    return {
+        "inspect": ["inspect", model],
+        "profile": ["profile", model],
+        "prune": ["prune", model, "--sparsity", "0.5", "--score", "magnitude", "-o",
+                  out / "o.tflite"],
+        "record": ["record", model, samples, "-o", out / "m.npz", "-q"],
+        "compare": ["compare", model, model],
+    }  # fmt: skip

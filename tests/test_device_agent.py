@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from edgeprune.cli import main
-from edgeprune.host.client import Device
 from edgeprune.host.device_errors import RemoteError
 from edgeprune.host.local_link import LocalLink
 from edgeprune.host.transports import parse_url
@@ -31,14 +30,6 @@ def leftovers(root) -> list[str]:
         dirs[:] = [d for d in dirs if d != ".edgeprune"]
         found += [os.path.relpath(os.path.join(directory, f), root) for f in files]
     return sorted(found)
-
-
-@pytest.fixture
-def board(tmp_path):
-    """(Device on local:// with its own work directory, that directory)."""
-    root = tmp_path / "board"
-    with Device(f"local://{root}") as device:
-        yield device, root
 
 
 def test_push_pull_round_trip_and_resume_after_an_interrupted_upload(board, tmp_path):

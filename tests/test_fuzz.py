@@ -19,6 +19,7 @@ from edgeprune.cli import main
 from edgeprune.errors import EdgepruneError, ModelError
 from edgeprune.layers import scan
 from edgeprune.model import Model
+from tests import hostile
 from tests.models import build
 
 CASES_PER_KIND = 150  # × 4 kinds = 600 mutated or truncated files
@@ -133,15 +134,7 @@ def test_mutated_models_through_every_model_command(tmp_path, capsys):
         model = tmp_path / f"m{i}.tflite"
         model.write_bytes(case)
         command = commands[i % len(commands)]
-        argv = {
-            "inspect": ["inspect", model],
-            "profile": ["profile", model],
-            "prune": ["prune", model, "--sparsity", "0.3", "--score", "magnitude", "-o",
-                      tmp_path / "o.tflite"],
-            "record": ["record", model, data, "-o", tmp_path / "m.npz", "-q"],
-            "compare": ["compare", model, model],
-        }[command]  # fmt: skip
-        _cli(capsys, *argv)
+        _cli(capsys, *hostile.model_commands(model, data, tmp_path)[command])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -46,13 +46,7 @@ def samples(tmp_path):
 def test_hostile_models_are_one_line(tmp_path, capsys, samples, name, commands):
     model = tmp_path / f"{name}.tflite"
     model.write_bytes(hostile.MODELS[name]())
-    argv = {
-        "inspect": ["inspect", model],
-        "profile": ["profile", model],
-        "prune": ["prune", model, "--sparsity", "0.5", "--score", "magnitude", "-o",
-                  tmp_path / "o.tflite"],
-        "record": ["record", model, samples, "-o", tmp_path / "m.npz", "-q"],
-    }  # fmt: skip
+    argv = hostile.model_commands(model, samples, tmp_path)
     for command in commands.split():
         one_line(capsys, *argv[command])
     assert not (tmp_path / "o.tflite").exists() and not (tmp_path / "m.npz").exists()
@@ -208,15 +202,6 @@ def test_weights_overlapping_the_tables_are_not_written(tmp_path):
 
 
 # ----- the board agent --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def board(tmp_path):
-    from edgeprune.host.client import Device
-
-    root = tmp_path / "board"
-    with Device(f"local://{root}") as device:
-        yield device, root
 
 
 def test_pushes_cannot_reach_the_agents_state_after_normalisation(board, tmp_path):
