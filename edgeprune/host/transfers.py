@@ -99,27 +99,41 @@ class _Window:
             self.done = done
             self.progressed = time.monotonic()
 
+    def exchange(self, size: int, send: Callable[[int, int], int]) -> p.Frame | None:
+        """Fill the window with requests, then take the next answer (None: none yet).
+
+        `send(request_id, offset)` sends the request for the bytes at `offset` and returns how
+        many it covers; the answer comes back out of the window's book-keeping.
+        """
+        session = self.session
+        while len(self.flight) < session.link.window and self.next < size:
+            request_id = session.new_id()
+            self.flight[request_id] = self.next
+            self.next += send(request_id, self.next)
+        item = self.wait()
+        if item is not None:
+            del self.flight[item.request_id]
+        return item
+
 
 def _send_chunks(session: Session, f, digest: str, start: int, size: int, progress) -> None:
     window = _Window(session, start)
     head = bytes.fromhex(digest)
     chunk = _chunk(session)
     buffer = bytearray(chunk)  # reused: every link has written a frame when write returns
+
+    def send(request_id: int, offset: int) -> int:
+        n = os.preadv(f.fileno(), [memoryview(buffer)[: min(chunk, size - offset)]], offset)
+        if n <= 0:
+            raise DeviceError(f"{f.name}: changed while it was pushed (shorter); push again")
+        parts = (head, p.OFFSET.pack(offset), memoryview(buffer)[:n])
+        session.send_parts(p.PUT_DATA, request_id, parts)
+        return n
+
     while window.done < size:
-        while len(window.flight) < session.link.window and window.next < size:
-            n = os.preadv(f.fileno(), [memoryview(buffer)[: min(chunk, size - window.next)]],
-                          window.next)  # fmt: skip
-            if n <= 0:
-                raise DeviceError(f"{f.name}: changed while it was pushed (shorter); push again")
-            request_id = session.new_id()
-            parts = (head, p.OFFSET.pack(window.next), memoryview(buffer)[:n])
-            session.send_parts(p.PUT_DATA, request_id, parts)
-            window.flight[request_id] = window.next
-            window.next += n
-        item = window.wait()
+        item = window.exchange(size, send)
         if item is None:
             continue
-        del window.flight[item.request_id]
         body = item.json()
         if item.type == p.ERROR and body.get("code") == "gap":
             window.advance(int(body["size"]))
@@ -164,18 +178,17 @@ def put(device: Connection, local: Path, remote: str, progress: Progress | None 
 def _receive_chunks(session: Session, f, hasher, remote, digest, start, size, progress) -> None:
     window = _Window(session, start)
     chunk = _chunk(session)
+
+    def ask(request_id: int, offset: int) -> int:
+        length = min(chunk, size - offset)
+        body = {"path": remote, "sha256": digest, "offset": offset, "length": length}
+        session.send(p.GET_DATA, request_id, body)
+        return length
+
     while window.done < size:
-        while len(window.flight) < session.link.window and window.next < size:
-            length = min(chunk, size - window.next)
-            request_id = session.new_id()
-            ask = {"path": remote, "sha256": digest, "offset": window.next, "length": length}
-            session.send(p.GET_DATA, request_id, ask)
-            window.flight[request_id] = window.next
-            window.next += length
-        item = window.wait()
+        item = window.exchange(size, ask)
         if item is None:
             continue
-        del window.flight[item.request_id]
         if item.type == p.ERROR:
             raise error_of(item)
         (offset,) = p.OFFSET.unpack_from(item.payload)
