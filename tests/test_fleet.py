@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from edgeprune.activations import ActivationMap, record
@@ -112,6 +111,8 @@ def test_the_fleet_map_is_the_central_map(fleet, secure):
 
 def _client_app_started(node: subprocess.Popen) -> bool:
     """Whether a `flwr-clientapp` process runs in `node`'s process group (a message arrived)."""
+    import psutil  # the [test] extra: not in the core's venv, where this module is skipped
+
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or ())
