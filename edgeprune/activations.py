@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -222,20 +223,23 @@ class ActivationMap:
 
     # ----- files ---------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write S_in, S_out and the sample count as .npz, atomically."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The map as the named arrays of its file: "meta" (JSON) and S_in, S_out per layer."""
         meta = {"format": _FORMAT, "count": self.count, "layers": _signature(self.layers)}
         arrays = {"meta": np.array(json.dumps(meta))}
         for i, layer in enumerate(self.layers):  # the file's keys are positions in "layers"
             arrays[f"s_in_{i}"] = self.s_in(layer)
             arrays[f"s_out_{i}"] = self.s_out(layer)
+        return arrays
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write S_in, S_out and the sample count as .npz, atomically."""
         with atomic_open(path) as f:
-            np.savez(f, **arrays)
+            np.savez(f, **self.to_arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: Model) -> ActivationMap:
         """Read a map saved by `save` and check that it belongs to `model`; it can keep growing."""
-        amap = cls(model)
         check_npz_sizes(path)  # a bomb is refused before np.load inflates it
         try:
             npz = np.load(path, allow_pickle=False)
@@ -244,19 +248,28 @@ class ActivationMap:
                     f"{path} is not an activation map: make one with `edgeprune record`"
                 )
             with npz:
-                meta = json.loads(str(npz["meta"]))
-                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                    raise EdgepruneError(
-                        f"{path}: not an activation map of format {_FORMAT}: make one with "
-                        "`edgeprune record`"
-                    )
-                amap._check_signature(meta["layers"])
-                amap.count = int(meta["count"])
-                for i, (op, _, _) in enumerate(meta["layers"]):  # position i -> layer op
-                    amap._s_in[op] = _same_shape(npz[f"s_in_{i}"], amap._s_in[op], path)
-                    amap._s_out[op] = _same_shape(npz[f"s_out_{i}"], amap._s_out[op], path)
+                return cls.from_arrays(npz, model, str(path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise EdgepruneError(f"cannot read activation map {path}: {e}") from e
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, Any], model: Model, source: str = "map"
+    ) -> ActivationMap:
+        """The map of `model` whose file arrays are `arrays` (as `to_arrays` gives, or an open
+        .npz); `source` names them in errors. It can keep growing."""
+        amap = cls(model)
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise EdgepruneError(
+                f"{source}: not an activation map of format {_FORMAT}: make one with "
+                "`edgeprune record`"
+            )
+        amap._check_signature(meta["layers"])
+        amap.count = int(meta["count"])
+        for i, (op, _, _) in enumerate(meta["layers"]):  # position i -> layer op
+            amap._s_in[op] = _same_shape(arrays[f"s_in_{i}"], amap._s_in[op], source)
+            amap._s_out[op] = _same_shape(arrays[f"s_out_{i}"], amap._s_out[op], source)
         return amap
 
 

@@ -1,15 +1,16 @@
 """What a board contributes to the fleet: the sums of its one data pass, as flat arrays.
 
 A board runs `stages.collect` over its unlabeled samples and keeps only sums: the activation map
-of the fit part (S_in, S_out per layer and the sample count, exactly as `ActivationMap.save`
-writes them) and the sum of its penultimate features. Sums of boards add up to the sums of the
-union, so the server's aggregate is the map a central pass over every board's fit part records.
-Samples, logits and single features never leave the board (the prototype supports and the prior's
-logit reservoir are per-sample: they stay on the board for its local personalization).
+of the fit part (S_in, S_out per layer and the sample count: the arrays `ActivationMap.save`
+writes, from `to_arrays`) and the sum of its penultimate features. Sums of boards add up to the
+sums of the union, so the server's aggregate is the map a central pass over every board's fit
+part records. Samples, logits and single features never leave the board (the prototype supports
+and the prior's logit reservoir are per-sample: they stay on the board for its local
+personalization).
 
 The arrays travel in the order of `names`; the server turns the summed arrays back into an
-`ActivationMap` through the map's own file format (`ActivationMap.load`), so the map's code, not
-this module, decides what the sums mean.
+`ActivationMap` through the map's own file format (`ActivationMap.from_arrays`), so the map's
+code, not this module, decides what the sums mean.
 
 SecAgg+ sums integers modulo 2^32 after clipping and quantizing each value (Flower's
 `secaggplus_mod`). `encode` makes that exact: each float64 becomes a fixed-point integer (64
@@ -21,10 +22,7 @@ the 32-bit modulus.
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -74,18 +72,9 @@ class BoardSums:
 
 def _map_arrays(amap: ActivationMap) -> tuple[list[str], list[np.ndarray], dict]:
     """The arrays of `amap`'s own file, in file order, with the file's metadata."""
-    buf = io.BytesIO()
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "map.npz")
-        amap.save(path)
-        with open(path, "rb") as f:
-            buf.write(f.read())
-    buf.seek(0)
-    with np.load(buf, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["meta"]))
-        names = [k for k in npz.files if k != "meta"]
-        arrays = [np.asarray(npz[k], np.float64) for k in names]
-    return names, arrays, meta
+    file = amap.to_arrays()
+    meta = json.loads(str(file.pop("meta")))
+    return list(file), [np.asarray(a, np.float64) for a in file.values()], meta
 
 
 def board_sums(amap: ActivationMap, feature_sum: np.ndarray) -> BoardSums:
@@ -113,10 +102,7 @@ def activation_map(model: Model, sums: BoardSums) -> ActivationMap:
     out = {"meta": np.array(json.dumps(meta))}
     for name, empty in zip(names, arrays):
         out[name] = np.asarray(by_name[name], np.float64).reshape(empty.shape)
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "fleet.npz")
-        np.savez(path, **out)
-        return ActivationMap.load(path, model)
+    return ActivationMap.from_arrays(out, model, "the fleet's sums")
 
 
 def layout(model: Model) -> tuple[list[str], list[tuple[int, ...]], list[bool]]:
