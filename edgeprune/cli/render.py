@@ -294,10 +294,8 @@ def _bench(r: ops.BenchResult) -> Lines:
 def _verify(report: ops.VerifyResult) -> Lines:
     title = f"{report.name or '?'} {report.version or ''}".strip()
     yield f"{report.package}: {title}"
-    for check in report.checks:
-        yield f"  ok: {check}"
-    for problem in report.problems:
-        yield f"  PROBLEM: {problem}"
+    yield from (f"  ok: {check}" for check in report.checks)
+    yield from (f"  PROBLEM: {problem}" for problem in report.problems)
 
 
 renders_line("unpack", lambda r: f"unpacked {len(r.files)} files into {r.output}")
@@ -310,11 +308,9 @@ renders_line("unpack", lambda r: f"unpacked {len(r.files)} files into {r.output}
 def _convert(r: host_ops.ConvertResult) -> Lines:
     yield f"wrote {r.output}: {r.bytes:,} bytes, {r.mode}"
     for name, d in r.outputs.items():
-        yield (
-            f"  {name}: max |tflite - source| {d['max_abs_diff']:.3g}, "
-            f"mean {d['mean_abs_diff']:.3g} (largest |source| {d['max_abs_source']:.3g}; "
-            f"{d['samples']} samples, {r.checked_on})"
-        )
+        gap = f"max |tflite - source| {d['max_abs_diff']:.3g}, mean {d['mean_abs_diff']:.3g}"
+        on = f"{d['samples']} samples, {r.checked_on}"
+        yield f"  {name}: {gap} (largest |source| {d['max_abs_source']:.3g}; {on})"
 
 
 @renders("package")
@@ -333,12 +329,19 @@ def _package(r: host_ops.PackageResult) -> Lines:
 renders_line("device add", lambda r: f"added {r.name}: {r.url}")
 
 
+def _names(rows: dict[str, str], none: str) -> Lines:
+    """A line per name and what it stands for; `none` (what to do) when there are none."""
+    if not rows:
+        yield none
+    for name, value in rows.items():
+        yield f"{name:<16} {value}"
+
+
 @renders("device list")
 def _device_list(r: host_ops.DeviceList) -> Lines:
-    if not r.devices:
-        yield f"no devices in {r.registry}; add one with `edgeprune device add NAME URL`"
-    for name, url in r.devices.items():
-        yield f"{name:<16} {url}"
+    return _names(
+        r.devices, f"no devices in {r.registry}; add one with `edgeprune device add NAME URL`"
+    )
 
 
 renders_line("device remove", lambda r: f"removed {r.name}")
@@ -466,19 +469,16 @@ def operation_result(name: str):
     return op.result if op is not None else None
 
 
-@renders("device group add")
-def _group_added(r: host_ops.GroupChanged) -> Lines:
-    yield f"group {r.group}: {', '.join(r.boards)}"
-
-
-@renders("device group remove")
-def _group_removed(r: host_ops.GroupChanged) -> Lines:
-    yield f"removed group {r.group} (its boards stay registered)"
+renders_line("device group add", lambda r: f"group {r.group}: {', '.join(r.boards)}")
+renders_line(
+    "device group remove", lambda r: f"removed group {r.group} (its boards stay registered)"
+)
 
 
 @renders("device group list")
 def _group_list(r: host_ops.GroupList) -> Lines:
-    if not r.groups:
-        yield f"no groups in {r.registry}; add one with `edgeprune device group add NAME BOARD...`"
-    for name, boards in r.groups.items():
-        yield f"{name}  {', '.join(boards)}"
+    groups = {name: ", ".join(boards) for name, boards in r.groups.items()}
+    return _names(
+        groups,
+        f"no groups in {r.registry}; add one with `edgeprune device group add NAME BOARD...`",
+    )

@@ -20,6 +20,8 @@ from .groups import groupable, output_per_board
 
 DEVICE = Param("device", "a registered board's name, or a device URL", default=REQUIRED,
                positional=True)  # fmt: skip
+BOARD_NAME = Param("name", "the board's name", default=REQUIRED, positional=True)
+GROUP_NAME = Param("name", "the group's name", default=REQUIRED, positional=True)
 URL_HELP = (
     "ssh://user@host[:port][/WORKDIR][?python=PY&key=FILE], serial:///dev/ttyX[?baud=N] or "
     "local://[/WORKDIR]"
@@ -303,13 +305,7 @@ def _device_remove(context: Context, name: str) -> DeviceRemoved:
 
 
 device_remove = register(
-    Operation(
-        "device remove",
-        "forget a board",
-        (Param("name", "the board's name", default=REQUIRED, positional=True),),
-        _device_remove,
-        DeviceRemoved,
-    )
+    Operation("device remove", "forget a board", (BOARD_NAME,), _device_remove, DeviceRemoved)
 )
 
 
@@ -332,7 +328,7 @@ device_group_add = register(
         "device group add",
         "name several registered boards as one group (every device verb takes the group)",
         (
-            Param("name", "the group's name", default=REQUIRED, positional=True),
+            GROUP_NAME,
             Param(
                 "boards",
                 "registered boards' names",
@@ -380,7 +376,7 @@ device_group_remove = register(
     Operation(
         "device group remove",
         "forget a group (its boards stay registered)",
-        (Param("name", "the group's name", default=REQUIRED, positional=True),),
+        (GROUP_NAME,),
         _group_remove,
         GroupChanged,
     )

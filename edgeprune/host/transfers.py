@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,21 +99,23 @@ class _Window:
             self.done = done
             self.progressed = time.monotonic()
 
-    def exchange(self, size: int, send: Callable[[int, int], int]) -> p.Frame | None:
-        """Fill the window with requests, then take the next answer (None: none yet).
+    def answers(self, size: int, send: Callable[[int, int], int]) -> Iterator[p.Frame]:
+        """The answers to the requests for bytes [done, size), until `done` reaches `size`.
 
-        `send(request_id, offset)` sends the request for the bytes at `offset` and returns how
-        many it covers; the answer comes back out of the window's book-keeping.
+        Before each wait the window is filled: `send(request_id, offset)` sends the request for
+        the bytes at `offset` and returns how many it covers. The caller advances `done` (or
+        goes back) as each answer says.
         """
         session = self.session
-        while len(self.flight) < session.link.window and self.next < size:
-            request_id = session.new_id()
-            self.flight[request_id] = self.next
-            self.next += send(request_id, self.next)
-        item = self.wait()
-        if item is not None:
-            del self.flight[item.request_id]
-        return item
+        while self.done < size:
+            while len(self.flight) < session.link.window and self.next < size:
+                request_id = session.new_id()
+                self.flight[request_id] = self.next
+                self.next += send(request_id, self.next)
+            item = self.wait()
+            if item is not None:
+                del self.flight[item.request_id]
+                yield item
 
 
 def _send_chunks(session: Session, f, digest: str, start: int, size: int, progress) -> None:
@@ -130,10 +132,7 @@ def _send_chunks(session: Session, f, digest: str, start: int, size: int, progre
         session.send_parts(p.PUT_DATA, request_id, parts)
         return n
 
-    while window.done < size:
-        item = window.exchange(size, send)
-        if item is None:
-            continue
+    for item in window.answers(size, send):
         body = item.json()
         if item.type == p.ERROR and body.get("code") == "gap":
             window.advance(int(body["size"]))
@@ -185,10 +184,7 @@ def _receive_chunks(session: Session, f, hasher, remote, digest, start, size, pr
         session.send(p.GET_DATA, request_id, body)
         return length
 
-    while window.done < size:
-        item = window.exchange(size, ask)
-        if item is None:
-            continue
+    for item in window.answers(size, ask):
         if item.type == p.ERROR:
             raise error_of(item)
         (offset,) = p.OFFSET.unpack_from(item.payload)
