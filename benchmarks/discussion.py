@@ -18,14 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.personalization import (  # noqa: E402
-    BACKPROP,
-    ORACLE,
-    PIPELINE,
-    SPARSE_PIPELINE,
-    SWEEP,
-    paired_t,
-)
+from benchmarks import personalization as pz  # noqa: E402
 
 RUNS = {
     "fsdd": "personalization_fsdd_float32",
@@ -47,7 +40,7 @@ def accuracies(table: dict, method: str) -> np.ndarray:
 def delta(table: dict, method: str, against: str = "source") -> tuple[float, float]:
     """(mean Δ in points, paired-t p) of `method` against `against`."""
     a, b = accuracies(table, method), accuracies(table, against)
-    return 100 * (a.mean() - b.mean()), paired_t(a, b)
+    return 100 * (a.mean() - b.mean()), pz.paired_t(a, b)
 
 
 def said(table: dict, method: str, against: str = "source") -> str:
@@ -64,12 +57,12 @@ def gains(table: dict, method: str) -> bool:
 def largest_harmless(curve: list[list[float]]) -> float:
     """The largest swept sparsity whose mean accuracy is within 1 point of the unpruned model."""
     mean = np.mean(curve, axis=0)
-    return max(s for s, a in zip(SWEEP, mean) if a >= mean[0] - 0.01)
+    return max(s for s, a in zip(pz.SWEEP, mean) if a >= mean[0] - 0.01)
 
 
 def speaker_claims(fsdd: dict) -> list[str]:
     s = fsdd["scores"]
-    oracle_ok = gains(s, ORACLE)
+    oracle_ok = gains(s, pz.ORACLE)
     out = [
         "**Eq. 1 personalizes a model to a new speaker (Fig. 2b).** "
         + (
@@ -78,7 +71,7 @@ def speaker_claims(fsdd: dict) -> list[str]:
             else "Does not reproduce, even in the paper's protocol, which picks the sparsity "
             "with the test "
         )
-        + f"labels: {said(s, ORACLE)}. Without labels (rule fidelity) the gain is "
+        + f"labels: {said(s, pz.ORACLE)}. Without labels (rule fidelity) the gain is "
         f"{said(s, 'Eq.1, rule fidelity')}, and at a fixed 50 % it is {said(s, 'Eq.1 at 50%')}.",
     ]
     curves = fsdd.get("curves") or {}
@@ -91,8 +84,8 @@ def speaker_claims(fsdd: dict) -> list[str]:
             f"{mag:.0%} for magnitude pruning (same sparsity in every layer)."
         )
     data = fsdd.get("data") or {}
-    if PIPELINE in data and BACKPROP in data:
-        ours, theirs = np.mean(data[PIPELINE], axis=0), np.mean(data[BACKPROP], axis=0)
+    if pz.PIPELINE in data and pz.BACKPROP in data:
+        ours, theirs = np.mean(data[pz.PIPELINE], axis=0), np.mean(data[pz.BACKPROP], axis=0)
         out.append(
             f"**Little adaptation data is needed (Fig. 3b).** With 10 % of a speaker's data the "
             f"default pipeline reaches {ours[0]:.3f} ({ours[-1]:.3f} with all of it); backprop "
@@ -122,8 +115,8 @@ def activation_claim(runs: dict[str, dict]) -> str:
 
 def class_claims(cifar: dict, classes: dict | None) -> list[str]:
     s, r = cifar["scores"], cifar["restricted"]
-    d_all, _ = delta(s, ORACLE)
-    d_own, _ = delta(r, ORACLE)
+    d_all, _ = delta(s, pz.ORACLE)
+    d_own, _ = delta(r, pz.ORACLE)
     prior_effect = d_own <= 0 < d_all
     ceiling, _ = delta({"own": r["source"], "source": s["source"]}, "own")
     out = [
@@ -131,10 +124,10 @@ def class_claims(cifar: dict, classes: dict | None) -> list[str]:
         + (
             "Reproduces only as a class-prior effect"
             if prior_effect
-            else ("Reproduces" if gains(s, ORACLE) else "Does not reproduce")
+            else ("Reproduces" if gains(s, pz.ORACLE) else "Does not reproduce")
         )
-        + f": on CIFAR-10 pairs the paper protocol gives {said(s, ORACLE)} with the argmax over "
-        f"all ten classes, and {said(r, ORACLE)} once the argmax is restricted to the pair. "
+        + f": on CIFAR-10 pairs the paper protocol gives {said(s, pz.ORACLE)} with the argmax over "
+        f"all ten classes, and {said(r, pz.ORACLE)} once the argmax is restricted to the pair. "
         f"Restricting the source model's argmax to the pair alone is worth {ceiling:+.1f} "
         f"points; the label-free prior stage, which estimates that restriction, gives "
         f"{said(s, 'prior')}.",
@@ -149,11 +142,11 @@ def class_claims(cifar: dict, classes: dict | None) -> list[str]:
                 base = [a for n, _, a in cs["source"] if n == name]
                 return 100 * (np.mean(rows) - np.mean(base))
 
-            prior_explains += gain("prior") >= gain(ORACLE)
-            eq1[name.count("/") + 1] = gain(ORACLE)
+            prior_explains += gain("prior") >= gain(pz.ORACLE)
+            eq1[name.count("/") + 1] = gain(pz.ORACLE)
             per_k.append(
-                f"{name.count('/') + 1} classes: Eq. 1 {gain(ORACLE):+.1f}, "
-                f"prior {gain('prior'):+.1f}, pipeline {gain(PIPELINE):+.1f}"
+                f"{name.count('/') + 1} classes: Eq. 1 {gain(pz.ORACLE):+.1f}, "
+                f"prior {gain('prior'):+.1f}, pipeline {gain(pz.PIPELINE):+.1f}"
             )
         fewer_gain_more = eq1[min(eq1)] >= eq1[max(eq1)] + 1.0
         out.append(
@@ -189,12 +182,12 @@ def mechanisms(fsdd: dict, cifar: dict | None) -> list[str]:
             + f"on CIFAR pairs the prior stage gives {said(c, 'prior')}, and prototypes alone, "
             f"re-estimated from in-domain features, give {said(c, 'prototypes')}."
         )
-    d_ours, _ = delta(s, PIPELINE)
-    d_labels, _ = delta(s, BACKPROP)
+    d_ours, _ = delta(s, pz.PIPELINE)
+    d_labels, _ = delta(s, pz.BACKPROP)
     out.append(
         f"**What labels still buy**: on FSDD the default pipeline gives {d_ours:+.1f} points and "
         f"backprop fine-tuning with labels {d_labels:+.1f}; pruning 50 % of the weights with one "
-        f"global threshold before the stages gives {said(s, SPARSE_PIPELINE)}."
+        f"global threshold before the stages gives {said(s, pz.SPARSE_PIPELINE)}."
     )
     return out
 
@@ -205,7 +198,8 @@ def precision(fsdd: dict, int8: dict) -> str:
     agree = np.array(int8["extras"]["argmax_as_float"])
     return (
         f"**int8 against float32** (the same speakers and folds): the default pipeline gives "
-        f"{said(int8['scores'], PIPELINE)} on the int8 models and {said(fsdd['scores'], PIPELINE)} "
+        f"{said(int8['scores'], pz.PIPELINE)} on the int8 models and "
+        f"{said(fsdd['scores'], pz.PIPELINE)} "
         f"on the float32 ones; the sources themselves differ by {delta(sources, 'i', 'f')[0]:+.1f}"
         f" points. The int8 final layer's argmax equals its float computation on {agree.mean():.2%}"
         f" of all held-out samples (worst fold {agree.min():.0%}; target 99.5 %: "

@@ -128,16 +128,18 @@ def _write_audio(directory: Path) -> None:
         # The spoken-digit recipe: 1 s at 8 kHz, log-mel 40, per-utterance normalization.
         "mel-utterance": (AudioRecipe(normalize="utterance"), 4800),
         "linear-bin-start": (
-            AudioRecipe(
-                align="start",
-                frame_length=200,
-                hop_length=80,
-                n_fft=512,
-                power=1,
-                mel_bins=0,
-                fmin=300.0,
-                fmax=3400.0,
-                normalize="bin",
+            AudioRecipe.from_dict(
+                {
+                    "align": "start",
+                    "frame_length": 200,
+                    "hop_length": 80,
+                    "n_fft": 512,
+                    "power": 1,
+                    "mel_bins": 0,
+                    "fmin": 300.0,
+                    "fmax": 3400.0,
+                    "normalize": "bin",
+                }
             ),
             10400,
         ),
