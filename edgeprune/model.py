@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from typing import Any
@@ -188,9 +187,9 @@ class _Table:
 
 # ----- typed builtin options -------------------------------------------------------------------
 #
-# One dataclass per option set edgeprune reads, built by a small function from the generated
-# `tflite` options class; `OPTIONS` maps the BuiltinOptions type to both. Option sets not listed
-# read as `NO_OPTIONS`. Field names are the schema's (snake_case).
+# One dataclass per option set edgeprune reads; `OPTIONS` maps the BuiltinOptions type to it and
+# to the generated `tflite` class it is read from. Field names are the schema's (snake_case): the
+# generated getter of `stride_w` is `StrideW()`. Option sets not listed read as `NO_OPTIONS`.
 
 
 @dataclass(frozen=True)
@@ -210,16 +209,28 @@ class Options:
     def _names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
+    @classmethod
+    def read(cls, generated: Any) -> Options:
+        """This option set from an initialised generated options object, field by field."""
+        getter = {name: "".join(p.capitalize() for p in name.split("_")) for name in cls._names()}
+        return cls(**{name: getattr(generated, method)() for name, method in getter.items()})
+
 
 NO_OPTIONS = Options()
 
 
 @dataclass(frozen=True)
-class Conv2DOptions(Options):
+class WindowOptions(Options):
+    """What convolutions and pooling share: how the window moves over H and W."""
+
     padding: int = 0
     stride_w: int = 0
     stride_h: int = 0
     fused_activation_function: int = 0
+
+
+@dataclass(frozen=True)
+class Conv2DOptions(WindowOptions):
     dilation_w_factor: int = 1
     dilation_h_factor: int = 1
 
@@ -230,8 +241,20 @@ class DepthwiseConv2DOptions(Conv2DOptions):
 
 
 @dataclass(frozen=True)
-class FullyConnectedOptions(Options):
+class Pool2DOptions(WindowOptions):
+    filter_width: int = 0
+    filter_height: int = 0
+
+
+@dataclass(frozen=True)
+class ActivationOptions(Options):
+    """ADD, SUB, MUL, DIV and CONCATENATION: only their fused activation matters here."""
+
     fused_activation_function: int = 0
+
+
+@dataclass(frozen=True)
+class FullyConnectedOptions(ActivationOptions):
     weights_format: int = 0
     keep_num_dims: bool = False
     asymmetric_quantize_inputs: bool = False
@@ -245,80 +268,23 @@ class BatchMatMulOptions(Options):
 
 
 @dataclass(frozen=True)
-class Pool2DOptions(Options):
-    padding: int = 0
-    stride_w: int = 0
-    stride_h: int = 0
-    filter_width: int = 0
-    filter_height: int = 0
-    fused_activation_function: int = 0
-
-
-@dataclass(frozen=True)
-class ActivationOptions(Options):
-    """ADD, SUB, MUL, DIV and CONCATENATION: only their fused activation matters here."""
-
-    fused_activation_function: int = 0
-
-
-@dataclass(frozen=True)
 class ReducerOptions(Options):
     keep_dims: bool = False
 
 
-def _conv(o) -> Conv2DOptions:
-    return Conv2DOptions(
-        o.Padding(), o.StrideW(), o.StrideH(), o.FusedActivationFunction(),
-        o.DilationWFactor(), o.DilationHFactor(),
-    )  # fmt: skip
-
-
-def _depthwise(o) -> DepthwiseConv2DOptions:
-    return DepthwiseConv2DOptions(
-        o.Padding(), o.StrideW(), o.StrideH(), o.FusedActivationFunction(),
-        o.DilationWFactor(), o.DilationHFactor(), o.DepthMultiplier(),
-    )  # fmt: skip
-
-
-def _fully_connected(o) -> FullyConnectedOptions:
-    return FullyConnectedOptions(
-        o.FusedActivationFunction(), o.WeightsFormat(), o.KeepNumDims(),
-        o.AsymmetricQuantizeInputs(),
-    )  # fmt: skip
-
-
-def _batch_matmul(o) -> BatchMatMulOptions:
-    return BatchMatMulOptions(o.AdjX(), o.AdjY(), o.AsymmetricQuantizeInputs())
-
-
-def _pool(o) -> Pool2DOptions:
-    return Pool2DOptions(
-        o.Padding(), o.StrideW(), o.StrideH(), o.FilterWidth(), o.FilterHeight(),
-        o.FusedActivationFunction(),
-    )  # fmt: skip
-
-
-def _activation(o) -> ActivationOptions:
-    return ActivationOptions(o.FusedActivationFunction())
-
-
-def _reducer(o) -> ReducerOptions:
-    return ReducerOptions(o.KeepDims())
-
-
 _BO = tflite.BuiltinOptions
-OPTIONS: dict[int, tuple[type, Callable[[Any], Options]]] = {
-    _BO.Conv2DOptions: (tflite.Conv2DOptions, _conv),
-    _BO.DepthwiseConv2DOptions: (tflite.DepthwiseConv2DOptions, _depthwise),
-    _BO.FullyConnectedOptions: (tflite.FullyConnectedOptions, _fully_connected),
-    _BO.BatchMatMulOptions: (tflite.BatchMatMulOptions, _batch_matmul),
-    _BO.Pool2DOptions: (tflite.Pool2DOptions, _pool),
-    _BO.AddOptions: (tflite.AddOptions, _activation),
-    _BO.SubOptions: (tflite.SubOptions, _activation),
-    _BO.MulOptions: (tflite.MulOptions, _activation),
-    _BO.DivOptions: (tflite.DivOptions, _activation),
-    _BO.ConcatenationOptions: (tflite.ConcatenationOptions, _activation),
-    _BO.ReducerOptions: (tflite.ReducerOptions, _reducer),
+OPTIONS: dict[int, tuple[type, type[Options]]] = {
+    _BO.Conv2DOptions: (tflite.Conv2DOptions, Conv2DOptions),
+    _BO.DepthwiseConv2DOptions: (tflite.DepthwiseConv2DOptions, DepthwiseConv2DOptions),
+    _BO.FullyConnectedOptions: (tflite.FullyConnectedOptions, FullyConnectedOptions),
+    _BO.BatchMatMulOptions: (tflite.BatchMatMulOptions, BatchMatMulOptions),
+    _BO.Pool2DOptions: (tflite.Pool2DOptions, Pool2DOptions),
+    _BO.AddOptions: (tflite.AddOptions, ActivationOptions),
+    _BO.SubOptions: (tflite.SubOptions, ActivationOptions),
+    _BO.MulOptions: (tflite.MulOptions, ActivationOptions),
+    _BO.DivOptions: (tflite.DivOptions, ActivationOptions),
+    _BO.ConcatenationOptions: (tflite.ConcatenationOptions, ActivationOptions),
+    _BO.ReducerOptions: (tflite.ReducerOptions, ReducerOptions),
 }
 
 
@@ -327,10 +293,10 @@ def _read_options(table: _Table | None, options_type: int) -> Options:
     reader = OPTIONS.get(options_type)
     if table is None or reader is None:
         return NO_OPTIONS
-    generated, build = reader
+    generated, kind = reader
     obj = generated()
     obj.Init(table.buf, table.pos)
-    return build(obj)
+    return kind.read(obj)
 
 
 @dataclass(frozen=True)
