@@ -96,6 +96,8 @@ class EmulatedPi:
         if CA_BUNDLE.exists():
             (self.root / CA_BUNDLE.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(CA_BUNDLE, self.root / CA_BUNDLE.relative_to("/"))
+        # /proc only. Never bind this machine's /sys: under qemu-user, LiteRT's CPU probe
+        # (cpuinfo) reads the x86 host's sysfs as an arm64 board's and every invoke segfaults.
         subprocess.run(["mount", "-t", "proc", "proc", str(self.root / "proc")], check=True)
         self.mounted = True
 
