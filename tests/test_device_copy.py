@@ -119,6 +119,36 @@ def test_ls_lists_the_work_directory_and_nothing_outside_it(box, folder, tmp_pat
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
 
 
+def test_options_may_stand_before_between_or_after_the_positionals(box, folder, capsys):
+    assert run(capsys, "push", "-r", "-q", "box", folder)[0] == 0  # options first
+    for argv in (("ls", "box", "-r", "images"), ("ls", "-r", "box", "images"),
+                 ("ls", "box", "images", "-r")):  # fmt: skip
+        code, out, err = run(capsys, *argv)
+        assert code == 0 and err == "" and "cats/tom.jpg" in out, argv
+        assert "images/" not in out  # `images` is the path listed, not lost to the default
+    assert json.loads(run(capsys, "ls", "--json", "box", "-r", "images")[1])["path"] == "images"
+    for i, argv in enumerate((("pull", "box", "-r", "images", "-o", "a/"),
+                              ("pull", "-o", "b/", "box", "-q", "-r", "images"),
+                              ("pull", "-r", "box", "images", "-q", "-o", "c/"))):  # fmt: skip
+        assert run(capsys, *argv)[0] == 0, argv
+        assert tree(folder.parent / "abc"[i] / "images") == tree(folder)
+    assert run(capsys, "push", "box", "-q", folder / "0.jpg", "--as", "one.jpg")[0] == 0
+    assert (box / "one.jpg").read_bytes() == (folder / "0.jpg").read_bytes()
+    with pytest.raises(SystemExit):  # still one path at most
+        main(["ls", "box", "-r", "images", "cats"])
+
+
+def test_an_optional_positional_after_options_and_remote_passing_the_rest_through():
+    from edgeprune.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["prune", "m.tflite", "--sparsity", ".5", "-o", "p", "map.npz"]
+    )
+    assert (args.model, args.map, args.sparsity) == ("m.tflite", "map.npz", ".5")
+    remote = build_parser().parse_args(["remote", "box", "prune", "-o", "x", "m.tflite", "-q"])
+    assert remote.args == ["-o", "x", "m.tflite", "-q"]  # passed through whole, parsed on send
+
+
 def test_remote_tells_a_pull_command_that_works_for_a_report_folder(box, tflite_model, capsys):
     np.save(box.parent / "x.npy", random_inputs(12, INPUT_SHAPES["mixed"][1:], seed=5))
     for path, name in ((tflite_model("int8"), "m.tflite"), (box.parent / "x.npy", "x.npy")):

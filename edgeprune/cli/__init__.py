@@ -18,7 +18,7 @@ from .. import native_stderr, operation
 from .. import operations as _core  # noqa: F401  (registers the core's operations)
 from ..errors import EdgepruneError
 from ..host import operations as _host  # noqa: F401  (registers the host's operations)
-from .arguments import add_operation, params_of
+from .arguments import Parser, add_operation, params_of
 from .render import show
 from .terminal import TerminalContext
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of every registered operation, plus `remote`."""
     from .remote import add_remote
 
-    parser = argparse.ArgumentParser(prog="edgeprune", description=DESCRIPTION)
+    parser = Parser(prog="edgeprune", description=DESCRIPTION)  # subcommands inherit the class
     groups: dict[str, argparse._SubParsersAction] = {}
     parents: dict[str, argparse.ArgumentParser] = {"": parser}
     for op in operation.registered().values():

@@ -4,6 +4,7 @@ One `Param` becomes one argparse argument: positional ones in declaration order,
 `--name-with-dashes` (plus a short flag), booleans as switches, repeatable ones appended. Values
 stay strings here; `Operation.bind` converts and checks them (one place for both the command line
 and Python callers), so a bad value is the same one-line error wherever it comes from.
+Options may come before, between or after the positionals (`Parser`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,29 @@ import argparse
 from typing import Any
 
 from ..operation import Operation, Param
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose options may stand anywhere among its positionals.
+
+    Plain argparse fills an optional positional with its default as soon as an option follows
+    the required ones: `ls box -r images` left `images` unrecognized. A parser with no
+    subcommands and no pass-through rest parses intermixed (options first, then positionals);
+    the others (the top level, `remote DEVICE OP ARGS...`) parse as usual. Subcommands inherit
+    the class, so every generated command, local or remote, parses the same way.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        passing = (argparse.PARSER, argparse.REMAINDER)
+        if self._intermixing or any(a.nargs in passing for a in self._get_positional_actions()):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back in here
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _help(param: Param) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import operation
 from ..operation import Bar
-from .arguments import add_operation, params_of
+from .arguments import Parser, add_operation, params_of
 from .render import show
 from .terminal import TerminalContext
 
@@ -70,7 +70,7 @@ def run_remote(args: argparse.Namespace) -> None:
             f"{', '.join(board_operations())}"
         )
     op = operation.get(args.operation)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"edgeprune remote {args.device} {op.name}", description=op.description or op.summary
     )
     add_operation(parser, op)
