@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .agent import STALL
 from .protocol import DEFAULT_BAUD
 from .serve import default_root, serve_serial, serve_stdio
 
@@ -28,11 +29,17 @@ def main(argv: list[str] | None = None) -> int:
         help="work directory (default: $EDGEPRUNE_WORKDIR or ~/edgeprune)",
     )
     p.add_argument("--keepalive", type=float, default=2.0, help="seconds between keepalives")
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=STALL,
+        help="seconds a frame may wait for the rest of its bytes before the session ends",
+    )
     args = parser.parse_args(argv)
     root = os.path.expanduser(args.root)
     if args.stdio:
-        return serve_stdio(root, args.keepalive)
-    return serve_serial(root, args.serial, args.baud, args.keepalive)
+        return serve_stdio(root, args.keepalive, args.stall)
+    return serve_serial(root, args.serial, args.baud, args.keepalive, args.stall)
 
 
 if __name__ == "__main__":

@@ -22,24 +22,35 @@ from .files import WorkDir
 
 REPLY_CACHE = 64  # replies remembered for resent requests
 RUN_GRACE = 5.0  # seconds a running operation gets to stop when the link closes
+STALL = 10.0  # seconds a frame may wait for the rest of its bytes before the session ends
+# What one request may announce: a file's bytes ride in PUT_DATA only, the rest is JSON.
+REQUEST_LIMITS = {t: p.REQUEST_MAX_PAYLOAD for t in p.REQUESTS if t != p.PUT_DATA}
 
 
 class Agent:
-    """Serves one link until it reaches end of file."""
+    """Serves one link until it reaches end of file.
+
+    `read` returns some bytes, b"" at the end of the link, or None when nothing arrived for a
+    while (about a second): then a frame whose header announced more bytes than came, with
+    nothing more for `stall` seconds, ends the session with ERROR `stalled` instead of holding
+    it forever.
+    """
 
     def __init__(
         self,
         workdir: WorkDir,
-        read: Callable[[], bytes],
+        read: Callable[[], bytes | None],
         write: Callable[[bytes], None],
         keepalive: float = 2.0,
         max_payload: int = p.DEFAULT_MAX_PAYLOAD,
+        stall: float = STALL,
     ):
         self.workdir = workdir
         self._read = read
         self._write = write
         self.keepalive = keepalive
         self.max_payload = max_payload
+        self.stall = stall
         self.session_max = max_payload
         self._lock = threading.Lock()  # guards writes, the reply cache and the running op
         self._last_sent = time.monotonic()
@@ -64,25 +75,49 @@ class Agent:
 
     # ----- the loop ----------------------------------------------------------------------
 
-    def serve(self) -> None:
-        """Answer frames until the link ends; then cancel and wait for a running operation."""
-        decoder = p.Decoder(self.max_payload)
+    def serve(self) -> bool:
+        """Answer frames until the link ends; then cancel and wait for a running operation.
+        True when a stalled frame ended the session while the link itself is still open."""
+        decoder = p.Decoder(self.max_payload, limits=REQUEST_LIMITS)
         ticker = threading.Thread(target=self._keepalive_loop, daemon=True)
         ticker.start()
+        arrived = time.monotonic()
         try:
-            while data := self._read():
+            while (data := self._read()) != b"":
+                if data is None:
+                    if time.monotonic() - arrived > self.stall and self._stalled(decoder):
+                        return True
+                    continue
+                arrived = time.monotonic()
                 decoder.feed(data)
                 for item in decoder.items():
                     if isinstance(item, p.Damaged):
                         self._damaged(item)
                     else:
                         self._handle(item)
+            return False
         finally:
             self._stopped.set()
             running = self._run
             if running:
                 running[2].set()
                 running[1].join(RUN_GRACE)
+
+    def _stalled(self, decoder: p.Decoder) -> bool:
+        """Whether a frame has waited `stall` seconds for its bytes: if so it is answered with
+        ERROR `stalled` and the session ends (True)."""
+        waiting = decoder.partial()
+        if waiting is None:
+            return False
+        type_, request_id, length, held = waiting
+        message = (
+            f"a frame announced {length} bytes and {held} came, then nothing for "
+            f"{self.stall:g} s; the session is ended"
+        )
+        print(f"firmware_bridge: {message}", file=sys.stderr, flush=True)
+        if type_ in p.REQUESTS:
+            self._error(request_id, "stalled", message)
+        return True
 
     def _send(self, frame: bytes, cache_for: int | None = None) -> None:
         with self._lock:

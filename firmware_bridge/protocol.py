@@ -25,6 +25,8 @@ TRAILER_SIZE = 4  # CRC32 of header and payload
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 DEFAULT_MAX_PAYLOAD = 1 << 20
 HARD_MAX_PAYLOAD = 16 << 20  # no side may announce more than this in HELLO
+REQUEST_MAX_PAYLOAD = 64 << 10  # a JSON request; only PUT_DATA carries a file's bytes
+RESYNC_CREDIT = 2  # payload bytes a resynchronization may re-check per byte received
 OFFSET = struct.Struct(">Q")  # file offsets inside binary payloads
 DEFAULT_BAUD = 115200  # serial speed of agent and host unless both are told otherwise
 EXIT_UNUSABLE = 2  # `serve` exits with it when its link cannot be opened
@@ -136,16 +138,30 @@ def encode_json(type_: int, request_id: int, obj: dict[str, Any]) -> bytes:
 class Decoder:
     """Turns a byte stream into Frame and Damaged items, skipping garbage between frames.
 
-    Feed it whatever the link delivered; iterate `items()` for what is complete. Bytes that do
-    not start a valid header are dropped one at a time until a magic with a valid header CRC is
-    found, so a damaged frame never takes the frames after it down with it.
+    Feed it whatever the link delivered; iterate `items()` for what is complete. The magic is
+    searched with bytes.find and a candidate header costs one 12-byte CRC, so a damaged frame
+    never takes the frames after it down with it and garbage costs linear time.
+
+    A frame whose payload CRC fails is searched for frames inside it (dropped bytes make it
+    swallow the next one) while the resynchronization credit lasts: RESYNC_CREDIT bytes per byte
+    received, at most 4 frames' worth. Overlapping valid headers would otherwise cost a CRC of
+    the whole announced length each (2 MiB of them: 13 s of CPU); past the credit the damaged
+    frame is skipped whole and the host resends what it loses. `limits` caps the payload of
+    given frame types below `max_payload` (the agent: JSON requests), refused at the header.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, versions=VERSIONS):
+    def __init__(
+        self,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        versions=VERSIONS,
+        limits: dict[int, int] | None = None,
+    ):
         self.max_payload = max_payload
         self.versions = frozenset(versions)
+        self.limits = dict(limits or {})
         self._buf = bytearray()
         self._pos = 0
+        self._credit = self._credit_max = 4 * (max_payload + OVERHEAD)
         self.skipped = 0  # bytes dropped while resynchronizing
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -153,6 +169,28 @@ class Decoder:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
+        self._credit = min(self._credit_max, self._credit + RESYNC_CREDIT * len(data))
+
+    def partial(self) -> tuple[int, int, int, int] | None:
+        """(type, request id, announced length, bytes held) of a frame whose valid header has
+        arrived but not all of its payload; None when no frame is waiting for bytes."""
+        start = self._pos
+        if self._buf[start : start + 2] != MAGIC or (header := self._header(start)) is None:
+            return None
+        _, _, type_, request_id, length = header
+        return type_, request_id, length, len(self._buf) - start - HEADER_SIZE
+
+    def _header(self, start: int) -> tuple | None:
+        """The fields of the header at `start` if all of it has come and its CRC holds."""
+        buf = self._buf
+        if len(buf) - start < HEADER_SIZE:
+            return None
+        head = bytes(buf[start : start + HEADER.size])
+        if zlib.crc32(head) != int.from_bytes(
+            buf[start + HEADER.size : start + HEADER_SIZE], "big"
+        ):
+            return None
+        return HEADER.unpack(head)
 
     def pending(self) -> int:
         """Bytes received but not yet part of a decoded item."""
@@ -181,25 +219,33 @@ class Decoder:
             self._skip(start - self._pos)
             if len(buf) - start < HEADER_SIZE:
                 return None
-            head = bytes(buf[start : start + HEADER.size])
-            crc = int.from_bytes(buf[start + HEADER.size : start + HEADER_SIZE], "big")
-            if zlib.crc32(head) != crc:
+            header = self._header(start)
+            if header is None:
                 self._skip(1)
                 continue
-            _, version, type_, request_id, length = HEADER.unpack(head)
-            if length > self.max_payload or version not in self.versions:
+            _, version, type_, request_id, length = header
+            limit = min(self.max_payload, self.limits.get(type_, self.max_payload))
+            if length > limit or version not in self.versions:
                 self._skip(HEADER_SIZE)  # its payload is scanned, not trusted
-                reason = "too_large" if length > self.max_payload else "version"
+                reason = "too_large" if length > limit else "version"
                 return Damaged(type_, request_id, reason, length, version)
             end = start + HEADER_SIZE + length + TRAILER_SIZE
             if len(buf) < end:
                 return None
-            body = memoryview(buf)[start : end - TRAILER_SIZE]
-            ok = zlib.crc32(body) == int.from_bytes(buf[end - TRAILER_SIZE : end], "big")
-            payload = bytes(body[HEADER_SIZE:])
-            body.release()
+            with memoryview(buf) as view:
+                ok = zlib.crc32(view[start : end - TRAILER_SIZE]) == int.from_bytes(
+                    buf[end - TRAILER_SIZE : end], "big"
+                )
             if not ok:
-                self._skip(1)  # bytes may have been dropped: the next frame can start inside
+                # Bytes may have been dropped: the next frame can start inside this one. While
+                # the credit lasts, search from the byte after the magic; past it, skip it whole.
+                searched = length + OVERHEAD
+                if self._credit >= searched:
+                    self._credit -= searched
+                    self._skip(1)
+                else:
+                    self._skip(end - start)
                 return Damaged(type_, request_id, "crc", length, version)
+            payload = bytes(buf[start + HEADER_SIZE : end - TRAILER_SIZE])
             self._pos = end
             return Frame(type_, request_id, payload, version)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .agent import Agent
+from .agent import STALL, Agent
 from .files import WorkDir
 from .protocol import EXIT_BUSY, EXIT_UNUSABLE
 
 LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
 PIPE_SIZE = 1 << 20  # bytes a stdio pipe may hold (Linux's default limit for any user)
+TICK = 1.0  # seconds a read waits before the agent checks for a stalled frame
 
 
 def default_root() -> str:
@@ -66,7 +68,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def serve_stdio(root: str, keepalive: float) -> int:
+def serve_stdio(root: str, keepalive: float, stall: float = STALL) -> int:
     """Serve the frames on stdin/stdout. Anything else printing to stdout goes to stderr."""
     frames_in, frames_out = os.dup(0), os.dup(1)
     for fd in (frames_in, frames_out):  # fewer, larger reads and writes: fewer wake-ups
@@ -78,30 +80,37 @@ def serve_stdio(root: str, keepalive: float) -> int:
     with owned(root) as workdir:
         if workdir is None:
             return EXIT_BUSY
+
+        def read() -> bytes | None:
+            if not select.select([frames_in], [], [], TICK)[0]:
+                return None
+            return os.read(frames_in, 1 << 20)
+
         agent = Agent(
             workdir,
-            read=lambda: os.read(frames_in, 1 << 20),
+            read=read,
             write=lambda data: _write_all(frames_out, data),
             keepalive=keepalive,
+            stall=stall,
         )
         agent.serve()
     return 0
 
 
-def serve_serial(root: str, port: str, baud: int, keepalive: float) -> int:
+def serve_serial(root: str, port: str, baud: int, keepalive: float, stall: float = STALL) -> int:
     """Serve the frames on a serial port (any pyserial URL) until it disappears."""
     import serial
 
     try:
-        link = serial.serial_for_url(port, baudrate=baud, timeout=None, exclusive=True)
+        link = serial.serial_for_url(port, baudrate=baud, timeout=TICK, exclusive=True)
     except (serial.SerialException, ValueError) as e:
         _log(f"cannot open {port}: {e}")
         return EXIT_UNUSABLE
 
-    def read() -> bytes:
+    def read() -> bytes | None:
         try:
             data = link.read(1)
-            return data + link.read(link.in_waiting) if data else data
+            return data + link.read(link.in_waiting) if data else None  # None: nothing yet
         except serial.SerialException as e:
             _log(f"{port} is gone: {e}")
             return b""
@@ -110,5 +119,6 @@ def serve_serial(root: str, port: str, baud: int, keepalive: float) -> int:
         if workdir is None:
             return EXIT_BUSY
         _log(f"serving {workdir.root} on {port} at {baud} baud")
-        Agent(workdir, read=read, write=link.write, keepalive=keepalive).serve()
+        while Agent(workdir, read, link.write, keepalive=keepalive, stall=stall).serve():
+            _log("a new session starts on the same port")  # a stalled frame ended the last
     return 0

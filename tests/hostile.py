@@ -294,3 +294,17 @@ def model_commands(model: Path, samples: Path, out: Path) -> dict[str, list]:
         "record": ["record", model, samples, "-o", out / "m.npz", "-q"],
         "compare": ["compare", model, model],
     }  # fmt: skip
+
+
+def overlapping_headers(size: int = 2 << 20, length: int = 1 << 20) -> bytes:
+    """`size` bytes of valid PUT_DATA frame headers back to back, each announcing `length`
+    bytes: each starts inside the frame the one before announced and none has a valid payload
+    CRC (once 13 s of an agent's CPU per 2 MiB). Then enough zeros to complete the last one, so
+    that a frame sent after them can be read."""
+    import zlib
+
+    from firmware_bridge import protocol as p
+
+    head = p.HEADER.pack(p.MAGIC, p.VERSION, p.PUT_DATA, 1, length)
+    head += zlib.crc32(head).to_bytes(4, "big")
+    return head * (size // len(head)) + bytes(length + p.OVERHEAD)
