@@ -248,13 +248,14 @@ def analyze(model: Model) -> tuple[ChannelGraph, list[Group]]:
 
 def foldable(model: Model, layer: Layer) -> str:
     """Why a constant input channel cannot be folded exactly into `layer`'s bias ("" if it can):
-    a padded window reads zeros at the border instead of the constant."""
+    e.g. a padded window reads zeros at the border instead of the constant
+    (`Layer.constant_input`)."""
     inputs = model.operators[layer.op].inputs
-    if layer.bias_input is None or len(inputs) <= layer.bias_input or inputs[2] < 0:
+    at = layer.bias_input
+    if at is None or len(inputs) <= at or inputs[at] < 0:
         return f"{layer.opcode} (op {layer.op}) has no bias to fold a constant into"
-    if layer.spatial and layer.kernel != (1, 1) and layer.padding != "VALID":
-        return f"{layer.opcode} (op {layer.op}) pads its input: a constant does not fold exactly"
-    return ""
+    why = layer.constant_input()
+    return f"{layer.opcode} (op {layer.op}) {why}" if why else ""
 
 
 def exact(graph: ChannelGraph, group: Group) -> str:

@@ -2,10 +2,10 @@
 
 Everything that needs to know an op's layout — activation statistics, scores, masks, profiles —
 asks a `Layer` from this module instead of testing op names itself. Each prunable op kind is a
-subclass of `Layer` (`Conv`, `Depthwise`, `Dense`, `MatMul`) registered in `OPS` by its builtin
-op name; it owns how its operator is parsed, the shape and arithmetic of S_in, its weight's
-output-channel axis, its multiply-adds (`cost`) and how channels flow through it. The MAC rules
-of every op are `Cost` classes in the table `MACS`.
+subclass of `Layer` (`Conv`, `Depthwise`, `TransposeConv`, `Dense`, `MatMul`) registered in
+`OPS` by its builtin op name; it owns how its operator is parsed, the shape and arithmetic of
+S_in, its weight's output-channel axis, its multiply-adds (`cost`) and how channels flow through
+it. The MAC rules of every op are `Cost` classes in the table `MACS`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .model import (
     Options,
     Pool2DOptions,
     Tensor,
+    TransposeConvOptions,
 )
 
 ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
@@ -176,6 +177,7 @@ class Layer:
     activation_input: ClassVar[int] = 0  # position of the activation input in op.inputs
     weight_input: ClassVar[int] = 1  # position of the weight input
     bias_input: ClassVar[int | None] = 2  # position of the bias input, if the op has one
+    output_shape_input: ClassVar[int | None] = None  # a constant holding the output's shape
     cost: ClassVar[Cost]
     # Structured pruning: the output tensor's axis that carries channels (NHWC: the last), and
     # whether output channel c depends on input channel c alone (its channels pass through).
@@ -261,6 +263,19 @@ class Layer:
         """S_out[c] from Σ_samples |y| (the output tensor without its batch axis)."""
         return sum_abs_y.reshape(-1, self.out_channels).sum(axis=0)
 
+    # ----- structured pruning ----------------------------------------------------------------
+
+    def constant_input(self) -> str:
+        """Why an input channel holding one constant does not add one constant to every output,
+        i.e. cannot be folded into the bias ("" when it does)."""
+        return ""
+
+    @property
+    def constant_gain(self) -> float:
+        """The share of the weights' sum over kernel offsets that a constant input channel adds
+        to an output on average (1: every output reads every offset)."""
+        return 1.0
+
 
 class Dense(Layer):
     """FULLY_CONNECTED: weight [out, in]."""
@@ -312,7 +327,7 @@ class _Spatial(Layer):
     """2-D convolutions: NHWC input, kernel windows folded into S_in."""
 
     spatial = True
-    option_set: ClassVar[type[Conv2DOptions]] = Conv2DOptions
+    option_set: ClassVar[type[Options]] = Conv2DOptions
 
     @classmethod
     def geometry(cls, op, x, w, y):
@@ -324,7 +339,7 @@ class _Spatial(Layer):
         return {
             "output_hw": (y.shape[1], y.shape[2]),
             "stride": (o.stride_h or 1, o.stride_w or 1),
-            "dilation": (o.dilation_h_factor or 1, o.dilation_w_factor or 1),
+            "dilation": (o.get("dilation_h_factor") or 1, o.get("dilation_w_factor") or 1),
             "padding": PADDINGS.get(o.padding, "SAME"),
         }
 
@@ -355,6 +370,11 @@ class _Spatial(Layer):
                 cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
                 s_in[i, j] = padded[rows, cols].sum(axis=(0, 1))
         return s_in
+
+    def constant_input(self) -> str:
+        if self.kernel != (1, 1) and self.padding != "VALID":
+            return "pads its input: a constant does not fold exactly"
+        return ""
 
     def padding_before(self, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[int, int]:
         """Zero rows/columns the op adds before the input (TFLite's SAME rule; 0 for VALID)."""
@@ -404,16 +424,66 @@ class Depthwise(_Spatial):
         return np.repeat(s_in, self.depth_multiplier, axis=-1)[None]
 
 
+class TransposeConv(_Spatial):
+    """TRANSPOSE_CONV: inputs (output shape, weight [out, kh, kw, in], input, bias); input
+    position p adds w[:, i, j, :] · x_p to output position p · stride + (i, j) − padding."""
+
+    kind = "transpose_conv"
+    layout = "ohwi"
+    activation_input = 2
+    bias_input = 3
+    output_shape_input = 0
+    cost = InputTimesWeight(weight=1, input=2)
+    option_set = TransposeConvOptions
+
+    def padding_before(self, in_hw, out_hw):
+        """Output rows/columns cropped before the first one (TFLite: the SAME padding of the
+        convolution that maps the output back to the input)."""
+        if self.padding != "SAME":
+            return 0, 0
+        pads = []
+        for out, k, s in zip(out_hw, self.kernel, self.stride):
+            pads.append(max(((-(-out // s) - 1) * s + k - out) // 2, 0))
+        return pads[0], pads[1]
+
+    def s_in(self, sum_abs_x: np.ndarray) -> np.ndarray:
+        """[kh, kw, c_in]: offset (i, j) reads the input positions it maps into the output."""
+        reduced = sum_abs_x.reshape(sum_abs_x.shape[-3:])
+        (h, w), (oh, ow) = reduced.shape[:2], self.output_hw
+        (ph, pw), (sh, sw) = self.padding_before((h, w), (oh, ow)), self.stride
+        s_in = np.empty((*self.kernel, reduced.shape[2]))
+        for i in range(self.kernel[0]):
+            rows = np.arange(h) * sh + i - ph
+            rows = (rows >= 0) & (rows < oh)
+            for j in range(self.kernel[1]):
+                cols = np.arange(w) * sw + j - pw
+                cols = (cols >= 0) & (cols < ow)
+                s_in[i, j] = reduced[rows][:, cols].sum(axis=(0, 1))
+        return s_in
+
+    def input_for_weight(self, s_in):
+        return s_in[None]
+
+    def constant_input(self) -> str:
+        if self.kernel != (1, 1) or self.stride != (1, 1):
+            return "spreads its input over overlapping or sparse windows: a constant does not fold"
+        return ""
+
+    @property
+    def constant_gain(self) -> float:
+        return 1.0 / (self.stride[0] * self.stride[1])
+
+
 # The one op table: builtin op name -> its prunable layer kind.
 OPS: dict[str, type[Layer]] = {
     "CONV_2D": Conv,
     "DEPTHWISE_CONV_2D": Depthwise,
+    "TRANSPOSE_CONV": TransposeConv,
     "FULLY_CONNECTED": Dense,
     "BATCH_MATMUL": MatMul,
 }
 # Ops that carry weights but that edgeprune does not prune yet: listed, never fatal.
 KNOWN_UNSUPPORTED = {
-    "TRANSPOSE_CONV",
     "CONV_3D",
     "CONV_3D_TRANSPOSE",
     "EMBEDDING_LOOKUP",
@@ -500,7 +570,6 @@ def _layer(model: Model, op: Operator, kind: type[Layer], writers, users) -> Lay
 MACS: dict[str, Cost] = {
     **{name: kind.cost for name, kind in OPS.items()},
     "CONV_3D": Reduction(weight=1, out_axis=4),
-    "TRANSPOSE_CONV": InputTimesWeight(weight=1, input=2),
     "CONV_3D_TRANSPOSE": InputTimesWeight(weight=1, input=2),
     "ADD": PerOutput(),
     "SUB": PerOutput(),
@@ -703,7 +772,13 @@ class Producer(ChannelRule):
     weights are zero); its input channels are a separate group, removed from its weight."""
 
     def link(self, graph, op):
-        return None if graph.layer(op.index) is not None else "not a prunable layer"
+        layer = graph.layer(op.index)
+        if layer is None:
+            return "not a prunable layer"
+        at = layer.output_shape_input
+        if at is not None and not graph.is_constant(op.inputs[at]):
+            return "its output shape is computed, not a constant"
+        return None
 
     def constant(self, graph, op):
         layer = graph.layer(op.index)

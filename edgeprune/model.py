@@ -241,6 +241,11 @@ class DepthwiseConv2DOptions(Conv2DOptions):
 
 
 @dataclass(frozen=True)
+class TransposeConvOptions(WindowOptions):
+    """TRANSPOSE_CONV: the window moves over the output (no dilation)."""
+
+
+@dataclass(frozen=True)
 class Pool2DOptions(WindowOptions):
     filter_width: int = 0
     filter_height: int = 0
@@ -279,6 +284,7 @@ OPTIONS: dict[int, tuple[type, type[Options]]] = {
     _BO.FullyConnectedOptions: (tflite.FullyConnectedOptions, FullyConnectedOptions),
     _BO.BatchMatMulOptions: (tflite.BatchMatMulOptions, BatchMatMulOptions),
     _BO.Pool2DOptions: (tflite.Pool2DOptions, Pool2DOptions),
+    _BO.TransposeConvOptions: (tflite.TransposeConvOptions, TransposeConvOptions),
     _BO.AddOptions: (tflite.AddOptions, ActivationOptions),
     _BO.SubOptions: (tflite.SubOptions, ActivationOptions),
     _BO.MulOptions: (tflite.MulOptions, ActivationOptions),

@@ -92,6 +92,7 @@ class Moments:
         new = split.copy()
         new[..., np.setdiff1d(np.arange(c), gone)] += split[..., gone] @ b.T
         delta = (split[..., gone] @ a).reshape(layer.out_channels, -1).sum(axis=1)
+        delta *= layer.constant_gain  # a transposed window reaches an output 1/stride² as often
         return np.moveaxis(new.reshape(moved.shape), -1, axis), delta
 
 
@@ -194,6 +195,7 @@ class CrossMoments:
         new = np.zeros_like(split)
         new[..., kept] = split @ b
         delta = (split @ (mx - b @ mp)).reshape(layer.out_channels, -1).sum(axis=1)
+        delta *= layer.constant_gain
         return np.moveaxis(new.reshape(moved.shape), -1, axis), delta
 
 

@@ -188,6 +188,9 @@ def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
             if bias_t >= 0:
                 writer.put(bias_t, np.take(writer.array(bias_t), out_keep, axis=0))
                 writer.cut(bias_t, 0, out_keep)
+            if layer.output_shape_input is not None:  # TRANSPOSE_CONV's output shape
+                shape_t = writer.own(op, layer.output_shape_input)
+                writer.put(shape_t, [*writer.array(shape_t)[:-1], out_keep.size])
         writer.put(layer.weight, w)
         if bias_dq >= 0 and bias_dq != bias_t:
             writer.set_shape(bias_dq, writer.array(bias_t).shape)

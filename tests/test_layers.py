@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeprune import layers
-from edgeprune.layers import MACS, OPS, Conv, Dense, Depthwise, Layer, MatMul, scan
+from edgeprune.layers import MACS, OPS, Conv, Dense, Depthwise, Layer, MatMul, TransposeConv, scan
 from edgeprune.model import Model
 from tests.models import build
 
@@ -18,6 +18,7 @@ def test_every_prunable_kind_is_a_registered_class():
     assert {
         "CONV_2D": Conv,
         "DEPTHWISE_CONV_2D": Depthwise,
+        "TRANSPOSE_CONV": TransposeConv,
         "FULLY_CONNECTED": Dense,
         "BATCH_MATMUL": MatMul,
     } == OPS
