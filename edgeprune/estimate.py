@@ -89,10 +89,38 @@ def paired(before: np.ndarray, after: np.ndarray, tolerance: float = TOLERANCE) 
     d = after - before
     mean = float(d.mean()) if n else 0.0
     spread = float(d.std(ddof=1)) if n > 1 else (0.0 if mean == 0 else np.inf)
+    return _paired_rule(n, before, after, mean, spread, tolerance)
+
+
+def paired_sums(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """What `paired` needs of two score vectors, as sums that add up across groups of samples
+    (boards): [n, Σ before, Σ after, Σ d, Σ d²] with d = after − before."""
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    d = after - before
+    return np.array([len(d), before.sum(), after.sum(), d.sum(), (d * d).sum()])
+
+
+def paired_from_sums(sums: np.ndarray, tolerance: float = TOLERANCE) -> Verdict:
+    """`paired`'s verdict from the added `paired_sums` of every group: the same rule over the
+    union of the samples (the spread from the sums: equal to rounding)."""
+    n = int(round(float(sums[0])))
+    total_b, total_a, total_d, total_d2 = (float(v) for v in sums[1:])
+    mean = total_d / n if n else 0.0
+    if n > 1:
+        spread = float(np.sqrt(max(total_d2 - total_d * total_d / n, 0.0) / (n - 1)))
+    else:
+        spread = 0.0 if mean == 0 else np.inf
+    means = (total_b / n, total_a / n) if n else (0.0, 0.0)
+    return _paired_rule(n, *means, mean, spread, tolerance)
+
+
+def _paired_rule(n: int, before, after, mean: float, spread: float, tolerance: float) -> Verdict:
+    """Kept when the mean change is ≥ 0 and its one-sided lower bound is ≥ −tolerance; `before`
+    and `after` are the score vectors or their means."""
     lower = mean - t_quantile(Z, n - 1) * spread / np.sqrt(max(n, 1)) if spread else mean
     return Verdict(
-        float(before.mean()) if n else 0.0,
-        float(after.mean()) if n else 0.0,
+        float(np.mean(before)) if n else 0.0,
+        float(np.mean(after)) if n else 0.0,
         float(lower),
         n,
         kept=bool(mean >= 0 and lower >= -tolerance),

@@ -228,14 +228,13 @@ class Judge:
         loss stays within the tolerance."""
         if not self.estimators:
             return None
-        e = self.estimators[0]
-        posterior = softmax(before / e.calibrate(state.weight, state.bias))
-        rows = np.arange(len(before))
-        return paired(
-            posterior[rows, before.argmax(axis=1)],
-            posterior[rows, after.argmax(axis=1)],
-            self.tolerance,
-        )
+        return paired(*rewrite_scores(before, after, self.temperature(state)), self.tolerance)
+
+    def temperature(self, state: State) -> float | None:
+        """The temperature that calibrates the current final layer (None: no reference)."""
+        if not self.estimators:
+            return None
+        return self.estimators[0].calibrate(state.weight, state.bias)
 
     def estimated(self, state: State) -> float | None:
         """The estimated accuracy of the current final layer on the check samples."""
@@ -252,6 +251,30 @@ class Judge:
         main = paired(before[0], after[0], self.tolerance)
         second = float(after[1].mean() - before[1].mean())
         return replace(main, second_delta=second, kept=main.kept and second >= 0)
+
+
+def rewrite_scores(
+    before: np.ndarray, after: np.ndarray, temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per check sample, the scores `Judge.rewrite` pairs: the probability the current model's
+    calibrated posterior (logits `before` over `temperature`) gives its own prediction and the
+    rewritten model's (logits `after`)."""
+    posterior = softmax(before / temperature)
+    rows = np.arange(len(before))
+    return posterior[rows, before.argmax(axis=1)], posterior[rows, after.argmax(axis=1)]
+
+
+def admissible(
+    sparsity: float, same: int, checked: int, agreement: float, verdict: Verdict | None
+) -> bool:
+    """The check a pruning candidate must pass: the Wilson lower bound of its agreement (`same`
+    of `checked` check predictions unchanged) reaches `agreement` and its estimated accuracy
+    does not drop (`verdict`). Without a reference nothing estimates accuracy: no prediction
+    may change, which is what the estimate admits anyway (it never credits pruning a gain)."""
+    if not sparsity:
+        return True
+    kept = verdict.kept if verdict is not None else same == checked
+    return bool(wilson_lower(same, checked) >= agreement and kept)
 
 
 # ----- the stages -------------------------------------------------------------------------------
@@ -373,12 +396,7 @@ class PruneStage:
                 infomax=float(entropy(p.mean(axis=0)) - entropy(p).mean()),
                 estimated_accuracy=verdict.after if verdict else judge.estimated(state),
                 estimated_lower=verdict.lower if verdict else None,
-                # Without a reference nothing estimates accuracy: no prediction may change,
-                # which is what the estimate admits anyway (it never credits pruning a gain).
-                admissible=bool(
-                    not s
-                    or (lower >= self.agreement and (verdict.kept if verdict else same == len(p)))
-                ),
+                admissible=admissible(s, same, checked, self.agreement, verdict),
                 **self.labelled_scores(m),
             )
             self.candidates.append(candidate)

@@ -24,6 +24,7 @@ from edgeprune.fleet import statistics
 from edgeprune.fleet.local import BIN, LocalFleet
 from edgeprune.model import Model
 from tests.models import random_inputs
+from tests.test_fleet_statistics import assert_same_sweep, central_sweep, reference_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.host("flwr")]
 
@@ -107,6 +108,28 @@ def test_the_fleet_map_is_the_central_map(fleet, secure):
     assert [r["sparsity"] for r in sweep][:2] == [0.0, 0.1] and sweep[0]["agreement"] == 1.0
     assert all(r["agreement_lower"] < 0.95 for r in sweep)
     assert stats["sparsity"] == 0.0 and Model.load(out).to_bytes() == model.to_bytes()
+
+
+def test_the_fleet_check_is_the_central_check(fleet):
+    """With the source's reference on the server, the fleet's check (agreement and the accuracy
+    estimate, from the boards' sums) makes the decision and gives the figures `personalize`'s
+    prune stage gives over the union of the boards' samples."""
+    model = Model.load(fleet.model)
+    reference = reference_for(model)
+    path = fleet.root / "reference.npz"
+    reference.save(path)
+    agreement = 0.6  # 20 check samples: a bound 0.95 could never be reached
+    report = fleet.run(
+        fleet.model,
+        TIMEOUT,
+        boards=BOARDS,
+        **{"min-boards": BOARDS, "reference": str(path), "agreement": agreement},
+    )
+    check = report["rounds"]["check"]
+    assert check["estimated"] and check["samples"] == BOARDS * PER_BOARD // 2
+    stage = central_sweep(model, fleet.shares, reference, agreement)
+    assert_same_sweep(check["sweep"], stage)
+    assert report["rounds"]["statistics"]["sparsity"] == stage.candidates[stage.chosen].sparsity
 
 
 def _client_app_started(node: subprocess.Popen) -> bool:

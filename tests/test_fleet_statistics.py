@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from edgeprune.activations import record
+from edgeprune.classifier import Classifier
+from edgeprune.estimate import TOLERANCE, AccuracyEstimator
 from edgeprune.fleet import fidelity, statistics
 from edgeprune.model import Model
+from edgeprune.personalize import DEFAULT_SPARSITIES as SPARSITIES
+from edgeprune.reference import Reference, build, classifier_outputs
+from edgeprune.stages import Judge, PruneStage, State, collect
 from tests.models import random_inputs
 
 
@@ -56,14 +61,68 @@ def test_board_sums_add_up_to_the_union(tflite_model):
     assert statistics.feature_mean(total).shape == (shapes[-1][0],)
 
 
-def test_the_fleet_check_counts_and_chooses(tflite_model):
+def central_sweep(model: Model, shares, reference, agreement: float) -> PruneStage:
+    """`personalize`'s prune stage over the union of the boards' samples (each share of even
+    length keeps its samples' parity: the union splits as the boards do)."""
+    evidence = collect(model, np.concatenate(shares), reference=reference)
+    c = evidence.classifier
+    scoring = {"score": "fine", "granularity": "weight", "keep_classifier": True}
+    stage = PruneStage("fidelity", SPARSITIES, agreement, scoring, "layer", lambda m: {})
+    stage.propose(State(model, c.weight, c.bias), evidence, Judge(evidence, TOLERANCE))
+    return stage
+
+
+def assert_same_sweep(rows: list[dict], stage: PruneStage) -> None:
+    """The fleet's sweep rows carry the central candidates' check figures and decisions."""
+    assert len(rows) == len(stage.candidates)
+    for row, want in zip(rows, stage.candidates):
+        assert row["agreement"] == want.agreement
+        assert row["agreement_lower"] == want.agreement_lower
+        assert row["admissible"] == want.admissible, (row, want)
+        for key in ("estimated_accuracy", "estimated_lower"):
+            if getattr(want, key) is None:
+                assert row[key] is None
+            else:
+                assert abs(row[key] - getattr(want, key)) <= 1e-7, (key, row, want)  # rounding
+
+
+def reference_for(model: Model, seed: int = 7) -> Reference:
+    """A reference over random validation samples with labels the source mostly predicts."""
+    shape = model.tensor(model.main.inputs[0]).shape[1:]
+    x = random_inputs(60, shape, seed=seed)
+    logits = np.array([z for _, z in classifier_outputs(model, x)])
+    labels = logits.argmax(axis=1)
+    flip = np.random.default_rng(seed).random(len(labels)) < 0.2
+    labels[flip] = (labels[flip] + 1) % logits.shape[1]
+    return build(model, iter(x), labels)
+
+
+@pytest.mark.parametrize("with_reference", [True, False], ids=["estimate", "no-reference"])
+def test_the_fleet_check_is_the_central_check(tflite_model, with_reference):
+    """Boards' check sums, added, give the sweep (agreement, estimated accuracy, its bound,
+    admissibility) and the choice `personalize` makes over the union of their samples."""
     model = Model.load(tflite_model("float32", "mixed"))
     shape = model.tensor(model.main.inputs[0]).shape[1:]
-    samples = random_inputs(12, shape, seed=3)
-    amap = record(model, samples[0::2])
+    shares = [random_inputs(40, shape, seed=20 + k) for k in range(3)]
+    reference = reference_for(model) if with_reference else None
+    agreement = 0.6
+    stage = central_sweep(model, shares, reference, agreement)
+    union = np.concatenate([s[0::2] for s in shares])
+    amap = record(model, union)
     how = {"score": "fine", "granularity": "weight", "keep_classifier": True, "scope": "layer"}
-    same, n = fidelity.agreement_counts(model, amap, [0.0, 0.5, 0.9], how, list(samples[1::2]))
-    assert n == 6 and same[0] == 6 and all(0 <= k <= 6 for k in same)
-    chosen, rows = fidelity.choose([0.0, 0.3, 0.6], [400, 398, 300], 400, 0.95)
-    assert chosen == 0.3 and rows[2]["agreement"] == 0.75 and rows[1]["agreement_lower"] >= 0.95
-    assert fidelity.choose([0.0, 0.3], [20, 20], 20, 0.95)[0] == 0.0  # 20 samples prove nothing
+    c = Classifier.of(model)
+    temperature = (
+        AccuracyEstimator(reference, None, "ac").calibrate(c.weight, c.bias) if reference else None
+    )
+    per_board = [
+        fidelity.check_sums(model, amap, SPARSITIES, how, list(s[1::2]), temperature)
+        for s in shares
+    ]
+    totals = [sum(rows) for rows in zip(*per_board)]
+    chosen, rows = fidelity.choose(SPARSITIES, totals, agreement)
+    assert_same_sweep(rows, stage)
+    assert chosen == stage.candidates[stage.chosen].sparsity
+    # The second half of the check (the estimate, or unchanged predictions) refuses a candidate
+    # the agreement bound alone would admit: the test sees it applied.
+    assert any(r["agreement_lower"] >= agreement and not r["admissible"] for r in rows[1:])
+    assert all((r["estimated_lower"] is not None) == with_reference for r in rows[1:])

@@ -8,9 +8,11 @@ Each SuperNode runs on one board and names that board's unlabeled samples in its
   (`statistics.measure`): the activation map and the feature sum. Under secure aggregation the
   sums go as exact integer limbs (`statistics.encode`) through Flower's `secaggplus_mod`, so the
   server only ever sees the fleet's total.
-- evaluate, check stage (rule "fidelity"): the server sends the fleet's activation map; the
-  board cuts the sweep's candidates from it and replies, per candidate, how many of its check
-  samples it predicts as the source does (`fidelity`): counts.
+- evaluate, check stage (rule "fidelity"): the server sends the current model and the fleet's
+  activation map (and, with a reference on the server, the temperature that calibrates the
+  model's final layer); the board cuts the sweep's candidates from the map and replies, per
+  candidate, how many of its check samples it predicts as the model does and the sums of the
+  paired accuracy-estimate scores (`fidelity.check_sums`): counts and sums.
 - evaluate (the delivery round): the server sends the fleet model; the board saves it to `out`
   (if set) and replies how many of its samples the fleet model predicts as the source does —
   one count, again a sum. The board may then personalize locally on top (`edgeprune
@@ -72,19 +74,27 @@ class BoardClient(NumPyClient):
 
     def _check(self, parameters, config):
         """The fleet's sweep judged here: per candidate cut from the fleet's map (sent down),
-        how many of this board's check samples it predicts as the source does."""
-        source = Model(bytes(np.asarray(parameters[0], np.uint8)))
-        names, _, _ = statistics.layout(source)
-        amap = statistics.activation_map(source, statistics.BoardSums(names, parameters[1:]))
-        check = Reservoir(CHECK_SAMPLES, seed=0)
-        for i, x in enumerate(self._samples(source)):
-            if i % 2:  # the odd samples: collect's check part (the map came from the even ones)
-                check.add(np.array(x))
+        the sums of this board's check (`fidelity.check_sums`: counts of predictions kept and,
+        given the server's temperature, the paired sums of the estimated change)."""
+        model = Model(bytes(np.asarray(parameters[0], np.uint8)))
+        names, _, _ = statistics.layout(model)
+        amap = statistics.activation_map(model, statistics.BoardSums(names, parameters[1:]))
         sparsities = [float(s) for s in str(config["sparsities"]).split(",")]
-        same, n = fidelity.agreement_counts(
-            source, amap, sparsities, fidelity.settings(config), check.items
-        )
-        return 0.0, n, {f"same{i}": k for i, k in enumerate(same)}
+        temperature = float(config["temperature"]) if "temperature" in config else None
+        rows = fidelity.check_sums(
+            model, amap, sparsities, fidelity.settings(config), self._check_samples(model),
+            temperature,
+        )  # fmt: skip
+        metrics = {f"c{i}_{j}": float(v) for i, row in enumerate(rows) for j, v in enumerate(row)}
+        return 0.0, int(rows[0][1]), metrics
+
+    def _check_samples(self, model: Model) -> list[np.ndarray]:
+        """The check part of `stages.collect`'s split: a uniform reservoir of the odd samples."""
+        check = Reservoir(CHECK_SAMPLES, seed=0)
+        for i, x in enumerate(self._samples(model)):
+            if i % 2:
+                check.add(np.array(x))
+        return check.items
 
 
 def client_fn(context: Context):

@@ -9,10 +9,12 @@ Flower's own `DefaultWorkflow` drives the rounds:
    sees only the total.
 2. check (evaluate, rule "fidelity", the default): the boards get the fleet's map, cut the same
    sweep of candidates from it (`personalize`'s sparsities) and answer with counts of check
-   samples each candidate predicts as the source does (`fidelity`); the server keeps the largest
-   sparsity whose fleet-wide agreement lower bound reaches `agreement` (the agreement half of
-   `personalize`'s check; its estimated-accuracy half is not federated). With rule "fixed" the
-   fleet model is cut at `sparsity` right after round 1.
+   samples each candidate predicts as the current model does and, with the source's
+   `reference` on the server (which sends the calibrating temperature down), the sums of the
+   paired accuracy-estimate scores (`fidelity`); the server keeps the largest sparsity that
+   `personalize`'s check admits over the fleet's totals (`stages.admissible`: the agreement
+   bound and the estimated change; without a reference, no changed prediction). With rule
+   "fixed" the fleet model is cut at `sparsity` right after round 1.
 3. delivery (evaluate; round 2 under "fidelity", whose fit round has nothing to do): the boards
    that answered get the fleet model, save it, and report how many of their samples it predicts
    as the source does.
@@ -31,7 +33,8 @@ A board that does not answer within `round-timeout` seconds is reported in the r
 Run config (`flwr run APP -c "model='…' …"`): model, rule (fidelity|fixed), agreement, sparsity
 (rule fixed), scope, score, granularity, keep-classifier (as `personalize`: the classifier stages
 own the last layer), boards (wait for this many SuperNodes), min-boards, round-timeout, secure,
-out, map, report, partitions (simulation: virtual board i reads PARTITIONS/i).
+out, map, report, partitions (simulation: virtual board i reads PARTITIONS/i), reference (the
+source's, for the accuracy estimate and the prior), tolerance.
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from .. import prune
 from .._io import atomic_open
+from ..classifier import Classifier
+from ..estimate import TOLERANCE, AccuracyEstimator
 from ..model import Model
 from ..personalize import DEFAULT_SPARSITIES as SPARSITIES
+from ..reference import Reference
 from . import fidelity, statistics
 from .statistics import BoardSums
 
@@ -75,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "map": "",
     "report": "",
     "partitions": "",
+    "reference": "",
+    "tolerance": TOLERANCE,
 }
 
 
@@ -100,10 +108,23 @@ class TimedGrid:
 class FleetStrategy(Strategy):
     """Adds the boards' sums and builds the fleet model (see the module docstring)."""
 
-    def __init__(self, source: bytes, config: dict[str, Any], errors: dict[int, str]):
-        """`errors`: node id -> reason of its error reply (filled by `TimedGrid`)."""
+    def __init__(
+        self,
+        source: bytes,
+        config: dict[str, Any],
+        errors: dict[int, str],
+        reference: Reference | None = None,
+    ):
+        """`errors`: node id -> reason of its error reply (filled by `TimedGrid`);
+        `reference`: the source's (`edgeprune reference`), for the accuracy estimate."""
         self.source, self.config, self.errors = source, config, errors
         self.model = Model(source)
+        self.reference = reference
+        layer = Classifier.of(self.model)
+        # The current model and its final layer as real numbers (`stages.State`), and the class
+        # prior the accuracy estimate weights the reference with (None: the source's).
+        self.current, self.weight, self.bias = self.model, layer.weight, layer.bias
+        self.target_prior = None
         self.report: dict[str, Any] = {"rounds": {}}
         self.sent: set[int] = set()
         self.answered: list[int] = []
@@ -166,9 +187,9 @@ class FleetStrategy(Strategy):
         return None, {}
 
     def _build(self, sparsity: float) -> None:
-        """The fleet model: the source pruned at `sparsity` from the fleet's map."""
+        """The fleet model: the current model pruned at `sparsity` from the fleet's map."""
         how = fidelity.settings(self.config)
-        _, self.fleet = next(fidelity.candidates(self.model, self.amap, [sparsity], how))
+        _, self.fleet = next(fidelity.candidates(self.current, self.amap, [sparsity], how))
         zeros, total = prune.measured_sparsity(self.fleet, self.amap.layers)
         self.report["rounds"]["statistics"].update(
             rule=self.config["rule"],
@@ -203,13 +224,16 @@ class FleetStrategy(Strategy):
         if self.fleet is None:  # rule "fidelity": the fleet judges the sweep first
             names, _, _ = statistics.layout(self.model)
             sums = statistics.board_sums(self.amap, np.zeros(1)).arrays[: len(names) - 1]
-            arrays = [self._uint8(self.source), *sums, self.feature_sum]
+            arrays = [self._uint8(self.current.to_bytes()), *sums, self.feature_sum]
             config = {
                 "stage": "check",
                 "sparsities": ",".join(str(s) for s in SPARSITIES),
                 **{k: self.config[k] for k in ("score", "granularity", "scope")},
                 "keep-classifier": bool(self.config["keep-classifier"]),
             }
+            if self.reference is not None:
+                estimator = AccuracyEstimator(self.reference, self.target_prior, "ac")
+                config["temperature"] = estimator.calibrate(self.weight, self.bias)
             ins = EvaluateIns(ndarrays_to_parameters(arrays), config)
             return [(c, ins) for c in self._boards(client_manager)]
         model = [self._uint8(self.fleet.to_bytes()), self._uint8(self.source)]
@@ -218,16 +242,16 @@ class FleetStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round, results, failures):
         if self.fleet is None:
-            n = sum(int(r.num_examples) for _, r in results)
-            same = [
-                sum(int(r.metrics[f"same{i}"]) for _, r in results) for i in range(len(SPARSITIES))
-            ]
-            chosen, rows = fidelity.choose(SPARSITIES, same, n, float(self.config["agreement"]))
+            totals = [self._check_totals(results, i) for i in range(len(SPARSITIES))]
+            chosen, rows = fidelity.choose(
+                SPARSITIES, totals, float(self.config["agreement"]), float(self.config["tolerance"])
+            )
             self.report["rounds"]["check"] = {
                 "boards": len(results),
                 "failed": len(failures),
-                "samples": n,
+                "samples": int(round(totals[0][1])),
                 "agreement": float(self.config["agreement"]),
+                "estimated": self.reference is not None,
                 "sweep": rows,
             }
             self._build(chosen)
@@ -243,6 +267,14 @@ class FleetStrategy(Strategy):
         }
         self._write_report()
         return None, {}
+
+    @staticmethod
+    def _check_totals(results, i: int) -> np.ndarray:
+        """Candidate `i`'s `fidelity.check_sums`, added over the boards' replies."""
+        width = len([k for k in results[0][1].metrics if k.startswith(f"c{i}_")])
+        return np.array(
+            [sum(float(r.metrics[f"c{i}_{j}"]) for _, r in results) for j in range(width)]
+        )
 
     def evaluate(self, server_round, parameters):
         return None
@@ -282,7 +314,13 @@ def main(grid, context: Context) -> None:
     timeout = float(config["round-timeout"])
     timed = TimedGrid(grid, timeout)
     with open(config["model"], "rb") as f:
-        strategy = FleetStrategy(f.read(), config, timed.errors)
+        source = f.read()
+    reference = None
+    if config["reference"]:
+        reference = Reference.load(config["reference"])
+        reference.check(Model(source))
+        reference.fits(Classifier.of(Model(source)))
+    strategy = FleetStrategy(source, config, timed.errors, reference)
     rounds = 2 if config["rule"] == "fidelity" else 1  # fidelity: check (1), deliver (2)
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
