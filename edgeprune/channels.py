@@ -71,6 +71,24 @@ class ChannelGraph:
                 self.reported.append((op.index, op.opcode, reason))
                 for t in (*op.inputs, *op.outputs):
                     self.freeze(t, f"next to {op.opcode} (op {op.index}): {reason}")
+        self._freeze_shared_dequantized()
+
+    def _freeze_shared_dequantized(self) -> None:
+        """Layers reading one stored weight through one DEQUANTIZE keep their channels: thinning
+        copies a weight that several ops read (each gets its own cut), not a DEQUANTIZE op."""
+        readers: dict[int, list[Layer]] = {}
+        for layer in self.layers.values():
+            readers.setdefault(layer.weight, []).append(layer)
+        for shared in readers.values():
+            ops = [self.model.operators[x.op] for x in shared]
+            if len(shared) < 2 or all(o.inputs[x.weight_input] == x.weight
+                                      for o, x in zip(ops, shared)):  # fmt: skip
+                continue
+            why = f"weight read by ops {', '.join(str(x.op) for x in shared)} via a DEQUANTIZE"
+            for x in shared:
+                self.reported.append((x.op, x.opcode, why))
+                for t in (x.input, x.output):
+                    self.freeze(t, f"next to {x.opcode} (op {x.op}): {why}")
 
     # ----- what the rules ask -------------------------------------------------------------
 

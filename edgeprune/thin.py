@@ -165,7 +165,10 @@ def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
         in_keep = keep.get(layer.input) if not layer.propagates_channels else None
         if out_keep is None and in_keep is None:
             continue
-        w = writer.array(layer.weight)
+        weight = layer.weight
+        if op.inputs[layer.weight_input] == weight:  # a weight other ops read too: a copy
+            weight = writer.own(op, layer.weight_input)  # (behind a DEQUANTIZE: frozen)
+        w = writer.array(weight)
         bias_t, bias_dq = _bias(model, writers, layer)
         if bias_t >= 0 and bias_t == bias_dq:  # a bias tensor other ops read too gets a copy
             bias_t = bias_dq = writer.own(op, layer.bias_input)
@@ -179,23 +182,23 @@ def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
                     b = writer.array(bias_t)
                     writer.put(bias_t, b + (np.round(delta) if b.dtype.kind in "iu" else delta))
             else:
-                w = writer.refit(layer, bias_t, *fit)
+                w = writer.refit(layer, weight, bias_t, *fit)
                 repaired.append(layer.op)
             w = np.take(w, in_keep, axis=layer.in_axis)
         if out_keep is not None:
             w = np.take(w, out_keep, axis=layer.out_axis)
-            writer.cut(layer.weight, layer.out_axis, out_keep)
+            writer.cut(weight, layer.out_axis, out_keep)
             if bias_t >= 0:
                 writer.put(bias_t, np.take(writer.array(bias_t), out_keep, axis=0))
                 writer.cut(bias_t, 0, out_keep)
             if layer.output_shape_input is not None:  # TRANSPOSE_CONV's output shape
                 shape_t = writer.own(op, layer.output_shape_input)
                 writer.put(shape_t, [*writer.array(shape_t)[:-1], out_keep.size])
-        writer.put(layer.weight, w)
+        writer.put(weight, w)
         if bias_dq >= 0 and bias_dq != bias_t:
             writer.set_shape(bias_dq, writer.array(bias_t).shape)
         dq = op.inputs[layer.weight_input]
-        if dq != layer.weight:  # a DEQUANTIZE between the stored weight and the layer
+        if dq != weight:  # a DEQUANTIZE between the stored weight and the layer
             writer.set_shape(dq, w.shape)
     for constant, follows in graph.cut.items():
         if follows in keep:
@@ -319,11 +322,14 @@ class _Writer:
         q.scale = np.asarray(scale, np.float32)
         q.zeroPoint = np.zeros(len(q.scale), np.int64)
 
-    def refit(self, layer: Layer, bias_t: int, w: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """Store refit real weights `w` and add `delta` to the real bias: integer weights are
-        requantized per output channel (symmetric, as the converter does) and their bias with
-        them. Returns the new stored weights."""
-        wt = self.model.tensor(layer.weight)
+    def refit(
+        self, layer: Layer, weight: int, bias_t: int, w: np.ndarray, delta: np.ndarray
+    ) -> np.ndarray:
+        """Store refit real weights `w` of `layer` (its weight tensor, or that tensor's copy:
+        `weight`) and add `delta` to the real bias: integer weights are requantized per output
+        channel (symmetric, as the converter does) and their bias with them. Returns the new
+        stored weights."""
+        wt = self.tensor(weight)
         q = wt.quantization
         if q is None or wt.dtype.kind == "f":
             if bias_t >= 0:
@@ -339,7 +345,7 @@ class _Writer:
         shape[layer.out_axis] = -1
         scales = scale.reshape(shape) if q.scale.size > 1 else scale[0]
         stored = np.clip(np.round(w / scales), -127, 127).astype(wt.dtype)
-        self.set_scale(layer.weight, scale if q.scale.size > 1 else scale[:1])
+        self.set_scale(weight, scale if q.scale.size > 1 else scale[:1])
         if bias_t >= 0:
             bt = self.tensor(bias_t)
             real = bt.quantization.dequantize(self.array(bias_t).reshape(-1)) + delta

@@ -1,7 +1,10 @@
 """Thinning: channel groups removed from the graph give a smaller model that computes exactly what
 the channel-masked model computes (float to rounding, integer models within one output step), on
-a plain CNN with a flatten, a depthwise network (multiplier 2) and MobileNetV2 (residual ADDs,
-depthwise chains, PAD, MEAN); label-free repair brings a thinned model closer to the dense one."""
+a plain CNN with a flatten, a depthwise network (multiplier 2), a network of TRANSPOSE_CONVs and
+MobileNetV2 (residual ADDs, depthwise chains, PAD, MEAN); label-free repair brings a thinned
+model closer to the dense one."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from edgeprune.thin import shrink, thin
 from tests.models import ARCHS, INPUT_SHAPES, build, random_inputs
 
 COMMITTED = [("float32", "small_cnn"), ("float32", "mixed"), ("int8", "mixed"),
-             ("float16", "mixed")]  # fmt: skip
+             ("float16", "mixed"), ("float32", "upsample"), ("int8", "upsample")]  # fmt: skip
 HEAD = pytest.mark.skipif("conv_head" not in ARCHS, reason="tests/models.py has no conv_head")
 
 
@@ -192,3 +195,155 @@ def test_a_bias_tensor_two_layers_share_is_cut_for_each():
     xs = random_inputs(4, INPUT_SHAPES["mixed"][1:], seed=3)
     want = outputs(mask(model, result.removed, bias=True), xs)
     assert np.abs(outputs(result.model, xs) - want).max() <= tolerance(model, want)
+
+
+@pytest.mark.parametrize("kind", ["float32", "int8"])
+def test_transpose_conv_thins_as_producer_and_consumer(kind):
+    """TRANSPOSE_CONV loses output channels (weight [out, h, w, in], bias, per-channel scales and
+    its output-shape constant) and input channels; a non-zero constant it would spread over
+    overlapping windows is kept, with the reason, unless the repair refits it."""
+    model = Model(build(kind, "upsample"))
+    graph, groups = analyze(model)
+    tconv = {x.op for x in graph.layers.values() if x.opcode == "TRANSPOSE_CONV"}
+    assert len(tconv) == 2 and not graph.reported
+    produced = [g for g in groups if {x.op for x, _ in g.producers} & tconv]
+    consumed = [g for g in groups if {x.op for x, _ in g.consumers} & tconv]
+    chosen = produced[::2] + consumed[::2]
+    result = thin(model, graph, chosen, zero_bias=True)
+    assert len(result.removed) == len(chosen)
+    xs = random_inputs(6, INPUT_SHAPES["upsample"][1:], seed=3)
+    want = outputs(mask(model, result.removed), xs)
+    assert np.abs(outputs(result.model, xs) - want).max() <= tolerance(model, want)
+    for op in tconv:
+        before, after = (m.operators[op] for m in (model, result.model))
+        width = result.model.tensor(after.outputs[0]).shape[-1]
+        assert width < model.tensor(before.outputs[0]).shape[-1]
+        assert result.model.tensor_data(after.inputs[0])[-1] == width  # output shape rewritten
+        assert result.model.tensor(after.inputs[1]).shape[0] == width
+    # act(bias) != 0 into the 3x3 stride-2 TRANSPOSE_CONV does not fold: kept, and said why.
+    graph, groups = analyze(model)
+    result = thin(model, graph, consumed, zero_bias=False)
+    assert any("TRANSPOSE_CONV" in why and "fold" in why for _, why in result.kept)
+    repaired = shrink(model, 0.5, samples=random_inputs(32, INPUT_SHAPES["upsample"][1:], seed=5))
+    assert {x.op for g in repaired.removed for x, _ in g.consumers} & tconv
+    assert tconv <= set(repaired.repaired)
+
+
+def test_transpose_conv_s_in_is_what_each_kernel_offset_reads():
+    """S_in[i, j, c] of a TRANSPOSE_CONV is the sum of input channel c over the positions that
+    offset (i, j) maps into the output: with a one-hot weight, that is the output's sum."""
+    from edgeprune.layers import scan
+
+    model = Model(build("float32", "upsample"))
+    x = random_inputs(1, INPUT_SHAPES["upsample"][1:], seed=3)[0]
+    for layer in (y for y in scan(model).layers if y.opcode == "TRANSPOSE_CONV"):
+        hidden = Runner(model, watch=[layer.input]).run(x)[layer.input]
+        assert np.all(hidden >= 0) and np.any(hidden > 0)  # after a RELU: |x| = x
+        s_in = layer.s_in(hidden)
+        kh, kw = layer.kernel
+        for i, j, c in [(0, 0, 1), (kh - 1, kw - 1, 2), (kh // 2, 0, 0)]:
+            probe = model.copy()
+            w = probe.tensor_data(layer.weight)
+            w[...] = 0
+            w[0, i, j, c] = 1
+            probe.tensor_data(layer.bias)[...] = 0
+            y = Runner(probe, watch=[layer.output]).run(x)[layer.output]
+            assert y[..., 0].sum() == pytest.approx(s_in[i, j, c], rel=1e-5)
+
+
+def _rewritten(data: bytes, edit) -> Model:
+    """`data` with its object tree changed by `edit(root, schema)`, written again."""
+    import flatbuffers
+
+    from edgeprune.thin import schema
+
+    fb = schema()
+    root = fb.ModelT.InitFromPackedBuf(data, 0)
+    edit(root, fb)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(root.Pack(builder), file_identifier=b"TFL3")
+    return Model(bytes(builder.Output()))
+
+
+def _share_weight(dequantize: bool):
+    """The `upsample` network with its CONV_2D (op 2) reading the weight of the TRANSPOSE_CONV
+    before it (op 1; both [8, 3, 3, 8], layout ohwi): two ops, one weight tensor (with
+    `dequantize`: stored as float16 behind one DEQUANTIZE, inserted as op 0). Returns (the
+    model, the same with the conv's own tensor holding those values, the two ops' indices)."""
+    source = Model(build("float32", "upsample"))
+    tconv, conv = (op for op in source.operators if op.opcode in ("TRANSPOSE_CONV", "CONV_2D")
+                   and source.tensor(op.inputs[1]).shape == (8, 3, 3, 8))  # fmt: skip
+    shared = tconv.inputs[1]
+
+    def edit(root, fb):
+        sg = root.subgraphs[0]
+        weight = shared
+        if dequantize:
+            half = fb.BufferT()
+            half.data = source.tensor_data(shared).astype(np.float16).view(np.uint8).reshape(-1)
+            root.buffers.append(half)
+            stored = copy.deepcopy(sg.tensors[shared])
+            stored.type, stored.buffer = fb.TensorType.FLOAT16, len(root.buffers) - 1
+            sg.tensors.append(stored)
+            out = copy.deepcopy(sg.tensors[shared])
+            out.buffer = 0
+            sg.tensors.append(out)
+            code = fb.OperatorCodeT()
+            code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.DEQUANTIZE
+            root.operatorCodes.append(code)
+            op = fb.OperatorT()
+            op.opcodeIndex = len(root.operatorCodes) - 1
+            op.inputs, op.outputs = [len(sg.tensors) - 2], [len(sg.tensors) - 1]
+            sg.operators.insert(0, op)
+            weight = len(sg.tensors) - 1
+        for index in (tconv.index, conv.index):
+            op = sg.operators[index + dequantize]
+            op.inputs = [int(i) for i in op.inputs]
+            op.inputs[1] = weight
+
+    model = _rewritten(source.to_bytes(), edit)
+    separate = source.copy()
+    separate.tensor_data(conv.inputs[1])[...] = source.tensor_data(shared)
+    if dequantize:
+        for t in (shared, conv.inputs[1]):
+            separate.tensor_data(t)[...] = separate.tensor_data(t).astype(np.float16)
+    return model, separate, (tconv.index + dequantize, conv.index + dequantize)
+
+
+def test_a_weight_two_ops_read_is_copied_before_each_is_cut():
+    """Each op gets the cut its own channels ask for: the thinned model equals the masked model
+    in which the two ops had separate copies of the weight."""
+    model, separate, ops = _share_weight(dequantize=False)
+    xs = random_inputs(4, INPUT_SHAPES["upsample"][1:], seed=3)
+    np.testing.assert_allclose(outputs(model, xs), outputs(separate, xs), rtol=1e-6)
+    graph, groups = analyze(model)
+    assert not graph.reported and {x.weight for op, x in graph.layers.items() if op in ops} == {
+        model.operators[ops[0]].inputs[1]
+    }
+    # The TRANSPOSE_CONV loses output (= the conv's input) channels 0-2, the conv output 7.
+    chosen = [g for g in groups if {x.op for x, _ in g.producers} == {ops[0]}][:3]
+    chosen += [g for g in groups if {x.op for x, _ in g.producers} == {ops[1]}][-1:]
+    result = thin(model, graph, chosen, zero_bias=True)
+    assert len(result.removed) == 4
+    thinned = result.model
+    weights = [thinned.tensor(thinned.operators[op].inputs[1]) for op in ops]
+    assert weights[0].index != weights[1].index
+    assert [w.shape for w in weights] == [(5, 3, 3, 8), (7, 3, 3, 5)]
+    groups = analyze(separate)[1]
+    want = outputs(mask(separate, [groups[g.index] for g in result.removed]), xs)
+    assert np.abs(outputs(thinned, xs) - want).max() <= tolerance(model, want)
+
+
+def test_a_weight_two_ops_read_through_one_dequantize_is_frozen_and_reported():
+    model, separate, ops = _share_weight(dequantize=True)
+    xs = random_inputs(4, INPUT_SHAPES["upsample"][1:], seed=3)
+    np.testing.assert_allclose(outputs(model, xs), outputs(separate, xs), rtol=1e-5)
+    graph, groups = analyze(model)
+    assert {op for op, _, why in graph.reported if "DEQUANTIZE" in why} == set(ops)
+    near = [g for g in groups if {x.op for x, _ in g.producers} & set(ops)]
+    assert near and all("DEQUANTIZE" in g.frozen for g in near)
+    result = shrink(model, 0.5)
+    assert result.removed and not {x.op for g in result.removed for x, _ in g.producers} & set(ops)
+    want = outputs(model, xs)
+    assert np.all(np.isfinite(outputs(result.model, xs)))
+    assert outputs(result.model, xs).shape == want.shape
