@@ -3,7 +3,8 @@
 The heads people have: a FULLY_CONNECTED, or a 1×1 CONV_2D (MobileNet v1/v2), followed only by
 ops that keep it a class-score vector (RESHAPE, SQUEEZE, a spatial MEAN, SOFTMAX, (DE)QUANTIZE).
 Anything else — several outputs, class ids (ARG_MAX), a score map per position, regression
-heads — is not a classifier, and `Head.of` says why in one line.
+heads (one value per sample, or the layer's outputs reshaped to a grid such as MoveNet's
+[1, 17, 3] keypoints) — is not a classifier, and `Head.of` says why in one line.
 
 Later stages (prior, prototypes) compute a new real-valued weight and bias; `rewrite` stores them
 as float32, float16, or int8/uint8 requantized with the layer's scales, widening a channel's scale
@@ -78,6 +79,13 @@ def _not_a_classifier(model: Model) -> Head | str:
     per_sample = int(np.prod(out.shape[1:])) if len(out.shape) > 1 else int(np.prod(out.shape))
     if per_sample != classes:
         return f"{per_sample // max(classes, 1)} score vectors per sample (one per position)"
+    grid = [d for d in out.shape[1:] if d != 1]  # a class-score vector has one non-unit axis
+    if len(grid) > 1:
+        shaped = "×".join(map(str, grid))
+        return (f"its {layer.opcode}'s {classes} outputs are shaped {shaped}: a grid of values "
+                "(keypoints, boxes, a regression), not one class-score vector")  # fmt: skip
+    if classes == 1:
+        return "one output value per sample: a regression or a score, not class scores"
     spatial = isinstance(layer, Conv) and int(np.prod(model.tensor(layer.input).shape[1:-1])) > 1
     if spatial and "MEAN" not in chain:
         return "a score vector per position"

@@ -41,10 +41,9 @@ archs
     ``conv_head``            MobileNet v1's head in small: 16x16x3 input; conv 16 (stride 2,
                              relu), depthwise (relu), global average pool (keepdims), 1x1 conv
                              10 (the classifier), reshape, softmax (int8: quantized softmax).
-    ``upsample``             16x16x3 input; conv 8 (stride 2, relu), transposed conv 8 (3x3, stride
-                             2, SAME, relu), conv 8 (stride 2, relu), transposed conv 6 (2x2,
-                             stride 2, VALID, relu), 1x1 conv 4 (stride 4), flatten, dense 10:
-                             TRANSPOSE_CONV as producer and consumer of channels (thinning).
+    ``keypoints``            a MoveNet-like keypoint regressor, not a classifier: 16x16x3 input;
+                             conv 8 (stride 2, relu), depthwise (relu), global average pool,
+                             dense 51, reshape to [1, 17, 3] ((y, x, score) per keypoint).
 
 Weights are drawn from a seeded NumPy generator, biases are non-zero (the converter folds and
 deduplicates all-zero bias tensors, which would hide bias effects), so every build of a (kind,
@@ -71,15 +70,16 @@ os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 KINDS = ("float32", "dynamic", "int8", "float16", "uint8")
-ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped", "conv_head", "upsample")
+ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped", "conv_head", "keypoints")
 INPUT_SHAPES = {
     "mixed": (1, 16, 16, 3),
     "mixed_wide": (1, 16, 16, 3),
     "small_cnn": (1, 32, 32, 3),
     "mobilenet_v2_shaped": (1, 96, 96, 3),
     "conv_head": (1, 16, 16, 3),
-    "upsample": (1, 16, 16, 3),
+    "keypoints": (1, 16, 16, 3),
 }
+KEYPOINTS = 17  # arch "keypoints": MoveNet's 17 body keypoints
 CALIBRATION_SAMPLES = 32
 SEED = 1234
 
@@ -95,8 +95,8 @@ COMMITTED = (
     ("float32", "small_cnn"),
     ("float32", "conv_head"),
     ("int8", "conv_head"),
-    ("float32", "upsample"),
-    ("int8", "upsample"),
+    ("float32", "keypoints"),
+    ("int8", "keypoints"),
 )
 
 # Legacy uint8 model: the float input x maps to uint8 q as x = (q - MEAN) / STD.
@@ -171,17 +171,15 @@ def _keras_model(arch: str):
                 layers.Softmax(),
             ]
         )
-    elif arch == "upsample":
+    elif arch == "keypoints":
         model = tf.keras.Sequential(
             [
                 tf.keras.Input(shape, batch_size=1),
                 layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
-                layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
-                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
-                layers.Conv2DTranspose(6, 2, strides=2, padding="valid", activation="relu"),
-                layers.Conv2D(4, 1, strides=4),
-                layers.Flatten(),
-                layers.Dense(10),
+                layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(KEYPOINTS * 3),  # (y, x, score) per keypoint, as MoveNet's output
+                layers.Reshape((KEYPOINTS, 3)),
             ]
         )
     elif arch == "mobilenet_v2_shaped":

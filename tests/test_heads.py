@@ -3,6 +3,7 @@ that are not classifiers, and models compiled for the Edge TPU: read, judged, or
 line that says what to do."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -104,6 +105,53 @@ def test_not_a_classifier_gets_one_line_and_prune_still_works(tmp_path, capsys):
     chosen = report["candidates"][report["chosen"]]
     assert chosen["admissible"] and chosen["agreement"] == 1.0
     assert all(np.array_equal(a, b) for a, b in zip(ids[:5], ids[5:]))
+
+
+KEYPOINT_REASON = "FULLY_CONNECTED's 51 outputs are shaped 17×3: a grid of values (keypoints"
+
+
+@pytest.mark.parametrize("kind", ["float32", "int8"])
+def test_a_keypoint_regressor_ending_in_fully_connected_is_not_a_classifier(kind, tmp_path, capsys):
+    """MoveNet-like: ... → FULLY_CONNECTED 51 → RESHAPE [1, 17, 3]. The final layer is a linear
+    one as a classifier's, but its outputs are a grid of (y, x, score) values: the classifier
+    stages are refused with that reason in one line, and `--stages prune` still runs."""
+    model = Model(build(kind, "keypoints"))
+    assert model.tensor(model.main.outputs[0]).shape == (1, 17, 3)
+    with pytest.raises(NotAClassifier, match=re.escape(KEYPOINT_REASON)):
+        Head.of(model)
+    path, data = tmp_path / "kp.tflite", tmp_path / "x.npy"
+    path.write_bytes(model.to_bytes())
+    np.save(data, random_inputs(40, INPUT_SHAPES["keypoints"][1:], seed=3))
+    code, out, err = run(capsys, "personalize", path, data, "-o", tmp_path / "o.tflite", "-q")
+    assert code == 2 and out == "" and err.count("\n") == 1 and KEYPOINT_REASON in err
+    assert "--stages prune" in err and not (tmp_path / "o.tflite").exists()
+
+    out_path = tmp_path / "p.tflite"
+    argv = ("personalize", path, data, "-o", out_path, "--stages", "prune", "--json", "-q")
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    report = json.loads(out)["report"]
+    assert [s["name"] for s in report["stages"]] == ["source", "prune"]
+    assert any(KEYPOINT_REASON in n for n in report["notes"])
+    assert len(report["candidates"]) > 1 and report["candidates"][0]["agreement"] == 1.0
+    written = Model(out_path.read_bytes())
+    outputs = Runner(written).run(random_inputs(1, INPUT_SHAPES["keypoints"][1:])[0])
+    assert outputs[written.main.outputs[0]].shape == (1, 17, 3)
+    # and pruning at a sparsity asked for applies to it as to any model
+    argv = ("prune", path, "--sparsity", "0.5", "--score", "magnitude", "-o", tmp_path / "h")
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0 and json.loads(out)["measured_sparsity"] > 0.4, err
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 17, 3), (1, 17, 1, 3)])
+def test_a_grid_of_outputs_in_any_layout_is_not_a_class_score_vector(shape):
+    from tests.models import _model_t, _pack
+
+    schema, m = _model_t(build("float32", "keypoints"))
+    g = m.subgraphs[0]
+    g.tensors[g.outputs[0]].shape = list(shape)
+    with pytest.raises(NotAClassifier, match=re.escape(KEYPOINT_REASON)):
+        Head.of(Model(_pack(m)))
 
 
 @pytest.fixture
