@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from . import protocol as p
+from .claims import Claims
 from .files import WorkDir
 
 REPLY_CACHE = 64  # replies remembered for resent requests
@@ -59,6 +60,7 @@ class Agent:
         self._busy = False  # a request handler is working (e.g. hashing a large file)
         self._deaf = False  # writing to the host failed: replies are dropped from then on
         self._stopped = threading.Event()
+        self._runs = Claims(workdir.state / "run")  # one RUN on the board, whatever the session
         self._handlers = {
             p.HELLO: self._hello,
             p.INFO: self._info,
@@ -98,6 +100,7 @@ class Agent:
             return False
         finally:
             self._stopped.set()
+            self.workdir.end_session()  # uploads left open give up their paths
             running = self._run
             if running:
                 running[2].set()
@@ -225,10 +228,10 @@ class Agent:
     def _put_open(self, frame: p.Frame):
         body = frame.json()
         name, size, sha256 = body.get("path"), body.get("size"), body.get("sha256")
-        path = self.workdir.resolve(name)
-        if path.is_file() and path.stat().st_size == size and self.workdir.digest(path) == sha256:
+        offset = self.workdir.put_open(name, size, sha256)
+        if offset is None:
             return p.OK, {"offset": size, "present": True}  # identical: nothing to send
-        return p.OK, {"offset": self.workdir.put_open(name, size, sha256)}
+        return p.OK, {"offset": offset}
 
     def _put_data(self, frame: p.Frame):
         head = p.SHA256_SIZE + p.OFFSET.size
@@ -283,6 +286,8 @@ class Agent:
                 raise p.ProtocolError(
                     "busy", f"operation {self._run[0]} is running; CANCEL it or wait"
                 )
+        self._claim_run()  # outside the lock: keepalives flow while it waits
+        with self._lock:
             cancelled = threading.Event()
             thread = threading.Thread(
                 target=self._run_thread,
@@ -292,6 +297,17 @@ class Agent:
             self._run = (frame.request_id, thread, cancelled)
         thread.start()
         return None
+
+    def _claim_run(self) -> None:
+        """The board's one RUN, waiting RUN_GRACE seconds for that of an ended session (a cut
+        link's operation is being cancelled) before ERROR busy."""
+        deadline = time.monotonic() + RUN_GRACE
+        while not self._runs.take("run"):
+            if time.monotonic() > deadline:
+                raise p.ProtocolError(
+                    "busy", "another session's operation is running on the board; wait for it"
+                )
+            time.sleep(0.1)
 
     def _run_thread(self, request_id, name, checked, cancelled) -> None:
         from edgeprune.errors import EdgepruneError
@@ -317,6 +333,7 @@ class Agent:
             message = f"{name} crashed on the board: {e!r}"
         with self._lock:
             self._run = None
+            self._runs.release("run")
         if result is None:
             return self._error(request_id, code, message)
         done = [o for o in checked.outputs if (self.workdir.root / o).exists()]

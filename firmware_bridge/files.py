@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgeprune._io import TEMP_NAME, replace_durably
 
+from .claims import Claims
 from .protocol import ProtocolError
 
 STATE_DIR = ".edgeprune"
@@ -46,6 +47,8 @@ class WorkDir:
         self._hashers: dict[str, hashlib._Hash] = {}  # sha256 -> running hash of its partial
         self._sizes: dict[str, int] = {}  # sha256 -> the size its PUT_OPEN announced
         self._digests: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256
+        self.claims = Claims(self.state / "claims")  # shared with the other agents here
+        self._targets: dict[str, set[str]] = {}  # sha256 -> the paths being uploaded with it
 
     def resolve(self, name: object, *, must_exist: bool = False) -> Path:
         """The absolute path of host path `name`, or ProtocolError("path") if it leaves the root."""
@@ -75,12 +78,61 @@ class WorkDir:
 
     # ----- uploads -----------------------------------------------------------------------
 
-    def put_open(self, name: object, size: object, sha256: object) -> int:
-        """Prepare an upload; returns how many of its bytes the board already has."""
-        self.resolve(name)
+    def put_open(self, name: object, size: object, sha256: object) -> int | None:
+        """Prepare an upload; returns how many of its bytes the board already has, or None when
+        `name` already holds exactly this content (nothing to send).
+
+        The upload claims its path and its content until PUT_CLOSE, the end of the session or
+        the agent's death: another agent's upload to the same path (or of the same content,
+        which shares the partial file) is refused with ERROR `in_progress`."""
+        path = self.resolve(name)
         sha256 = check_sha256(sha256)
         if not isinstance(size, int) or size < 0:
             raise ProtocolError("bad_request", "size must be a non-negative integer")
+        self._claim(name, path, sha256)
+        try:
+            if path.is_file() and path.stat().st_size == size and self.digest(path) == sha256:
+                self._release(sha256, path)
+                return None
+            return self._open(sha256, size)
+        except BaseException:
+            self._release(sha256, path)
+            raise
+
+    def _claim(self, name: str, path: Path, sha256: str) -> None:
+        target = f"path:{self.relative(path)}"
+        if not self.claims.take(target):
+            raise ProtocolError(
+                "in_progress",
+                f"another upload to {name} is in progress on the board; retry when it ends",
+            )
+        if not self.claims.take(f"content:{sha256}"):
+            if not self._targets.get(sha256):
+                self.claims.release(target)
+            raise ProtocolError(
+                "in_progress",
+                f"another upload of the content of {name} is in progress on the board; "
+                "retry when it ends",
+            )
+        self._targets.setdefault(sha256, set()).add(target)
+
+    def _release(self, sha256: str, path: Path | None = None) -> None:
+        """Give up the claims of the upload of `sha256` (to `path` only, if given)."""
+        targets = self._targets.get(sha256, set())
+        for target in [f"path:{self.relative(path)}"] if path else list(targets):
+            targets.discard(target)
+            if not any(target in held for held in self._targets.values()):
+                self.claims.release(target)
+        if not targets:
+            self._targets.pop(sha256, None)
+            self.claims.release(f"content:{sha256}")
+
+    def end_session(self) -> None:
+        """The session ended: every upload it left open gives up its claims."""
+        self._targets.clear()
+        self.claims.close()
+
+    def _open(self, sha256: str, size: int) -> int:
         part = self.partial / sha256
         have = part.stat().st_size if part.exists() else 0
         if have > size:  # cannot be a prefix of this content
@@ -104,6 +156,7 @@ class WorkDir:
                 oldest = next(iter(self._hashers))
                 del self._hashers[oldest]
                 self._sizes.pop(oldest, None)
+                self._release(oldest)
         return have
 
     def put_data(self, sha256: str, offset: int, data: bytes) -> int:
@@ -134,22 +187,27 @@ class WorkDir:
         path = self.resolve(name)
         sha256 = check_sha256(sha256)
         part = self.partial / sha256
-        hasher = self._hashers.pop(sha256, None)
-        if hasher is not None and not part.exists() and self._sizes.get(sha256) == 0:
-            part.touch()  # an empty file: no PUT_DATA made its partial
-        if hasher is None or not part.exists():
+        if f"path:{self.relative(path)}" not in self._targets.get(sha256, ()):
             if path.is_file() and self.digest(path) == sha256:  # a resent PUT_CLOSE
                 return path, path.stat().st_size
-            raise ProtocolError("bad_request", "PUT_CLOSE without an open upload")
-        if hasher.hexdigest() != sha256:
-            part.unlink()
-            raise ProtocolError(
-                "checksum", "the uploaded bytes do not match their sha256; push again"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.resolve(name)  # the parents just created must not have changed where it points
-        replace_durably(part, path)
-        return path, path.stat().st_size
+            raise ProtocolError("bad_request", "PUT_CLOSE without an open upload to that path")
+        try:
+            hasher = self._hashers.pop(sha256, None)
+            if hasher is not None and not part.exists() and self._sizes.get(sha256) == 0:
+                part.touch()  # an empty file: no PUT_DATA made its partial
+            if hasher is None or not part.exists():
+                raise ProtocolError("bad_request", "PUT_CLOSE without an open upload")
+            if hasher.hexdigest() != sha256:
+                part.unlink()
+                raise ProtocolError(
+                    "checksum", "the uploaded bytes do not match their sha256; push again"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.resolve(name)  # the parents just created must not have changed where it points
+            replace_durably(part, path)
+            return path, path.stat().st_size
+        finally:
+            self._release(sha256, path)
 
     # ----- downloads ---------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ RESYNC_CREDIT = 2  # payload bytes a resynchronization may re-check per byte rec
 OFFSET = struct.Struct(">Q")  # file offsets inside binary payloads
 DEFAULT_BAUD = 115200  # serial speed of agent and host unless both are told otherwise
 EXIT_UNUSABLE = 2  # `serve` exits with it when its link cannot be opened
-EXIT_BUSY = 3  # `serve` exits with it when another agent holds the work directory
+EXIT_BUSY = 3  # `serve` exits with it when another agent keeps starting on the work directory
 SHA256_SIZE = 32
 
 # Requests (host -> agent).

@@ -1,8 +1,10 @@
-"""Start the agent on a link: own the work directory, clean up after a crash, wire the bytes.
+"""Start the agent on a link: share the work directory, clean up after a crash, wire the bytes.
 
-One agent at a time serves a work directory (an flock on `.edgeprune/agent.lock`, released by
-the kernel when the agent dies), so cleaning up a killed predecessor's temp files is safe; a
-marker file that only a clean exit removes says whether there is anything to clean.
+Several agents may serve a work directory at once (flocks on `.edgeprune/agent.alive`, released
+by the kernel when an agent dies); cleaning up killed predecessors' temp files is done only by
+an agent that starts alone, so it never takes a live writer's file; a marker file that only a
+clean exit removes says whether there is anything to clean. Two uploads to one path, or one
+RUN beside another, are refused by the agents' shared claims (`files.py`, `agent.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .agent import STALL, Agent
 from .files import WorkDir
 from .protocol import EXIT_BUSY, EXIT_UNUSABLE
 
-LOCK_WAIT = 10.0  # seconds to wait for a previous agent (e.g. of a cut SSH link) to exit
+LOCK_WAIT = 10.0  # seconds to wait for another agent to finish starting (its sweep)
 PIPE_SIZE = 1 << 20  # bytes a stdio pipe may hold (Linux's default limit for any user)
 TICK = 1.0  # seconds a read waits before the agent checks for a stalled frame
 
@@ -35,31 +37,51 @@ def _log(message: str) -> None:
 
 @contextlib.contextmanager
 def owned(root: str) -> Iterator[WorkDir | None]:
-    """The work directory, locked for this agent and swept; None if another agent keeps it."""
+    """The work directory, shared with the other agents serving it and swept when none is.
+
+    Several sessions (two SSH logins, a serial port and an SSH login) may serve one work
+    directory at once; each holds a shared flock on `.edgeprune/agent.alive` while it runs. An
+    agent that starts alone (it gets that lock exclusively) knows every temp file of an atomic
+    write is a dead writer's, and sweeps them if a marker (`agent.running.<pid>`, removed only by
+    a clean exit) says an agent died. `agent.lock` serializes the start-ups, so no agent sweeps
+    while another starts; None if it stays held for LOCK_WAIT seconds.
+    """
     Path(root).mkdir(parents=True, exist_ok=True)
     workdir = WorkDir(root)
-    fd = os.open(workdir.state / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    starting = os.open(workdir.state / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    alive = os.open(workdir.state / "agent.alive", os.O_RDWR | os.O_CREAT, 0o600)
+    running = workdir.state / f"agent.running.{os.getpid()}"
     try:
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(starting, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    _log(f"another agent is serving {workdir.root}; stop it or use --root")
+                    _log(f"another agent keeps starting on {workdir.root}; try again")
                     yield None
                     return
                 time.sleep(0.1)
-        running = workdir.state / "agent.running"  # left behind only by an agent that died
-        for name in workdir.sweep(everywhere=running.exists()):
-            _log(f"removed {name}, left behind by an agent that was stopped mid-write")
+        try:
+            fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            markers = list(workdir.state.glob("agent.running*"))  # all of dead agents
+            for name in workdir.sweep(everywhere=bool(markers)):
+                _log(f"removed {name}, left behind by an agent that was stopped mid-write")
+            for marker in markers:
+                marker.unlink()
+        except BlockingIOError:
+            pass  # other agents serve it: their temp files are in use
+        fcntl.flock(alive, fcntl.LOCK_SH)
         running.touch()
+        fcntl.flock(starting, fcntl.LOCK_UN)
         os.chdir(workdir.root)  # operations see paths relative to the work directory
         yield workdir
         running.unlink()
     finally:
-        os.close(fd)
+        workdir.end_session()
+        os.close(alive)
+        os.close(starting)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,15 +1,23 @@
 """Issue 13 against a live agent process: frames that cost it CPU or hold its session, and
 concurrent pushes to one path from two clients."""
 
+import hashlib
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from edgeprune.host.client import Device
+from edgeprune.host.device_errors import RemoteError
 from firmware_bridge import protocol as p
+from tests.cli_run import run
 from tests.hostile import overlapping_headers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,3 +113,115 @@ def test_a_frame_that_never_completes_ends_the_session_with_an_error(tmp_path):
     assert "announced 1048576 bytes and 100 came" in stalled[0].json()["message"]
     assert agent.wait(10) == 0  # the session ended with the link still open
     assert time.monotonic() - started < 20
+
+
+def _content(tmp_path: Path, name: str, size: int, seed: int) -> Path:
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(seed).bytes(size))
+    return path
+
+
+def _held_push(device, src: Path, remote: str):
+    """Push `src` in a thread that stops after its first chunk until `go` is set: (thread,
+    started event, go event, outcome dict)."""
+    started, go, outcome = threading.Event(), threading.Event(), {}
+
+    def progress(done: int, total: int) -> None:
+        started.set()
+        go.wait(30)
+
+    def push() -> None:
+        try:
+            outcome["result"] = device.put(src, remote, progress)
+        except Exception as e:  # the outcome is checked by the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    assert started.wait(30)
+    return thread, go, outcome
+
+
+def test_a_second_push_to_a_path_being_uploaded_is_refused_and_the_first_completes(
+    config, capsys, tmp_path
+):
+    root = tmp_path / "board"
+    first = _content(tmp_path, "first.bin", 8 << 20, 1)
+    second = _content(tmp_path, "second.bin", 8 << 20, 2)
+    assert run(capsys, "device", "add", "box", f"local://{root}")[0] == 0
+    with Device(f"local://{root}") as one, Device(f"local://{root}") as two:
+        thread, go, outcome = _held_push(one, first, "m.bin")
+        try:
+            with pytest.raises(RemoteError) as e:  # a second client, another agent process
+                two.put(second, "m.bin")
+            assert e.value.code == "in_progress"
+            code, out, err = run(capsys, "push", "box", second, "--as", "m.bin")  # a third
+            assert code == 2 and out == "" and err.count("\n") == 1
+            assert "another upload to m.bin is in progress on the board; retry when it ends" in err
+            with pytest.raises(RemoteError):  # the same content to another path shares the
+                two.put(first, "other.bin")  # partial file: refused too
+            two.put(second, "elsewhere.bin")  # another path is free
+        finally:
+            go.set()
+            thread.join(60)
+        assert "error" not in outcome and (root / "m.bin").read_bytes() == first.read_bytes()
+        two.put(second, "m.bin")  # released on completion
+        assert (root / "m.bin").read_bytes() == second.read_bytes()
+
+
+def test_an_upload_claim_ends_with_its_session_its_agent_and_a_failed_check(board, tmp_path):
+    device, root = board
+    data = _content(tmp_path, "a.bin", 1 << 20, 3)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    opening = {"path": "a.bin", "size": 1 << 20, "sha256": digest}
+
+    def open_and_leave(other: Device) -> None:
+        other.request(p.PUT_OPEN, opening)
+        head = data.read_bytes()[:100]  # a true prefix: the next push resumes after it
+        other.request(p.PUT_DATA, bytes.fromhex(digest) + p.OFFSET.pack(0) + head)
+
+    # The session ends (link closed mid-upload): the path is free again.
+    with Device(f"local://{root}") as other:
+        open_and_leave(other)
+        with pytest.raises(RemoteError, match="in progress"):
+            device.put(data, "a.bin")
+    device.put(data, "a.bin")
+    # The agent is killed mid-upload: its claims die with it.
+    (root / "a.bin").unlink()
+    other = Device(f"local://{root}")
+    open_and_leave(other)
+    with pytest.raises(RemoteError, match="in progress"):
+        device.put(data, "a.bin")
+    other.session.link.proc.kill()
+    other.session.link.proc.wait()
+    device.put(data, "a.bin")
+    assert (root / "a.bin").read_bytes() == data.read_bytes()
+    # A PUT_CLOSE whose bytes fail their sha256 gives up the claim.
+    (root / "a.bin").unlink()
+    with Device(f"local://{root}") as other:
+        other.request(p.PUT_OPEN, opening)
+        body = bytes.fromhex(digest) + p.OFFSET.pack(0) + b"y" * (1 << 20)
+        for offset in range(0, 1 << 20, 1 << 16):  # the session's frames are smaller
+            chunk = body[32 + 8 + offset : 32 + 8 + offset + (1 << 16)]
+            other.request(p.PUT_DATA, bytes.fromhex(digest) + p.OFFSET.pack(offset) + chunk)
+        with pytest.raises(RemoteError) as e:
+            other.request(p.PUT_CLOSE, {"path": "a.bin", "sha256": digest})
+        assert e.value.code == "checksum"
+        device.put(data, "a.bin")
+    assert (root / "a.bin").read_bytes() == data.read_bytes()
+
+
+def test_agents_share_a_work_directory_and_only_one_started_alone_sweeps(tmp_path):
+    root = tmp_path / "board"
+    with Device(f"local://{root}") as one:
+        one.request(p.PING, b"")
+        temp = root / ".out.tflite.abcd1234.tmp"  # the name of an atomic write in progress
+        temp.write_bytes(b"half")
+        (root / ".edgeprune" / "agent.running.999999").touch()  # as if an agent had died
+        with Device(f"local://{root}") as two:  # starts at once, beside the first
+            two.request(p.PING, b"")
+            assert temp.exists()  # the first agent is alive: its writes are not swept
+    with Device(f"local://{root}") as alone:
+        alone.request(p.PING, b"")
+        assert not temp.exists()  # started alone after a death: swept
+    assert not list((root / ".edgeprune").glob("agent.running*"))

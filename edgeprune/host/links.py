@@ -155,8 +155,8 @@ def explain_exit(label: str, python: str, status: int | None, stderr: str) -> De
         )
     if status == protocol.EXIT_BUSY:
         return LinkError(
-            f"{label}: another agent is serving that work directory; wait for it to finish, or "
-            "give this device another work directory in its URL"
+            f"{label}: another agent kept starting on that work directory for 10 s (cleaning "
+            "up after a crash); try again, or give this device another work directory in its URL"
         )
     last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
     if status is None:
