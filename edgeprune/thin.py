@@ -346,8 +346,10 @@ class _Writer:
         scales = scale.reshape(shape) if q.scale.size > 1 else scale[0]
         stored = np.clip(np.round(w / scales), -127, 127).astype(wt.dtype)
         self.set_scale(weight, scale if q.scale.size > 1 else scale[:1])
-        if bias_t >= 0:
-            bt = self.tensor(bias_t)
+        bt = self.tensor(bias_t) if bias_t >= 0 else None
+        if bt is not None and bt.quantization is None:  # dynamic range: a float bias
+            self.put(bias_t, self.array(bias_t) + delta)
+        elif bt is not None:
             real = bt.quantization.dequantize(self.array(bias_t).reshape(-1)) + delta
             s_x = float(self.model.tensor(layer.input).quantization.scale[0])
             s_b = s_x * scale

@@ -347,3 +347,48 @@ def test_a_weight_two_ops_read_through_one_dequantize_is_frozen_and_reported():
     want = outputs(model, xs)
     assert np.all(np.isfinite(outputs(result.model, xs)))
     assert outputs(result.model, xs).shape == want.shape
+
+
+def _float_twin(model: Model) -> Model:
+    """`model` with every int8 weight stored as its float32 values: a dynamic-range model run
+    with float kernels, without their quantization of the input."""
+
+    def edit(root, fb):
+        sg = root.subgraphs[0]
+        for index, tensor in enumerate(sg.tensors):
+            if model.is_constant(index) and model.tensor(index).type_name == "INT8":
+                buffer = fb.BufferT()
+                values = model.dequantized(index).astype(np.float32)
+                buffer.data = values.view(np.uint8).reshape(-1)
+                root.buffers.append(buffer)
+                tensor.buffer, tensor.type = len(root.buffers) - 1, fb.TensorType.FLOAT32
+                tensor.quantization = None
+
+    return _rewritten(model.to_bytes(), edit)
+
+
+@pytest.mark.parametrize("arch", ["mixed", "mixed_wide"])
+@pytest.mark.parametrize("zero_bias", [True, False])
+def test_dynamic_range_model_thins_to_the_masked_model(arch, zero_bias):
+    """Float activations, int8 weights (the hybrid kernels quantize their float input on each
+    invocation from its range): zero channels remove exactly; a folded act(bias) changes that
+    range, so the thinned model equals the masked one within the masked model's own input
+    quantization noise (its distance to the same model run with float kernels)."""
+    model = Model(build("dynamic", arch))
+    assert any(model.tensor(op.inputs[1]).type_name == "INT8" for op in model.operators
+               if op.opcode in ("CONV_2D", "FULLY_CONNECTED"))  # fmt: skip
+    graph, chosen = half_of_the_groups(model)
+    result = thin(model, graph, chosen, zero_bias=zero_bias)
+    assert result.removed and not result.kept
+    masked = mask(model, result.removed, bias=not zero_bias)
+    xs = random_inputs(8, INPUT_SHAPES[arch][1:], seed=3)
+    want, got = outputs(masked, xs), outputs(result.model, xs)
+    noise = np.abs(outputs(_float_twin(masked), xs) - want).max()
+    limit = 1e-5 * np.abs(want).max() if zero_bias else 2 * noise
+    assert np.abs(got - want).max() <= limit
+    assert np.abs(outputs(_float_twin(result.model), xs) - outputs(_float_twin(masked), xs)).max(
+    ) <= 1e-5 * np.abs(want).max()  # fmt: skip
+    repaired = shrink(model, 0.5, samples=random_inputs(32, INPUT_SHAPES[arch][1:], seed=5))
+    assert repaired.repaired
+    assert all(repaired.model.tensor(t).type_name == model.tensor(t).type_name
+               for t in range(len(model.tensors)))  # fmt: skip
