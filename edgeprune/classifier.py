@@ -23,6 +23,7 @@ from .model import Model
 
 HEAD_OPS = CLASSIFIER_HEAD_OPS  # what may sit between the final layer and the output
 NOT_A_CLASSIFIER = "the classifier stages (prior, prototypes) do not apply: use --stages prune"
+NOISE = 1e-6  # logits below this share of a quantized output's range are rounding noise
 
 
 class NotAClassifier(UnsupportedError):
@@ -146,14 +147,18 @@ class Classifier:
 
     def output_fit(self, model: Model, logits: np.ndarray, margin: float = 0.9) -> float:
         """The factor that makes `logits` fill `margin` of a quantized output's range: inside it
-        (no saturation) and spread over it (int8 steps still order close logits); 1 for floats."""
+        (no saturation) and spread over it (int8 steps still order close logits); 1 for floats.
+
+        Logits under a millionth of the range are rounding noise, not an order to keep: features
+        that are all the same (silent recordings, centred on their own mean) give them, and
+        scaling them up by ~1e8 made a layer no interpreter would prepare."""
         q = model.tensor(self.layer.output).quantization
         if q is None or not logits.size:
             return 1.0
         info = np.iinfo(model.tensor(self.layer.output).dtype)
         high, low = q.dequantize(np.array([info.max, info.min]))
         worst = max(logits.max() / high if high > 0 else 0, logits.min() / low if low < 0 else 0)
-        return margin / worst if worst > 0 else 1.0
+        return margin / worst if worst > NOISE else 1.0
 
     def rewrite(self, model: Model, weight: np.ndarray, bias: np.ndarray) -> Model:
         """A copy of `model` whose final layer computes `weight @ f + bias`."""

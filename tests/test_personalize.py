@@ -2,6 +2,7 @@
 check says so, a sweep cut from one map, rules that choose as documented, a report."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,38 @@ def test_with_a_reference_pruning_changes_no_check_prediction(setting, reference
         assert c.admissible == (c.agreement == 1.0), c
         assert c.estimated_accuracy <= report.candidates[0].estimated_accuracy + 0.01
     assert any(c.agreement < 1.0 for c in report.candidates)
+
+
+@pytest.mark.parametrize("kind", ["int8", "float32"])
+def test_silent_recordings_personalize_and_keep_the_model(kind):
+    """All-zero samples (silence) make every feature the same: the prototype layer's logits are
+    rounding noise, once scaled by ~1e8 to fill the int8 output, a layer XNNPACK refused to
+    prepare ("the interpreter cannot load <source>", blaming the user's model). Now the stage is
+    judged like any other, and the model is never made worse."""
+    model = Model(build(kind))
+    silence = np.zeros((40, *SAMPLE), np.float32)
+    chosen, report = personalize(model, one_pass(silence), reference=noisy_reference(model))
+    assert [s.name for s in report.stages] == ["source", "prior", "prototypes", "prune"]
+    kept = [s.name for s in report.stages[1:] if s.applied]
+    assert kept or chosen.to_bytes() == model.to_bytes()
+
+
+def test_silent_recordings_through_the_command_line_and_a_board(board, tmp_path, capsys):
+    from tests.cli_run import run
+
+    device, root = board
+    demo = Path(__file__).resolve().parents[1] / "examples" / "fsdd_demo"
+    shape = np.load(demo / "unlabeled.npy", mmap_mode="r").shape[1:]
+    silence = tmp_path / "silence.npy"
+    np.save(silence, np.zeros((16, *shape), np.float32))
+    argv = ["personalize", demo / "model.tflite", silence, "--reference", demo / "reference.npz"]
+    code, out, err = run(capsys, *argv, "-o", tmp_path / "p.tflite", "-q")
+    assert code == 0 and "cannot load" not in err, err
+    Model.load(tmp_path / "p.tflite")
+    for name in ("model.tflite", "reference.npz"):
+        device.put(demo / name, name)
+    device.put(silence, "silence.npy")
+    params = {"model": "model.tflite", "data": "silence.npy", "reference": "reference.npz"}
+    reply = device.run("personalize", {**params, "output": "p.tflite"}, lambda event: None)
+    assert reply["outputs"] == ["p.tflite"]
+    assert (root / "p.tflite").read_bytes() == (tmp_path / "p.tflite").read_bytes()
