@@ -7,6 +7,11 @@ interpreter was built and run, minus its resident size (VmRSS) just before, with
 first (Linux: /proc/self/clear_refs); elsewhere it falls back to ru_maxrss, which cannot be reset.
 It is meaningful in a fresh process, as `edgeprune bench` runs: a long-lived process that freed
 memory earlier reuses those resident pages, and their reuse does not raise the mark.
+
+Given real samples (`samples`: raw files through a recipe, or arrays), each one is also timed on
+its way through, in two parts: its preprocessing (read the file, the recipe's front end, the
+input's dtype) and its inference (`invoke()`), so a user sees what the front end costs on the
+board beside what the model does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import ctypes
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from . import native_stderr
 from .choices import DELEGATES
 from .errors import EdgepruneError
 from .model import Model
-from .runtime import interpreter_class, load_interpreter
+from .runtime import fit_input, interpreter_class, load_interpreter
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 _STATUS = Path("/proc/self/status")
@@ -140,6 +145,7 @@ def latency_stats(seconds: list[float]) -> dict[str, float]:
     return {
         "min": float(ms.min()),
         "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
         "p95": float(np.percentile(ms, 95)),
         "max": float(ms.max()),
         "mean": float(ms.mean()),
@@ -157,8 +163,13 @@ def bench(
     energy: str | None = None,
     idle_seconds: float = 2.0,
     progress: Callable[[int], None] | None = None,
+    samples: Iterable[np.ndarray] | None = None,
+    sample_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark `model` (see the module docstring); `progress(n)` is told of each timed run."""
+    """Benchmark `model` (see the module docstring); `progress(n)` is told of each timed run.
+
+    With `samples`, each is then prepared and run once, timed apart (`time_samples`), and
+    `sample_progress(n)` is told of each."""
     if runs < 1 or warmup < 0:
         raise EdgepruneError("--runs must be >= 1 and --warmup >= 0")
     meter, no_meter = open_energy(energy) if energy else (None, [])
@@ -212,9 +223,47 @@ def bench(
     }
     if note:
         result["note"] = note
+    if samples is not None:
+        result["samples"] = time_samples(interpreter, model, details[0], samples, sample_progress)
     if energy:
         result["energy"] = measure_energy(model, meter, no_meter, invoke, idle_seconds, input_shape)
     return result
+
+
+def time_samples(
+    interpreter,
+    model: Model,
+    detail: dict[str, Any],
+    samples: Iterable[np.ndarray],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Each sample's preprocessing (producing it: a file read and made into an input by the
+    recipe; then shaped and typed for the input) and inference (`invoke()`), in ms per sample."""
+    if len(interpreter.get_input_details()) != 1:
+        raise EdgepruneError("--data needs a model with 1 input")
+    tensor, shape = model.single_input(), tuple(detail["shape"])
+    prepare, infer = [], []
+    clock, invoke = time.perf_counter, interpreter.invoke
+    samples = iter(samples)
+    while True:
+        start = clock()
+        sample = next(samples, None)
+        if sample is None:
+            break
+        interpreter.set_tensor(detail["index"], fit_input(sample, tensor, shape))
+        ready = clock()
+        invoke()
+        prepare.append(ready - start)
+        infer.append(clock() - ready)
+        if progress:
+            progress(len(infer))
+    if not infer:
+        raise EdgepruneError("--data holds no samples")
+    return {
+        "count": len(infer),
+        "preprocess_ms": latency_stats(prepare),
+        "inference_ms": latency_stats(infer),
+    }
 
 
 def open_energy(spec: str):

@@ -15,6 +15,7 @@ the host. Heavy modules (numpy, the runtime) are imported inside the functions t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,19 +158,26 @@ def open_model_and_samples(path: str, data: str | None = None, recipe: str | Non
     `recipe`, else the package's recipe."""
     from .edgetpu import refuse
     from .package import open_model
-    from .rawdata import open_samples
 
     model, package = open_model(path)
     refuse(model, "read its activations")
     if data is None:
         return model, None, package
+    return model, open_data(model, package, data, recipe), package
+
+
+def open_data(model: Any, package: Any, data: str, recipe: str | None = None):
+    """DATA for `model`: .npy/.npz arrays, or raw .wav/image files through the recipe file
+    `recipe`, else the package's recipe (`package` may be None: a plain .tflite)."""
+    from .rawdata import open_samples
+
     if recipe is not None:
         from .preprocess import load_recipe
 
-        recipe = load_recipe(recipe)
-    elif package is not None:
-        recipe = package.recipe
-    return model, open_samples(data, model.single_input().shape, recipe), package
+        chosen = load_recipe(recipe)
+    else:
+        chosen = package.recipe if package is not None else None
+    return open_samples(data, model.single_input().shape, chosen)
 
 
 def _check_memory(model: Any, limit: str | None) -> None:
@@ -851,6 +859,7 @@ class BenchResult(Result):
     note: str | None = None
     energy: dict[str, Any] | None = None
     front_end: dict[str, Any] | None = None  # the --recipe front end's cost per input
+    samples: dict[str, Any] | None = None  # --data: preprocessing and inference per sample
 
 
 def _bench(
@@ -864,17 +873,19 @@ def _bench(
     energy: str | None,
     idle_seconds: float,
     recipe: str | None = None,
+    data: str | None = None,
 ) -> BenchResult:
     from .bench import bench as bench_model
     from .edgetpu import check_delegate
-    from .package import load_model
+    from .package import open_model
 
     if warmup < 0:
         raise EdgepruneError("bench: warmup must be >= 0")
-    m = load_model(model)
+    m, package = open_model(model)
     check_delegate(m, delegate)
-    front_end = _front_end(recipe, m) if recipe else None
-    with context.bar("bench", runs, "run") as bar:
+    samples = open_data(m, package, data, recipe) if data else None
+    front_end = _front_end(recipe, m) if recipe and samples is None else None
+    with context.bar("bench", runs, "run") as bar, _sample_bar(context, samples) as sample_bar:
         result = bench_model(
             m,
             runs=runs,
@@ -885,8 +896,25 @@ def _bench(
             energy=energy,
             idle_seconds=idle_seconds,
             progress=bar.set,
+            samples=samples,
+            sample_progress=sample_bar.set if sample_bar else None,
         )
+    if samples is not None:
+        result["samples"].update(source=data, recipe=_recipe_kind(samples))
     return BenchResult(**result, front_end=front_end)
+
+
+def _sample_bar(context: Context, samples: Any):
+    """A bar over --data's samples (none without them)."""
+    if samples is None:
+        return contextlib.nullcontext()
+    return context.bar("bench --data", len(samples), "sample")
+
+
+def _recipe_kind(samples: Any) -> str | None:
+    """The recipe `samples` go through ("audio", "image"), None for arrays."""
+    recipe = getattr(samples, "recipe", None)
+    return recipe.to_dict()["kind"] if recipe is not None else None
 
 
 def _front_end(path: str, model) -> dict[str, Any]:
@@ -923,9 +951,18 @@ bench = register(
             Param("idle_seconds", "idle power window in seconds", type=float, default=2.0),
             Param(
                 "recipe",
-                "also time this recipe's front end (raw image or .wav to model input) per input",
+                "the recipe that makes --data's raw .wav/image files into inputs (a package's "
+                "own without it); alone, its front end timed on a synthetic input",
                 role="input",
                 metavar="FILE",
+            ),
+            Param(
+                "data",
+                "real samples to time one by one: .wav or image files or a folder of them "
+                "(through the recipe), or .npy/.npz; each one's preprocessing (read, front end, "
+                "to the input's dtype) and inference are reported apart (p50, p90 per sample)",
+                role="input",
+                metavar="DATA",
             ),
         ),
         _bench,

@@ -2,8 +2,10 @@
 that sees the interpreter's own memory, dynamic inputs, the Edge TPU message, the CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from edgeprune.bench import EDGETPU_LIBRARY, bench, latency_stats
 from edgeprune.cli import main
 from edgeprune.errors import EdgepruneError
 from edgeprune.model import Model
+from tests.cli_run import run
 from tests.models import build, import_tensorflow
 
 
@@ -112,3 +115,79 @@ def test_bench_cli(tflite_model, capsys):
     out = capsys.readouterr().out
     assert "p95" in out and "peak RSS" in out and "delegate xnnpack" in out
     assert main(["bench", path, "--runs", "0"]) == 2
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "fsdd_demo"
+needs_demo = pytest.mark.skipif(not DEMO.is_dir(), reason="no examples/fsdd_demo")
+
+
+@pytest.fixture
+def demo_wavs(tmp_path):
+    """Six of the demo's recordings, and the demo's model and recipe, in one folder."""
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for wav in sorted((DEMO / "unlabeled").glob("*.wav"))[::35][:6]:
+        shutil.copy(wav, folder / wav.name)
+    for name in ("model.tflite", "recipe.json"):
+        shutil.copy(DEMO / name, tmp_path / name)
+    return tmp_path
+
+
+def check_samples(samples, count, recipe):
+    assert samples["count"] == count and samples["recipe"] == recipe
+    for part in ("preprocess_ms", "inference_ms"):
+        ms = samples[part]
+        assert 0 < ms["min"] <= ms["p50"] <= ms["p90"] <= ms["max"], (part, ms)
+
+
+@needs_demo
+def test_bench_times_real_wavs_preprocessing_apart_from_inference(demo_wavs, capsys):
+    model, recipe, wavs = (demo_wavs / n for n in ("model.tflite", "recipe.json", "wavs"))
+    argv = ["bench", model, "--runs", "3", "--data", wavs, "--recipe", recipe]
+    code, out, err = run(capsys, *argv, "--json", "-q")
+    assert code == 0, err
+    result = json.loads(out)
+    check_samples(result["samples"], 6, "audio")
+    assert result["front_end"] is None  # the real files' cost replaces the synthetic one's
+    code, out, err = run(capsys, *argv)
+    lines = out.splitlines()
+    assert code == 0 and f"6 samples from {wavs}, each timed:" in lines, out
+    assert any(
+        s.startswith("  preprocessing p50 ") and "(read, audio front end" in s for s in lines
+    )
+    assert any(s.startswith("  inference     p50 ") for s in lines)
+
+    # a package's recipe serves as --recipe does; arrays need none (their reading is timed)
+    package = demo_wavs / "demo.edgepkg"
+    argv = ["package", model, "-o", package, "--name", "d", "--version", "1", "--recipe", recipe]
+    assert run(capsys, *argv)[0] == 0
+    code, out, err = run(capsys, "bench", package, "--runs", "2", "--data", wavs, "--json")
+    assert code == 0, err
+    check_samples(json.loads(out)["samples"], 6, "audio")
+    np.save(demo_wavs / "x.npy", np.load(DEMO / "unlabeled.npy")[:4])
+    code, out, err = run(capsys, "bench", model, "--runs", "2", "--data", demo_wavs / "x.npy",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    check_samples(json.loads(out)["samples"], 4, None)
+
+    code, out, err = run(capsys, "bench", model, "--data", wavs)  # raw files, no recipe
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--recipe FILE" in err
+
+
+@needs_demo
+def test_bench_times_real_wavs_on_the_board(board, demo_wavs, capsys):
+    device, root = board
+    for name in ("model.tflite", "recipe.json"):
+        device.put(demo_wavs / name, name)
+    for wav in sorted((demo_wavs / "wavs").iterdir()):
+        device.put(wav, f"wavs/{wav.name}")
+    events = []
+    params = {"model": "model.tflite", "runs": "2", "data": "wavs", "recipe": "recipe.json"}
+    result = device.run("bench", params, events.append)["result"]
+    check_samples(result["samples"], 6, "audio")
+    bar = [e for e in events if e["kind"] == "progress" and e["desc"] == "bench --data"]
+    assert bar[-1]["n"] == bar[-1]["total"] == 6 and bar[-1]["unit"] == "sample"
+    # and through the command line, printed as a local run is
+    argv = ["remote", f"local://{root}", "bench", "model.tflite", "--data", "wavs", "--runs", "2"]
+    code, out, err = run(capsys, *argv, "--recipe", "recipe.json")
+    assert code == 0 and "6 samples from wavs, each timed:" in out, err

@@ -271,6 +271,13 @@ def _bench(r: ops.BenchResult) -> Lines:
     if r.front_end:
         f = r.front_end
         yield f"front end (--recipe): p50 {f['p50']:.3f} ms, min {f['min']:.3f} ms on {f['input']}"
+    if r.samples:
+        s = r.samples
+        how = f"read, {s['recipe']} front end" if s["recipe"] else "read"
+        yield f"{s['count']} samples from {s['source']}, each timed:"
+        for name, ms, what in (("preprocessing", s["preprocess_ms"], f"  ({how}, to the input)"),
+                               ("inference", s["inference_ms"], "")):  # fmt: skip
+            yield f"  {name:<13} p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms per sample{what}"
     e = r.energy
     if e is None:
         return
