@@ -163,6 +163,12 @@ class AccuracyEstimator:
 
     def per_sample(self, logits: np.ndarray, calibration: float) -> np.ndarray:
         """Per user sample, its share of the estimated accuracy (the mean is the estimate)."""
-        if self.method == "ac":
-            return confidence(np.asarray(logits) / calibration)
-        return (confidence(logits) > calibration).astype(float)
+        return per_sample(self.method, logits, calibration)
+
+
+def per_sample(method: str, logits: np.ndarray, calibration: float) -> np.ndarray:
+    """`AccuracyEstimator.per_sample` given the layer's `calibration` (what a board needs: the
+    estimate's per-sample scores without the reference that calibrated them)."""
+    if method == "ac":
+        return confidence(np.asarray(logits) / calibration)
+    return (confidence(logits) > calibration).astype(float)

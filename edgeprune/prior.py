@@ -17,6 +17,7 @@ cannot rule out (the "rule of three": a class seen in none of n samples may stil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -83,25 +84,45 @@ class PriorShift:
         }
 
 
-def em_prior(
-    probs: np.ndarray, source: np.ndarray, iterations: int = 300, tol: float = 1e-7
-) -> np.ndarray:
-    """The target prior maximizing the likelihood of `probs` (posteriors under `source`)."""
+def em_step(probs: np.ndarray, source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    """What one EM iteration needs of the samples, as sums (samples grouped anywhere — boards —
+    add up to the union's): Σ of each sample's posterior under `target`, and Σ of the log of
+    its likelihood ratio target vs source."""
+    weighted = probs / source * target
+    rows = weighted.sum(axis=1, keepdims=True)
+    return (weighted / rows).sum(axis=0), float(np.log(rows).sum())
+
+
+def em_iterate(
+    step: Callable[[np.ndarray], tuple[np.ndarray, float]],
+    samples: int,
+    source: np.ndarray,
+    iterations: int = 300,
+    tol: float = 1e-7,
+) -> tuple[np.ndarray, float]:
+    """EM on the prior through `step` (`em_step` over all `samples`, wherever they are): the
+    maximum-likelihood target prior and the likelihood-ratio statistic at it (one step more)."""
     target = source.copy()
-    ratio = probs / source
     for _ in range(iterations):
-        weighted = ratio * target
-        updated = (weighted / weighted.sum(axis=1, keepdims=True)).mean(axis=0)
+        updated = step(target)[0] / samples
         done = np.abs(updated - target).max() < tol
         target = updated
         if done:
             break
-    return target
+    return target, 2 * step(target)[1]
 
 
-def _statistic(probs: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, float]:
-    target = em_prior(probs, source)
-    return target, float(2 * np.log((probs / source * target).sum(axis=1)).sum())
+def em_prior(
+    probs: np.ndarray, source: np.ndarray, iterations: int = 300, tol: float = 1e-7
+) -> np.ndarray:
+    """The target prior maximizing the likelihood of `probs` (posteriors under `source`)."""
+    return _statistic(probs, source, iterations, tol)[0]
+
+
+def _statistic(
+    probs: np.ndarray, source: np.ndarray, iterations: int = 300, tol: float = 1e-7
+) -> tuple[np.ndarray, float]:
+    return em_iterate(lambda t: em_step(probs, source, t), len(probs), source, iterations, tol)
 
 
 def estimate(
@@ -114,17 +135,37 @@ def estimate(
     alpha: float = ALPHA,
     draws: int = NULL_DRAWS,
     seed: int = 0,
+    iterations: int = 300,
 ) -> PriorShift:
-    """The user's prior from the source's logits [n, C] on their samples, and the tests of it.
+    """The user's prior from the source's logits [n, C] on their samples (EM, at most
+    `iterations`), and the tests of it.
 
     `weight`, `bias` are the source's final layer: the null draws score the reference's
     validation features with it. With the user's `feature_mean` (over `samples` samples), also
     the test that only the labels shifted: the distance of that mean from the reference's class
     means mixed by the estimated prior, against the same distance for validation rows drawn with
     that prior."""
+    probs = softmax(np.asarray(logits, float) / reference.temperature)
+    target, statistic = _statistic(probs, reference.prior, iterations)
+    em = (target, statistic, len(probs))
+    return tests(em, reference, (weight, bias), (feature_mean, samples), alpha, draws, seed)
+
+
+def tests(
+    em: tuple[np.ndarray, float, int],
+    reference: Reference,
+    layer: tuple[np.ndarray, np.ndarray],
+    features: tuple[np.ndarray | None, int | None] = (None, None),
+    alpha: float = ALPHA,
+    draws: int = NULL_DRAWS,
+    seed: int = 0,
+) -> PriorShift:
+    """`estimate`'s tests of an EM result `em` (target, statistic, over n logits), which need
+    only the reference, the source's final `layer` (weight, bias) and the user's `features`
+    (feature mean, over how many samples): the fleet runs EM on its boards' sums (`em_step`)
+    and tests here."""
+    (target, statistic, n), (weight, bias), (feature_mean, samples) = em, layer, features
     t, source = reference.temperature, reference.prior
-    probs = softmax(np.asarray(logits, float) / t)
-    target, statistic = _statistic(probs, source)
     share = np.bincount(reference.labels, minlength=reference.classes) / len(reference.labels)
     rows = np.arange(len(reference.labels))
     null_probs = softmax((reference.features @ weight.T + bias) / t)
@@ -135,21 +176,21 @@ def estimate(
         return rng.choice(rows, n, p=p / p.sum())
 
     # The null of "the prior moved": n validation rows drawn with the source prior.
-    nulls = [_statistic(null_probs[draw(source, len(probs))], source)[1] for _ in range(draws)]
+    nulls = [_statistic(null_probs[draw(source, n)], source)[1] for _ in range(draws)]
     shift = PriorShift(
         source=source,
         target=target,
         statistic=statistic,
         threshold=float(np.quantile(nulls, 1 - alpha)),
-        samples=len(probs),
+        samples=n,
         temperature=t,
     )
     if feature_mean is None:
         return shift
-    n = samples or len(probs)
+    count = samples or n
     mixed = target @ reference.feature_means
     distances = [
-        float(((reference.features[draw(target, n)].mean(axis=0) - mixed) ** 2).sum())
+        float(((reference.features[draw(target, count)].mean(axis=0) - mixed) ** 2).sum())
         for _ in range(draws)
     ]
     return replace(

@@ -249,8 +249,13 @@ class Judge:
 
     def _verdict(self, before: list, after: list) -> Verdict:
         main = paired(before[0], after[0], self.tolerance)
-        second = float(after[1].mean() - before[1].mean())
-        return replace(main, second_delta=second, kept=main.kept and second >= 0)
+        return with_second(main, float(after[1].mean() - before[1].mean()))
+
+
+def with_second(main: Verdict, second: float) -> Verdict:
+    """A final-layer verdict: the main (paired "ac") one, kept only if the second estimator's
+    (ATC's) point estimate does not drop either."""
+    return replace(main, second_delta=second, kept=main.kept and second >= 0)
 
 
 def rewrite_scores(

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeprune import prior
 from edgeprune.activations import ActivationMap, record
 from edgeprune.fleet import statistics
 from edgeprune.fleet.local import BIN, LocalFleet
 from edgeprune.model import Model
+from edgeprune.stages import collect
 from tests.models import random_inputs
 from tests.test_fleet_statistics import assert_same_sweep, central_sweep, reference_for
 
@@ -119,17 +121,37 @@ def test_the_fleet_check_is_the_central_check(fleet):
     path = fleet.root / "reference.npz"
     reference.save(path)
     agreement = 0.6  # 20 check samples: a bound 0.95 could never be reached
+    iterations = 3  # EM's rounds, capped (each is a Flower round); the central EM has the same cap
     report = fleet.run(
         fleet.model,
         TIMEOUT,
         boards=BOARDS,
-        **{"min-boards": BOARDS, "reference": str(path), "agreement": agreement},
+        **{
+            "min-boards": BOARDS,
+            "reference": str(path),
+            "agreement": agreement,
+            "prior-iterations": iterations,
+        },
     )
     check = report["rounds"]["check"]
     assert check["estimated"] and check["samples"] == BOARDS * PER_BOARD // 2
     stage = central_sweep(model, fleet.shares, reference, agreement)
     assert_same_sweep(check["sweep"], stage)
     assert report["rounds"]["statistics"]["sparsity"] == stage.candidates[stage.chosen].sparsity
+    # The prior stage: EM over the boards' sums, a round an iteration, is the central EM.
+    union = collect(model, np.concatenate(fleet.shares), reference=reference)
+    c = union.classifier
+    want = prior.estimate(
+        union.fit_logits, reference, c.weight, c.bias, union.feature_mean, union.fit_samples,
+        iterations=iterations,
+    ).to_dict()  # fmt: skip
+    got = report["rounds"]["prior"]
+    assert got["rounds"] == iterations + 1 and got["samples"] == want["samples"]
+    np.testing.assert_allclose(got["target_prior"], want["target_prior"], atol=1e-4)
+    for key in ("statistic", "threshold", "feature_distance", "feature_threshold"):
+        assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    assert (got["significant"], got["labels_only"]) == (want["significant"], want["labels_only"])
+    assert got["applied"] is False and got["reason"]
 
 
 def _client_app_started(node: subprocess.Popen) -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeprune import prior
 from edgeprune.activations import record
 from edgeprune.classifier import Classifier
 from edgeprune.estimate import TOLERANCE, AccuracyEstimator
-from edgeprune.fleet import fidelity, statistics
+from edgeprune.fleet import fidelity, prior_stage, statistics
 from edgeprune.model import Model
 from edgeprune.personalize import DEFAULT_SPARSITIES as SPARSITIES
 from edgeprune.reference import Reference, build, classifier_outputs
@@ -126,3 +127,62 @@ def test_the_fleet_check_is_the_central_check(tflite_model, with_reference):
     # the agreement bound alone would admit: the test sees it applied.
     assert any(r["agreement_lower"] >= agreement and not r["admissible"] for r in rows[1:])
     assert all((r["estimated_lower"] is not None) == with_reference for r in rows[1:])
+
+
+def boards_ask(boards: list[tuple[np.ndarray, np.ndarray]]):
+    """The prior stage's rounds without Flower: each board's answer from its kept (fit logits,
+    check features), as `client_app` computes it."""
+
+    def ask(arrays, config):
+        if config["stage"] == "prior":
+            source, target = arrays
+            return [
+                prior_stage.em_sums(z, config["temperature"], source, target) for z, _ in boards
+            ]
+        calibrations = [config[f"cal{i}"] for i in range(4)]
+        return [prior_stage.final_layer_sums(f, arrays, calibrations) for _, f in boards]
+
+    return ask
+
+
+def test_the_fleet_prior_is_the_central_prior(tflite_model):
+    """EM a round an iteration over the boards' sums, then the tests, give `personalize`'s prior
+    over the union; the proposal's verdict is `Judge.final_layer`'s over the union's checks."""
+    model = Model.load(tflite_model("float32", "mixed"))
+    shape = model.tensor(model.main.inputs[0]).shape[1:]
+    reference = reference_for(model)
+    c = Classifier.of(model)
+    # Skewed boards (samples the source gives one class, mostly): the prior moves.
+    pool = random_inputs(400, shape, seed=40)
+    logits = np.array([z for _, z in classifier_outputs(model, pool)])
+    favoured = np.flatnonzero(logits.argmax(axis=1) == 0)
+    skewed = np.concatenate([pool[favoured], pool[:40]])
+    shares = [s for s in np.array_split(skewed, 3) if len(s)]
+    shares = [s[: len(s) // 2 * 2] for s in shares]  # even: the union splits as the boards do
+    kept = [collect(model, s, reference=reference) for s in shares]
+    union = collect(model, np.concatenate(shares), reference=reference)
+    ask = boards_ask([(e.fit_logits, e.check_features) for e in kept])
+    sums = sum((statistics.sums_of(e) for e in kept[1:]), statistics.sums_of(kept[0]))
+    n = sum(len(e.fit_logits) for e in kept)
+    shift, rounds = prior_stage.estimate(
+        ask, n, reference, c.weight, c.bias, statistics.feature_mean(sums), sums.map_count
+    )
+    want = prior.estimate(
+        union.fit_logits, reference, c.weight, c.bias, union.feature_mean, union.fit_samples
+    )
+    np.testing.assert_allclose(shift.target, want.target, atol=1e-9)
+    assert abs(shift.statistic - want.statistic) <= 1e-6 * max(1.0, abs(want.statistic))
+    assert shift.threshold == pytest.approx(want.threshold, rel=1e-9)
+    assert shift.feature_distance == pytest.approx(want.feature_distance, rel=1e-9)
+    assert shift.feature_threshold == pytest.approx(want.feature_threshold, rel=1e-9)
+    assert (shift.significant, shift.labels_only) == (want.significant, want.labels_only)
+    assert shift.total_variation > 0.05 and rounds >= 3
+    # The proposal judged: the fleet's verdict is the central Judge's.
+    judge = Judge(union, TOLERANCE)
+    judge.reweight(want.target)
+    after = c.bias + want.logit_offset
+    verdict = prior_stage.judge(ask, reference, want.target, c.weight, c.bias, after)
+    expected = judge.final_layer(State(model, c.weight, c.bias), c.weight, after)
+    assert verdict.kept == expected.kept
+    for key in ("before", "after", "lower", "second_delta"):
+        assert getattr(verdict, key) == pytest.approx(getattr(expected, key), abs=1e-9), key

@@ -27,23 +27,28 @@ import time
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
-from flwr.common import Context, Message, MessageType
+from flwr.common import ArrayRecord, Context, Message, MessageType, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from ..data import Samples
 from ..model import Model
 from ..reference import classifier_outputs
-from ..stages import Reservoir
-from . import fidelity, statistics
+from ..stages import Reservoir, collect
+from . import fidelity, prior_stage, statistics
 
+KEPT = "edgeprune.pass"  # the node state's record of the pass's per-sample values
 CHECK_SAMPLES = 256  # as `personalize`'s evaluation_size: the check reservoir's size
 
 
 class BoardClient(NumPyClient):
-    """One board: its samples (a .npy/.npz file or folder) and where the fleet model goes."""
+    """One board: its samples (a .npy/.npz file or folder) and where the fleet model goes.
+    What the pass leaves for the prior's rounds — its fit logits and check features, per-sample
+    values that never leave the board — is kept in the node's `state` (Flower keeps a node's
+    context across the messages of a run)."""
 
-    def __init__(self, data: str, out: str = ""):
+    def __init__(self, data: str, out: str = "", state: RecordDict | None = None):
         self.data, self.out = data, out
+        self.state = RecordDict() if state is None else state
 
     def _samples(self, model: Model) -> Samples:
         return Samples(self.data, tuple(model.tensor(model.main.inputs[0]).shape))
@@ -51,18 +56,35 @@ class BoardClient(NumPyClient):
     def fit(self, parameters, config):
         start = time.perf_counter()
         model = Model(bytes(np.asarray(parameters[0], np.uint8)))
-        sums, seen = statistics.measure(model, self._samples(model))
+        evidence = collect(model, self._samples(model))
+        self.state[KEPT] = ArrayRecord([evidence.fit_logits, evidence.check_features])
+        sums, seen = statistics.sums_of(evidence), evidence.samples
         arrays = sums.arrays
         if config.get("secure"):
             arrays = statistics.encode(arrays, statistics.signed(sums))
         upload = sum(a.nbytes for a in arrays)
-        metrics = {"samples": seen, "seconds": time.perf_counter() - start, "bytes": upload}
+        metrics = {
+            "samples": seen,
+            "logits": len(evidence.fit_logits),
+            "seconds": time.perf_counter() - start,
+            "bytes": upload,
+        }
         # num_examples 1: the board's weight in SecAgg+'s average (the server multiplies back).
         return arrays, 1, metrics
 
     def evaluate(self, parameters, config):
         if config.get("stage") == "check":
             return self._check(parameters, config)
+        if config.get("stage") == "prior":
+            source, target = (np.asarray(a, float) for a in parameters)
+            logits, _ = self._kept()
+            sums = prior_stage.em_sums(logits, float(config["temperature"]), source, target)
+            return 0.0, len(logits), sums
+        if config.get("stage") == "final-layer":
+            _, features = self._kept()
+            calibrations = [float(config[f"cal{i}"]) for i in range(4)]
+            sums = prior_stage.final_layer_sums(features, parameters, calibrations)
+            return 0.0, len(features), sums
         model = Model(bytes(np.asarray(parameters[0], np.uint8)))
         source = Model(bytes(np.asarray(parameters[1], np.uint8)))
         if self.out:
@@ -88,6 +110,13 @@ class BoardClient(NumPyClient):
         metrics = {f"c{i}_{j}": float(v) for i, row in enumerate(rows) for j, v in enumerate(row)}
         return 0.0, int(rows[0][1]), metrics
 
+    def _kept(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fit logits and check features of this run's statistics round."""
+        if KEPT not in self.state:
+            raise RuntimeError("no statistics round on this board in this run")
+        logits, features = self.state[KEPT].to_numpy_ndarrays()
+        return logits, features
+
     def _check_samples(self, model: Model) -> list[np.ndarray]:
         """The check part of `stages.collect`'s split: a uniform reservoir of the odd samples."""
         check = Reservoir(CHECK_SAMPLES, seed=0)
@@ -107,7 +136,7 @@ def client_fn(context: Context):
         data = os.path.join(str(context.run_config["partitions"]), str(node["partition-id"]))
     if not data or not os.path.exists(data):
         raise ValueError(f"node config 'data' must name this board's samples, got {data!r}")
-    return BoardClient(data, str(node.get("out", ""))).to_client()
+    return BoardClient(data, str(node.get("out", "")), context.state).to_client()
 
 
 def secure_when_asked(msg: Message, ctxt: Context, call_next):

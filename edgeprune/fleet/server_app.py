@@ -20,12 +20,15 @@ Flower's own `DefaultWorkflow` drives the rounds:
    as the source does.
 
 What the fleet can and cannot build from sums: pruning needs only the activation map (a sum), and
-its check needs only counts: both run on the fleet. The prototype stage keeps, per class, the M
-most confident single features: a selection of samples, not a sum, so it cannot. The prior
-stage's EM needs, at each iteration, the sum of the samples' posteriors under the current prior —
-a sum, but a new one per iteration (one Flower round each; not built) — and its significance test
-resamples the logits themselves. Both run on each board, on top of the fleet model (`edgeprune
-personalize fleet.tflite DATA`).
+its check needs only counts and sums of scores: both run on the fleet. The prior stage (with a
+`reference`, between rounds 1 and 2) needs, at each EM iteration, the sum of the boards' fit
+posteriors under the current prior: one round an iteration (`prior_stage`; the boards keep their
+fit logits in the node's state), then the tests on the server and one round to judge the
+proposal; a kept prior is in the fleet model, and the check judges pruning against it. EM on a
+prior near the simplex's boundary takes hundreds of iterations, hence `prior-iterations`. The
+prototype stage keeps, per class, the M most confident single features: a selection of samples,
+not a sum, so it cannot run on the fleet; it runs on each board, on top of the fleet model
+(`edgeprune personalize fleet.tflite DATA`).
 
 A board that does not answer within `round-timeout` seconds is reported in the run's report
 (`report`, JSON) and the round completes with the rest if at least `min-boards` answered.
@@ -41,13 +44,17 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 from flwr.common import (
     Context,
     EvaluateIns,
     FitIns,
+    Message,
+    MessageType,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
@@ -62,7 +69,8 @@ from ..estimate import TOLERANCE, AccuracyEstimator
 from ..model import Model
 from ..personalize import DEFAULT_SPARSITIES as SPARSITIES
 from ..reference import Reference
-from . import fidelity, statistics
+from ..stages import PriorStage, State
+from . import fidelity, prior_stage, statistics
 from .statistics import BoardSums
 
 DEFAULTS: dict[str, Any] = {
@@ -83,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
     "partitions": "",
     "reference": "",
     "tolerance": TOLERANCE,
+    "prior": True,
+    "prior-iterations": 300,
 }
 
 
@@ -120,11 +130,13 @@ class FleetStrategy(Strategy):
         self.source, self.config, self.errors = source, config, errors
         self.model = Model(source)
         self.reference = reference
-        layer = Classifier.of(self.model)
+        self.layer = layer = Classifier.of(self.model)
         # The current model and its final layer as real numbers (`stages.State`), and the class
         # prior the accuracy estimate weights the reference with (None: the source's).
         self.current, self.weight, self.bias = self.model, layer.weight, layer.bias
         self.target_prior = None
+        self.grid = None  # the Grid, for the prior stage's rounds (set by `main`)
+        self.logits = 0  # the fit logits the boards keep for the prior
         self.report: dict[str, Any] = {"rounds": {}}
         self.sent: set[int] = set()
         self.answered: list[int] = []
@@ -181,10 +193,71 @@ class FleetStrategy(Strategy):
         if self.config["map"]:
             self.amap.save(self.config["map"])
         entry["map_samples"] = self.amap.count
+        self.logits = sum(int(r.metrics.get("logits", 0)) for _, r in results)
+        if self.reference is not None and self.config["prior"] and self.grid is not None:
+            self._prior(sums)
         if self.config["rule"] == "fixed":
             self._build(float(self.config["sparsity"]))
         self._write_report()
         return None, {}
+
+    def _prior(self, sums: BoardSums) -> None:
+        """The prior stage (`prior_stage`), as `personalize` runs it: EM rounds, the tests, the
+        reweighted estimate, the proposal judged by one more round; kept if it does not hurt."""
+        entry: dict[str, Any] = {"applied": False}
+        self.report["rounds"]["prior"] = entry
+        start = time.perf_counter()
+        try:
+            shift, entry["rounds"] = prior_stage.estimate(
+                self._ask, self.logits, self.reference, self.weight, self.bias,
+                statistics.feature_mean(sums), self.amap.count,
+                int(self.config["prior-iterations"]),
+            )  # fmt: skip
+            entry.update(shift.to_dict())
+            stage = PriorStage(shift)
+            if shift.significant and shift.labels_only:
+                self.target_prior = shift.target  # as personalize's judge.reweight
+            state = State(self.current, self.weight, self.bias)
+            # The stage needs of the evidence only the final layer it rewrites.
+            proposal = stage.propose(state, SimpleNamespace(classifier=self.layer), None)
+            if proposal is None:
+                entry["reason"] = stage.skipped
+                return
+            verdict = prior_stage.judge(
+                self._ask, self.reference, self.target_prior, self.weight, self.bias,
+                proposal.bias, float(self.config["tolerance"]),
+            )  # fmt: skip
+            entry["check"] = verdict.to_dict()
+            if not verdict.kept:
+                entry["reason"] = "the estimated accuracy would drop"
+                return
+            entry["applied"] = True
+            self.current, self.bias = proposal.model, proposal.bias
+        except prior_stage.BoardMissing as e:
+            entry["reason"] = f"skipped: {e}"
+        finally:
+            entry["seconds"] = time.perf_counter() - start
+
+    def _ask(self, arrays: list[np.ndarray], config: dict) -> list[dict]:
+        """One round of the prior stage to every board of the statistics round: their replies'
+        metrics, or `BoardMissing` if one did not answer."""
+        self._asked = getattr(self, "_asked", 0) + 1
+        ins = EvaluateIns(ndarrays_to_parameters(arrays), config)
+        messages = [
+            Message(
+                content=compat.evaluateins_to_recorddict(ins, True),
+                dst_node_id=node,
+                message_type=MessageType.EVALUATE,
+                group_id=f"prior-{self._asked}",
+            )
+            for node in self.answered
+        ]
+        replies = [m for m in self.grid.send_and_receive(messages) if m.has_content()]
+        if len(replies) < len(messages):
+            raise prior_stage.BoardMissing(
+                f"{len(messages) - len(replies)} of {len(messages)} boards did not answer"
+            )
+        return [dict(compat.recorddict_to_evaluateres(m.content).metrics) for m in replies]
 
     def _build(self, sparsity: float) -> None:
         """The fleet model: the current model pruned at `sparsity` from the fleet's map."""
@@ -321,6 +394,7 @@ def main(grid, context: Context) -> None:
         reference.check(Model(source))
         reference.fits(Classifier.of(Model(source)))
     strategy = FleetStrategy(source, config, timed.errors, reference)
+    strategy.grid = timed
     rounds = 2 if config["rule"] == "fidelity" else 1  # fidelity: check (1), deliver (2)
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy

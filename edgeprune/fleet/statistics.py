@@ -31,7 +31,7 @@ import numpy as np
 from ..activations import ActivationMap
 from ..classifier import Classifier
 from ..model import Model
-from ..stages import collect
+from ..stages import Evidence, collect
 
 LIMB_BITS = 23
 LIMBS = 5  # 115 bits: values below 2^64 with a resolution of 2^-51
@@ -89,8 +89,12 @@ def measure(
 ) -> tuple[BoardSums, int]:
     """Run the one data pass (`stages.collect`) and keep only its sums; also the samples seen."""
     evidence = collect(model, samples, mode=mode)
-    feature_sum = evidence.feature_mean * evidence.amap.count
-    return board_sums(evidence.amap, feature_sum), evidence.samples
+    return sums_of(evidence), evidence.samples
+
+
+def sums_of(evidence: Evidence) -> BoardSums:
+    """The sums of one pass's evidence (`stages.collect`): what the board sends."""
+    return board_sums(evidence.amap, evidence.feature_mean * evidence.amap.count)
 
 
 def activation_map(model: Model, sums: BoardSums) -> ActivationMap:
