@@ -154,6 +154,27 @@ def test_a_grid_of_outputs_in_any_layout_is_not_a_class_score_vector(shape):
         Head.of(Model(_pack(m)))
 
 
+def test_one_value_per_sample_is_a_regression_not_class_scores(tmp_path, capsys):
+    """The `mixed` model with its final FULLY_CONNECTED cut to one output: a regressor (age, a
+    score) that runs, and that a softmax over one value would call certain of every sample."""
+    from tests.models import _model_t, _pack
+
+    schema, m = _model_t(build("float32"))
+    g = m.subgraphs[0]
+    fc = g.operators[-1]
+    _, weight, bias = (g.tensors[i] for i in fc.inputs)
+    for t, keep in ((weight, weight.shape[1]), (bias, 1)):
+        t.shape = [1, *t.shape[1:]]
+        m.buffers[t.buffer].data = m.buffers[t.buffer].data[: 4 * keep]  # the first row, float32
+    g.tensors[fc.outputs[0]].shape = [1, 1]
+    path, data = tmp_path / "age.tflite", tmp_path / "x.npy"
+    path.write_bytes(_pack(m))
+    np.save(data, random_inputs(20, INPUT_SHAPES["mixed"][1:], seed=3))
+    assert Runner(Model(path.read_bytes())).run(np.load(data)[0]).popitem()[1].shape == (1, 1)
+    code, out, err = run(capsys, "personalize", path, data, "-o", tmp_path / "o.tflite", "-q")
+    assert code == 2 and err.count("\n") == 1 and "one output value per sample" in err
+
+
 @pytest.fixture
 def edgetpu_model(tmp_path):
     path = tmp_path / "model_edgetpu.tflite"
