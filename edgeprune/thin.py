@@ -22,6 +22,7 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
+from ._blas import one_thread
 from .channels import (
     ChannelGraph,
     Group,
@@ -62,6 +63,7 @@ class ThinResult:
     free_groups: int = 0
 
 
+@one_thread()  # many small products: idle OpenBLAS threads spin (see _blas)
 def shrink(
     model: Model,
     amount: float = 0.0,
