@@ -6,7 +6,11 @@ a signal) or other. Classes: random mutations of real models through every MODEL
 command, the reproducers of tests/hostile.py (models, packages, data files), path escapes
 pushed to a live agent (anything changed outside its work directory counts as an escape),
 and kill -9 during `prune -o` (the target must be the old or the new file, never torn, and the
-next write must leave no temp file). Also the added latency of the interpreter probe.
+next write must leave no temp file). Also the added latency of the interpreter probe, what the
+record of vetted models saves on `personalize` of the FSDD demo run twice, the agent's CPU on
+2 MiB of overlapping frame headers (and the decoder's, with and without its resynchronization
+bound), and two clients pushing to one path at once. The record of vetted models is kept in a
+temp folder, never the user's cache.
 
     python benchmarks/attack.py            # ~2-4 minutes on 2 cores; ATTACK_CASES=N per class
 """
@@ -31,6 +35,7 @@ from tests.models import build
 from tests.test_fuzz import mutations
 
 CASES = int(os.environ.get("ATTACK_CASES", "12"))
+CACHE = tempfile.TemporaryDirectory(prefix="attack-cache-")  # the run's record of vetted models
 COMMANDS = ("inspect", "profile", "prune", "record")
 
 
@@ -243,12 +248,15 @@ def kill_attacks(tmp: Path, rounds: int) -> tuple[int, int, int]:
 def probe_latency() -> tuple[float, float, float]:
     """Median seconds (of 5, interleaved) of the child-process probe of the int8 fixture, of an
     in-process load of it, and of starting `python -c pass` — the machine's state at the time."""
-    from edgeprune import runtime
+    from edgeprune import runtime, vetted
 
     content = build("int8")
     probe, load, bare = [], [], []
     for _ in range(5):
         runtime._probed.clear()
+        vetted.forget_memo()
+        # an empty record each time, inside the run's own cache folder
+        os.environ["EDGEPRUNE_CACHE_DIR"] = tempfile.mkdtemp(dir=CACHE.name)
         start = time.perf_counter()
         runtime.probe(content, "probe")
         probe.append(time.perf_counter() - start)
@@ -261,8 +269,106 @@ def probe_latency() -> tuple[float, float, float]:
     return statistics.median(probe), statistics.median(load), statistics.median(bare)
 
 
+def frame_attack() -> tuple[float, float, float]:
+    """(CPU seconds of a live agent reading 2 MiB of overlapping valid PUT_DATA headers, each
+    announcing 1 MiB, then a PING it must answer; the same bytes through the decoder in this
+    process with its resynchronization bound, and without it: the decoder before issue 13)."""
+    from firmware_bridge import protocol as p
+
+    attack = hostile.overlapping_headers() + p.encode(p.PING, 99)
+
+    def decode(unbounded: bool) -> float:
+        decoder = p.Decoder()
+        start = time.process_time()
+        for i in range(0, len(attack), 1 << 16):
+            decoder.feed(attack[i : i + (1 << 16)])
+            if unbounded:
+                decoder._credit = float("inf")
+            for _ in decoder.items():
+                pass
+        return time.process_time() - start
+
+    with tempfile.TemporaryDirectory() as root:
+        argv = [sys.executable, "-m", "firmware_bridge", "serve", "--stdio", "--root", root]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        agent.stdin.write(attack)
+        agent.stdin.flush()
+        decoder = p.Decoder(p.HARD_MAX_PAYLOAD)
+        while not any(i.request_id == 99 for i in decoder.items()):
+            data = os.read(agent.stdout.fileno(), 1 << 20)
+            if not data:
+                break
+            decoder.feed(data)
+        agent.stdin.close()
+        _, _, usage = os.wait4(agent.pid, 0)
+    return usage.ru_utime + usage.ru_stime, decode(False), decode(True)
+
+
+def concurrent_pushes(tmp: Path) -> str:
+    """Two clients (two agent processes on one work directory) push different 8 MiB files to
+    one path, the first held after its first chunk: what the second gets, and whether the
+    file is then the first one's content."""
+    import threading
+
+    from edgeprune.host.client import Device
+    from edgeprune.host.device_errors import RemoteError
+
+    root = tmp / "pushes"
+    first, second = tmp / "first.bin", tmp / "second.bin"
+    first.write_bytes(os.urandom(8 << 20))
+    second.write_bytes(os.urandom(8 << 20))
+    started, go = threading.Event(), threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        started.set()
+        go.wait(60)
+
+    with Device(f"local://{root}") as one, Device(f"local://{root}") as two:
+        thread = threading.Thread(target=one.put, args=(first, "m.bin", progress))
+        thread.start()
+        started.wait(60)
+        try:
+            two.put(second, "m.bin")
+            outcome = "second push succeeded"
+        except RemoteError as e:
+            outcome = f"second refused ({e.code})"
+        go.set()
+        thread.join(120)
+    same = (root / "m.bin").read_bytes() == first.read_bytes()
+    return f"{outcome}; the file is the first's content: {'yes' if same else 'NO'}"
+
+
+def personalize_twice() -> list[tuple[str, float, float]]:
+    """(label, wall s, CPU s incl. children) of `edgeprune personalize` of the FSDD demo with an
+    empty record of vetted models, again with the record it left, and with the probe off."""
+    demo = REPO / "examples" / "fsdd_demo"
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, PYTHONPATH=str(REPO), EDGEPRUNE_CACHE_DIR=str(Path(d) / "cache"))
+        for label, extra in [
+            ("first run (empty record: the source probed)", {}),
+            ("second run (source in the record: no probe)", {}),
+            ("probe off (EDGEPRUNE_PROBE=0), for scale", {"EDGEPRUNE_PROBE": "0"}),
+        ]:
+            argv = [sys.executable, "-m", "edgeprune", "personalize", demo / "model.tflite",
+                    demo / "unlabeled.npy", "-o", Path(d) / "p.tflite", "--reference",
+                    demo / "reference.npz", "-q"]  # fmt: skip
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                list(map(str, argv)), env={**env, **extra}, stdout=subprocess.DEVNULL, cwd=REPO
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            assert status == 0, f"personalize exited with {status}"
+            wall = time.perf_counter() - start
+            rows.append((label, wall, usage.ru_utime + usage.ru_stime))
+    return rows
+
+
 def main() -> None:
     started = time.monotonic()
+    os.environ["EDGEPRUNE_CACHE_DIR"] = CACHE.name
+    load_at_start = os.getloadavg()
     tally = Tally()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -273,7 +379,10 @@ def main() -> None:
         data_attacks(tally, tmp)
         attempts, refused, escapes = escape_attacks(tmp)
         kills, torn, strays = kill_attacks(tmp, max(4, CASES // 2))
+        pushes = concurrent_pushes(tmp)
     latency, load, bare = probe_latency()
+    agent_cpu, bounded, unbounded = frame_attack()
+    twice = personalize_twice()
     mb = 1 << 20
     rows = [
         ("CLI runs (mutated models ×2 kinds, reproducers, packages, data)", f"{tally.runs}"),
@@ -290,6 +399,13 @@ def main() -> None:
         ("interpreter probe: added latency per model (median of 5)",
          f"{latency * 1000:.0f} ms (in-process load {load * 1000:.0f} ms; "
          f"`python -c pass` {bare * 1000:.0f} ms)"),
+        *[(f"personalize of the FSDD demo, {label}",
+           f"wall {wall:.2f} s, CPU {cpu:.2f} s") for label, wall, cpu in twice],
+        ("2 MiB of overlapping valid frame headers: live agent's CPU (start-up included)",
+         f"{agent_cpu:.2f} s"),
+        ("the same bytes through the decoder: with its resynchronization bound / without",
+         f"{bounded * 1000:.1f} ms / {unbounded:.2f} s ({unbounded / max(bounded, 1e-9):.0f}x)"),
+        ("two clients push to one path at once", pushes),
     ]  # fmt: skip
     goal = (
         tally.tracebacks == 0 and tally.crashes == 0 and escapes == 0 and torn == 0
@@ -300,7 +416,9 @@ def main() -> None:
             "## attack: hostile inputs against the CLI and the board agent (issue 13)",
             "",
             f"`{command()}` — {now()}, {time.monotonic() - started:.0f} s, "
-            f"{CASES} mutations per model kind (ATTACK_CASES).",
+            f"{CASES} mutations per model kind (ATTACK_CASES); load average (1, 5, 15 min) "
+            f"at start {', '.join(f'{x:.2f}' for x in load_at_start)}, at the end "
+            f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
             "",
             machine_markdown(machine()),
             "",

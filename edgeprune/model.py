@@ -8,6 +8,7 @@ and the generated option tables (read only after their vtable has been checked).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import tflite
 
+from . import vetted
 from ._io import atomic_write_bytes, open_regular
 from .errors import ModelError, UnsupportedError
 
@@ -454,6 +456,12 @@ def _indices(table: _Table, slot: int, limit: int, what: str, optional_ok: bool 
 class Model:
     """A parsed .tflite model over a private, mutable copy of its bytes."""
 
+    # Set by runtime.Runner once the interpreter is known not to crash on this model (its probe
+    # passed, now or before: `vetted.py`); a copy keeps it, and `save` then records the written
+    # file as vetted too: edgeprune's own rewrites of a vetted model skip the probe.
+    vetted = False
+    derived = False  # a copy edgeprune rewrites (copy()), not the bytes of a file as read
+
     def __init__(self, data: bytes | bytearray | memoryview, name: str = "<bytes>"):
         self.name = name
         self._data = bytearray(data)
@@ -628,6 +636,7 @@ class Model:
         clone = object.__new__(Model)
         clone.__dict__.update(self.__dict__)
         clone._data = bytearray(self._data)
+        clone.derived = True
         return clone
 
     @property
@@ -645,6 +654,8 @@ class Model:
         model nothing can read, so such a model is refused instead of written."""
         self.check_intact()
         atomic_write_bytes(path, self._data)
+        if self.vetted:
+            vetted.remember(hashlib.sha256(self._data).hexdigest())
 
     def check_intact(self) -> None:
         """ModelError unless the current bytes parse to the graph this model was read as."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import native_stderr
+from . import native_stderr, vetted
 from .choices import RUNNER_MODES as MODES
 from .errors import EdgepruneError, RuntimeMissingError
 from .input_range import to_input
@@ -50,6 +50,7 @@ def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
 # A model is first loaded, allocated and invoked on zeros in a child process, once per sha256 in
 # a process: a model that crashes the runtime (a segfault in a kernel) then ends the child, not
 # this process nor a board agent, and is refused in one line. EDGEPRUNE_PROBE=0 turns it off.
+# Models that passed, and those edgeprune wrote from them, are remembered (`vetted`) and skip it.
 _PROBE = """
 import sys
 try:  # the address space PROBE_MEMORY allows, set before anything is loaded
@@ -79,11 +80,17 @@ PROBE_MEMORY = 4 << 30  # the child's address space, plus 4 bytes per byte of th
 _probed: set[str] = set()
 
 
-def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
-    """Run the model once in a child process; EdgepruneError if the runtime dies on it."""
+def probe(content: bytes, failure: str, runtime: str | None = None) -> bool:
+    """Run the model once in a child process; EdgepruneError if the runtime dies on it.
+
+    True when the model is known to load and run (it passed now or before, here or in the
+    `vetted` record); False when the probe is off (EDGEPRUNE_PROBE=0) or the child could not
+    load it (the in-process load then says why)."""
+    if os.environ.get("EDGEPRUNE_PROBE") == "0":
+        return False
     digest = hashlib.sha256(content).hexdigest()
-    if digest in _probed or os.environ.get("EDGEPRUNE_PROBE") == "0":
-        return
+    if digest in _probed or vetted.known(digest):
+        return True
     limit = PROBE_MEMORY + 4 * len(content)
     _, package = interpreter_class(runtime)
     module, attr = next((m, a) for m, a, p in RUNTIMES if p == package)
@@ -110,7 +117,11 @@ def probe(content: bytes, failure: str, runtime: str | None = None) -> None:
             f"{failure}: its tensors do not fit in {limit / 2**30:.1f} GiB of address space "
             "(tried in a child process)"
         )
+    if done.returncode != 0:
+        return False
     _probed.add(digest)
+    vetted.remember(digest)
+    return True
 
 
 def load_interpreter(
@@ -178,11 +189,15 @@ class Runner:
         self.input = model.single_input()
         extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
         content = model.with_outputs(list(watch)) if mode == "instrument" else model
-        # The model itself is probed (once per process), not each instrumented copy of it.
-        probe(model.to_bytes(), f"the interpreter cannot load {model.name}", runtime)
+        # A rewrite that does not load is edgeprune's doing, not the user's model's.
+        what = f"edgeprune's rewrite of {model.name}" if model.derived else model.name
+        # The model itself is probed, not each instrumented copy of it; not at all when it is
+        # vetted: it passed before, or edgeprune derived it from a model that did.
+        if not model.vetted:
+            model.vetted = probe(model.to_bytes(), f"the interpreter cannot load {what}", runtime)
         self.interpreter, self.runtime = load_interpreter(
             content.to_bytes(),
-            f"the interpreter cannot load {model.name}",
+            f"the interpreter cannot load {what}",
             runtime,
             probed=True,
             num_threads=num_threads,

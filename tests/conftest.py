@@ -39,6 +39,25 @@ def pytest_runtest_setup(item):
         pytest.skip(f"needs {', '.join(missing)} (pip install -e '.[host]')")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """The record of vetted models (edgeprune/vetted.py) in a folder of the test session, never
+    the user's own cache; child processes (CLI runs, agents) inherit it."""
+    import os
+
+    from edgeprune import vetted
+
+    before = os.environ.get("EDGEPRUNE_CACHE_DIR")
+    os.environ["EDGEPRUNE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    vetted.forget_memo()
+    yield
+    if before is None:
+        os.environ.pop("EDGEPRUNE_CACHE_DIR", None)
+    else:
+        os.environ["EDGEPRUNE_CACHE_DIR"] = before
+    vetted.forget_memo()
+
+
 @pytest.fixture
 def config(tmp_path, monkeypatch):
     """A fresh edgeprune config folder (the device registry) for one test."""
