@@ -54,27 +54,36 @@ def keygen(path: Path) -> Path:
 
 
 class Sshd:
-    """An OpenSSH server for one test session; `url()` builds device URLs that reach it."""
+    """An OpenSSH server for one test session; `url()` builds device URLs that reach it.
 
-    def __init__(self, directory: Path):
+    Each of `homes` gets a port of its own (`home_ports`) whose sessions have that HOME and no
+    PYTHONPATH: several "boards" with their own ~ on one server (device setup on a group)."""
+
+    def __init__(self, directory: Path, homes: tuple[Path, ...] = ()):
         self.dir = directory
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.host_key = keygen(directory / "host_key")
         self.user_key = keygen(directory / "user_key")
         (directory / "authorized_keys").write_text((directory / "user_key.pub").read_text())
         self.port, self.bare_port = free_port(), free_port()
+        self.home_ports = [free_port() for _ in homes]
         self.known_hosts = directory / "known_hosts"
         self.known_hosts.write_text(
-            "".join(self.known_hosts_line(p) for p in (self.port, self.bare_port))
+            "".join(self.known_hosts_line(p) for p in (self.port, self.bare_port, *self.home_ports))
+        )
+        per_home = "".join(
+            f"Match LocalPort {port}\n  SetEnv HOME={home}\n"
+            for port, home in zip(self.home_ports, homes)
         )
         config = directory / "sshd_config"
         config.write_text(
             f"ListenAddress 127.0.0.1\nPort {self.port}\nPort {self.bare_port}\n"
-            f"HostKey {self.host_key}\nAuthorizedKeysFile {directory}/authorized_keys\n"
+            + "".join(f"Port {port}\n" for port in self.home_ports)
+            + f"HostKey {self.host_key}\nAuthorizedKeysFile {directory}/authorized_keys\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n"
             "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
-            f"Match LocalPort {self.port}\n  SetEnv PYTHONPATH={REPO}\n"
+            f"Match LocalPort {self.port}\n  SetEnv PYTHONPATH={REPO}\n" + per_home
         )
         if os.getuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir

@@ -77,3 +77,79 @@ def test_setup_needs_ssh(url, capsys):
     assert main(["device", "setup", url]) == 2
     err = capsys.readouterr().err
     assert "device setup installs over SSH" in err and err.count("\n") == 1
+
+
+# pip's own tags (packaging.tags.sys_tags) on Raspberry Pi OS bookworm 32-bit: CPython 3.11,
+# glibc 2.36, armhf — as `device setup` reads them from the board's venv (setup.TAGS).
+ARMV7_TAGS = {
+    "platforms": [f"manylinux_2_{m}_armv7l" for m in range(36, 16, -1)]
+    + ["manylinux2014_armv7l", "linux_armv7l"],
+    "abis": ["cp311", "abi3", "none"],
+    "interpreters": ["cp311", "cp3", "py311", "py3"],
+}
+# The same userland on a Pi 4/5 with the 64-bit kernel (Raspberry Pi OS's default since 2023):
+# uname says aarch64, pip's tags say 32-bit ARM (armv8l, then armv7l).
+ARMV8L_PLATFORMS = ["linux_armv8l", *ARMV7_TAGS["platforms"]]
+AARCH64_PLATFORMS = [f"manylinux_2_{m}_aarch64" for m in range(36, 16, -1)] + ["linux_aarch64"]
+
+
+def test_a_32_bit_arm_board_gets_tflite_runtime_and_piwheels():
+    from edgeprune.host import install_plan
+
+    for platforms in (ARMV7_TAGS["platforms"], ARMV8L_PLATFORMS):
+        plan = install_plan.plan(platforms)
+        assert plan.targets("/w/edgeprune.whl") == [
+            "/w/edgeprune.whl",
+            "tflite-runtime==2.14.0",
+            "numpy>=1.23,<2",
+        ]
+        assert plan.index_args() == ["--extra-index-url", "https://www.piwheels.org/simple"]
+        assert plan.runtime == "tflite-runtime"
+    fleet = install_plan.plan(ARMV7_TAGS["platforms"], fleet=True, extra_index_url="")
+    assert fleet.targets("e.whl")[0] == "e.whl[fleet]" and fleet.index_args() == []
+    own = install_plan.plan(ARMV7_TAGS["platforms"], index_url="https://mirror/simple")
+    assert own.index_args() == [
+        "--index-url",
+        "https://mirror/simple",
+        "--extra-index-url",
+        "https://www.piwheels.org/simple",
+    ]
+    # PyPI's tflite-runtime 2.14.0 wheel for armv7 is manylinux_2_34_armv7l: the board takes it.
+    assert "manylinux_2_34_armv7l" in ARMV7_TAGS["platforms"]
+
+
+def test_a_64_bit_board_gets_litert_from_pip_s_own_index():
+    from edgeprune.host import install_plan
+
+    plan = install_plan.plan(AARCH64_PLATFORMS, fleet=True)
+    assert plan.targets("e.whl") == ["e.whl[litert,fleet]"] and plan.index_args() == []
+    assert plan.runtime == "ai-edge-litert"
+    extra = install_plan.plan(["manylinux_2_36_x86_64"], extra_index_url="https://x/simple")
+    assert extra.index_args() == ["--extra-index-url", "https://x/simple"]
+
+
+def test_a_serial_board_is_told_how_to_install_by_hand(capsys):
+    assert main(["device", "setup", "serial:///dev/ttyACM0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Set the board up once over ssh" in err
+    wheel = err.split("edgeprune push NAME ")[1].split(",")[0]
+    assert zipfile.is_zipfile(wheel)  # the wheel it names is there to push
+    name = wheel.rsplit("/", 1)[1]
+    assert f"~/.local/share/edgeprune/venv/bin/pip install ~/edgeprune/'{name}[litert]'" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--fleet"], "--fleet needs --superlink HOST:PORT"),
+        (["--superlink", "h:1"], "--superlink needs --fleet"),
+        (["--fleet", "--superlink", "h"], "give the SuperLink's Fleet API as HOST:PORT"),
+        (["--fleet", "--superlink", "h:1", "--data", "a'b"], "cannot be in a SuperNode path"),
+        (["--fleet", "--superlink", "h:1", "--superlink-ca", "/nope.pem"], "no such file here"),
+    ],
+)
+def test_fleet_options_are_checked_before_connecting(argv, message, capsys):
+    # An address nobody listens on: the options are refused before any connection.
+    assert main(["device", "setup", "ssh://pi@127.0.0.1:1/w", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -402,10 +402,18 @@ def _device_setup(r: host_ops.DeviceSetup) -> Lines:
     else:
         yield f"{r.device}: up to date: edgeprune {r.edgeprune} and {rt} in {r.venv}"
     yield f"  board      {r.machine}, Python {r.board_python}"
+    if r.requirements:
+        yield f"  installed  {' '.join(r.requirements)}"
     if r.registered:
         yield f"  device     {r.device} now runs the agent with {r.python}: {r.url}"
     else:
         yield f"  url        use {r.url}"
+    if r.fleet:
+        f = r.fleet
+        tls = "TLS" if f["tls"] else "--insecure (no TLS: give --superlink-ca on a real network)"
+        yield f"  supernode  {f['script']} joins {f['superlink']} ({tls}), samples {f['data']}"
+        state = "enabled and started" if f["enabled"] else "written, not enabled (--enable)"
+        yield f"  unit       {f['unit']}: {state}"
 
 
 def _transfer(verb: str, route: str, r: host_ops.Transfer) -> str:

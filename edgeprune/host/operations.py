@@ -9,6 +9,7 @@ operation runs, never by importing this module.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,15 +433,41 @@ class DeviceSetup(Result):
     board_python: str
     seconds: float
     registered: bool = False
+    requirements: list[str] = field(default_factory=list)  # what pip installed (if it ran)
+    fleet: dict[str, Any] | None = None  # the SuperNode's files (setup.supernode.install)
 
 
+_REGISTRY = threading.Lock()  # a group's boards update the registry one at a time
+
+
+@groupable("device setup")
 def _device_setup(
-    context: Context, device: str, venv: str, python: str, offline: bool, force: bool
+    context: Context,
+    device: str,
+    venv: str,
+    python: str,
+    offline: bool,
+    force: bool,
+    index_url: str | None,
+    extra_index_url: str | None,
+    fleet: bool,
+    superlink: str | None,
+    superlink_ca: str | None,
+    data: str,
+    enable: bool,
 ) -> DeviceSetup:
     from .registry import add as register_device
     from .registry import load, resolve
-    from .setup import set_up
+    from .setup import Options, set_up
+    from .supernode import Options as NodeOptions
 
+    if (superlink is None) == fleet:
+        raise EdgepruneError(
+            "device setup: --fleet needs --superlink HOST:PORT (the SuperLink the board's "
+            "SuperNode joins), and --superlink needs --fleet"
+        )
+    node = NodeOptions(superlink, data, superlink_ca, enable) if fleet else None
+    options = Options(venv, python, offline, force, index_url, extra_index_url, node)
     label, url = resolve(device)
     bars: dict[str, Any] = {}
 
@@ -460,13 +487,14 @@ def _device_setup(
         return progress
 
     try:
-        done = set_up(url, venv, python, offline, force, step=step, transfer=transfer)
+        done = set_up(url, options, step=step, transfer=transfer)
     finally:
         for bar in bars.values():
             bar.close()
-    registered = label in load() and load()[label] == url
-    if registered and done["url"] != url:
-        register_device(label, done["url"], replace=True)
+    with _REGISTRY:
+        registered = load().get(label) == url
+        if registered and done["url"] != url:
+            register_device(label, done["url"], replace=True)
     return DeviceSetup(device=label, registered=registered, **done)
 
 
@@ -486,15 +514,52 @@ device_setup = register(
                 default=False,
             ),
             Param("force", "reinstall even when the board is up to date", type=bool, default=False),
+            Param("index_url", "the package index pip uses instead of its configured one"),
+            Param(
+                "extra_index_url",
+                "one more package index; default: piwheels for 32-bit ARM boards (numpy), "
+                "none for others; '' for none",
+            ),
+            Param(
+                "fleet",
+                "also install flwr and this board's Flower SuperNode (launch script and systemd "
+                "user unit) joining --superlink",
+                type=bool,
+                default=False,
+            ),
+            Param(
+                "superlink", "the fleet's SuperLink (Fleet API) as HOST:PORT", metavar="HOST:PORT"
+            ),
+            Param(
+                "superlink_ca",
+                "the SuperLink's CA certificate here (PEM), copied to the board for TLS; "
+                "without it the SuperNode connects --insecure",
+                metavar="PEM",
+            ),
+            Param(
+                "data",
+                "the board's samples the SuperNode reads (relative: in the device's work "
+                "directory)",
+                default="samples",
+            ),
+            Param(
+                "enable",
+                "enable and start the SuperNode's systemd user unit now",
+                type=bool,
+                default=False,
+            ),
         ),
         _device_setup,
         DeviceSetup,
         description="Builds a wheel of the edgeprune running here, copies it to the board and "
-        "installs it with edgeprune[litert] into the venv: with the board's pip, or --offline "
-        "from wheels downloaded here for the board's platform (pip download with the board's own "
-        "wheel tags). A board that already has this build is left as it is. The device's URL "
-        "then names the venv's python (a registered device is updated), and the agent is "
-        "started through it to check. Needs an ssh:// device.",
+        "installs it with its runtime into the venv: edgeprune[litert] on 64-bit boards, "
+        "tflite-runtime and numpy from piwheels on 32-bit ARM ones; with the board's pip, or "
+        "--offline from wheels downloaded here for the board's platform (pip download with the "
+        "board's own wheel tags). A board that already has this build is left as it is. The "
+        "device's URL then names the venv's python (a registered device is updated), and the "
+        "agent is started through it to check. With --fleet it also installs flwr and writes "
+        "the board's SuperNode: a launch script and a systemd user unit (enabled only with "
+        "--enable). Given a group, every board is set up at once. Needs ssh:// devices.",
         progress=True,
     )
 )

@@ -9,8 +9,12 @@ own compatible tags) and pushed with it. A board whose venv already holds the sa
 runtime is left alone. The device's URL then names the venv's python (`?python=`), the registry
 entry is updated, and the agent is asked for INFO through the new URL to prove it runs.
 
+What goes in is chosen by the board's wheel tags (`install_plan`): `edgeprune[litert]` on 64-bit
+boards, `tflite-runtime` with numpy from piwheels on 32-bit ARM ones; `fleet` adds the `[fleet]`
+extra (flwr) and the SuperNode's launch script and systemd unit (`supernode`).
+
 It needs a shell on the board, so only ssh:// devices: the agent cannot install itself (it runs
-only edgeprune operations) and a serial line has no shell.
+only edgeprune operations) and a serial line has no shell (`SERIAL_HELP` says what to do there).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import configparser
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,17 +33,18 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from firmware_bridge import info as board_info
 
+from . import install_plan, supernode
 from .device_errors import DeviceError
 
 DEFAULT_VENV = "~/.local/share/edgeprune/venv"
 REMOTE_WHEELS = "~/.cache/edgeprune/wheels"  # on the board: the pushed wheels
-EXTRA = "litert"  # the runtime extra installed with edgeprune
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # reproducible wheels: the same files give the same bytes
 
 # Run on the board with its python3: what it is, where home is, and what the venv holds.
@@ -50,8 +56,9 @@ out = {"python": platform.python_version(), "version": list(sys.version_info[:2]
        "has_venv": importlib.util.find_spec("ensurepip") is not None, "installed": None}
 py = os.path.join(venv, "bin", "python")
 if os.access(py, os.X_OK):
-    code = ("import json; from firmware_bridge import info; "
-            "print(json.dumps({'build': info.edgeprune_build(), 'runtime': info.runtime()}))")
+    code = ("import importlib.util, json; from firmware_bridge import info; "
+            "print(json.dumps({'build': info.edgeprune_build(), 'runtime': info.runtime(), "
+            "'flwr': importlib.util.find_spec('flwr') is not None}))")
     r = subprocess.run([py, "-c", code], capture_output=True, text=True)
     out["installed"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-300:]}
 print(json.dumps(out))
@@ -251,44 +258,85 @@ def _laptop_cache() -> Path:
     return Path(base).expanduser() / "edgeprune" / "wheels"
 
 
-def download_wheels(wheel: Path, tags: dict[str, list[str]], version: list[int]) -> Path:
-    """The dependency wheels of `wheel[litert]` for a board with pip tags `tags`, downloaded
-    here (pip download, binary only) into a cache directory per platform; returns it."""
+def no_shell(url_text: str, scheme: str) -> DeviceError:
+    """Why a link without a shell cannot be set up, and what to do instead: over ssh once, or
+    by hand with the wheel built here (its path and the exact commands are in the message)."""
+    where = _laptop_cache() / "edgeprune"
+    for old in where.glob("edgeprune-*.whl"):
+        old.unlink()
+    wheel, _ = build_wheel(where)
+    venv = DEFAULT_VENV
+    arm32 = " ".join(shlex.quote(r) for r in install_plan.ARM32_RUNTIME)
+    return DeviceError(
+        f"{url_text}: device setup installs over SSH (it needs a shell on the board); a {scheme} "
+        f"link has none. Set the board up once over ssh (edgeprune device add NAME "
+        f"ssh://USER@HOST; edgeprune device setup NAME), or by hand: edgeprune push NAME {wheel}, "
+        f"then on the board run: python3 -m venv {venv} && {venv}/bin/pip install "
+        f"~/edgeprune/'{wheel.name}[litert]' (32-bit ARM: ~/edgeprune/{wheel.name} {arm32} "
+        f"--extra-index-url {install_plan.PIWHEELS})"
+    )
+
+
+_SAVED = re.compile(r"^(?:Saved|File was already downloaded) (.+\.whl)$")
+
+
+def download_wheels(
+    wheel: Path, tags: dict[str, list[str]], version: list[int], plan: install_plan.InstallPlan
+) -> list[Path]:
+    """The dependency wheels of `plan`'s targets for a board with pip tags `tags`, downloaded
+    here (pip download, binary only, with the plan's indexes) into a cache directory per
+    platform (kept: a second board or set-up downloads nothing); returns the files it needs."""
     platform = tags["platforms"][0]
     where = _laptop_cache() / f"cp{version[0]}{version[1]}-{platform}"
     where.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
+    argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--progress-bar=off"]
     argv += ["--dest", str(where), "--python-version", f"{version[0]}.{version[1]}"]
-    argv += ["--implementation", "cp"]
+    argv += ["--implementation", "cp", *plan.index_args()]
     for p in tags["platforms"]:
         argv += ["--platform", p]
     for a in tags["abis"]:
         argv += ["--abi", a]
-    argv.append(f"{wheel}[{EXTRA}]")
+    argv += plan.targets(str(wheel))
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         tail = "\n".join(r.stderr.strip().splitlines()[-6:])
+        indexes = " ".join(plan.index_args()) or "pip's configured index"
         raise DeviceError(
             f"downloading edgeprune's dependencies for {platform} (Python "
-            f"{version[0]}.{version[1]}) failed here; PyPI may have no wheel for that platform "
-            f"(32-bit armv7 boards: use the online set-up with piwheels):\n{tail}"
+            f"{version[0]}.{version[1]}) from {indexes} failed here; that index may have no "
+            f"wheel for the platform:\n{tail}"
         )
+    names = {
+        Path(m.group(1)).name for line in r.stdout.splitlines() if (m := _SAVED.match(line.strip()))
+    }
     for stale in where.glob("edgeprune-*.whl"):
         stale.unlink()
-    return where
+    return sorted(where / n for n in names if not n.startswith("edgeprune-"))
+
+
+@dataclass
+class Options:
+    """How to set a board up (beyond its URL): the venv, the board's python, offline or with
+    the board's pip, the indexes, and the fleet's SuperNode (None: no fleet)."""
+
+    venv: str = DEFAULT_VENV
+    python: str = "python3"
+    offline: bool = False
+    force: bool = False
+    index_url: str | None = None
+    extra_index_url: str | None = None  # None: piwheels for 32-bit ARM boards
+    fleet: supernode.Options | None = None
 
 
 def set_up(
     url_text: str,
-    venv: str = DEFAULT_VENV,
-    python: str = "python3",
-    offline: bool = False,
-    force: bool = False,
+    options: Options | None = None,
     step: Callable[[str], None] = lambda s: None,
     transfer=None,
 ) -> dict[str, Any]:
-    """Install the running edgeprune[litert] into `venv` on the ssh:// board `url_text`.
+    """Install the running edgeprune and its runtime (and flwr, for a fleet) into a venv on the
+    ssh:// board `url_text`; for a fleet, write the SuperNode's launch script and unit too.
 
     `step(text)` is told each phase; `transfer(name)` returns a progress(done, total) callback
     for a file being copied. Returns what was done: the new URL, versions, wheels pushed.
@@ -296,104 +344,60 @@ def set_up(
     from .links import safe_word
     from .transports import parse_url
 
+    o = options or Options()
     url = parse_url(url_text)
     if url.scheme != "ssh":
-        raise DeviceError(
-            f"{url_text}: device setup installs over SSH (it needs a shell on the board); a "
-            f"{url.scheme} link has none. Install edgeprune there from an ssh:// URL once, or "
-            "copy the wheel `edgeprune device setup` builds and pip install it by hand"
-        )
-    safe_word(venv, "venv")
-    safe_word(python, "python")
+        raise no_shell(url_text, url.scheme)
+    safe_word(o.venv, "venv")
+    safe_word(o.python, "python")
+    if o.fleet is not None:
+        o.fleet.check()
     started = time.monotonic()
     digest = board_info.edgeprune_build()["digest"]
     shell = Shell(url)
     try:
         step("probe the board")
-        status, out, err = shell.run([python, "-c", PROBE, venv])
-        if status == 127 or ("not found" in err and not out):
-            raise DeviceError(
-                f"{url_text}: {python} was not found on the board; install Python 3.10 or newer "
-                "there (Debian/Raspberry Pi OS: sudo apt-get install python3 python3-venv)"
-            )
-        if status != 0:
-            raise DeviceError(f"{url_text}: probing the board with {python} failed: {err.strip()}")
-        board = json.loads(out)
-        if tuple(board["version"]) < (3, 10):
-            raise DeviceError(
-                f"{url_text}: the board's {python} is Python {board['python']}; edgeprune needs "
-                "3.10 or newer (Raspberry Pi OS bookworm has 3.11)"
-            )
+        board = _probe(shell, url_text, o)
         venv_path = board["venv"]
         venv_python = f"{venv_path}/bin/python"
         installed = board["installed"] or {}
         current = (
-            not force
+            not o.force
             and installed.get("build", {}).get("digest") == digest
             and installed.get("runtime") is not None
+            and (o.fleet is None or installed.get("flwr"))
         )
         pushed: list[str] = []
+        requirements: list[str] = []
         if not current:
             if board["installed"] is None:
-                if not board["has_venv"]:
-                    raise DeviceError(
-                        f"{url_text}: the board's {python} has no venv module; there, run "
-                        "sudo apt-get install python3-venv, then try again"
-                    )
                 step(f"create the venv {venv_path}")
-                shell.check([python, "-m", "venv", venv_path], "creating the venv")
+                shell.check([o.python, "-m", "venv", venv_path], "creating the venv")
+            step("read the board's wheel tags")
+            tags = json.loads(shell.check([venv_python, "-c", TAGS], "reading pip tags"))
+            plan = install_plan.plan(
+                tags["platforms"], o.fleet is not None, o.index_url, o.extra_index_url
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 step("build the edgeprune wheel")
                 wheel, digest = build_wheel(Path(tmp))
                 files = [wheel]
-                if offline:
-                    step("read the board's wheel tags")
-                    tags = json.loads(shell.check([venv_python, "-c", TAGS], "reading pip tags"))
+                if o.offline:
                     step(f"download wheels for {tags['platforms'][0]} here")
-                    files += sorted(download_wheels(wheel, tags, board["version"]).glob("*.whl"))
+                    files += download_wheels(wheel, tags, board["version"], plan)
                 remote_dir = f"{board['home']}/{REMOTE_WHEELS.removeprefix('~/')}"
-                have = _remote_sizes(shell, remote_dir)
-                shell.check(["mkdir", "-p", remote_dir], "creating the wheel directory")
-                for f in files:
-                    if have.get(f.name) == f.stat().st_size:
-                        continue
-                    target = f"{remote_dir}/{f.name}"
-                    shell.check(
-                        ["sh", "-c", 'cat > "$1.part" && mv "$1.part" "$1"', "sh", target],
-                        f"copying {f.name}",
-                        stdin=f,
-                        progress=transfer(f.name) if transfer else None,
-                    )
-                    pushed.append(f.name)
-                step("pip install " + ("from the pushed wheels" if offline else "(board's pip)"))
-                argv = [venv_python, "-m", "pip", "install", "--quiet", "--upgrade"]
-                argv += ["--disable-pip-version-check", "--no-input"]
-                if offline:
-                    argv += ["--no-index", "--find-links", remote_dir]
-                if force:
-                    argv += ["--force-reinstall"]
-                argv.append(f"{remote_dir}/{wheel.name}[{EXTRA}]")
-                status, out, err = shell.run(argv)
-                if status != 0:
-                    tail = "\n".join(err.strip().splitlines()[-6:])
-                    hint = (
-                        ""
-                        if offline
-                        else "; if the board has no internet, run `edgeprune device setup "
-                        "--offline` (the laptop downloads the wheels)"
-                    )
-                    raise DeviceError(f"{url_text}: pip install failed on the board{hint}:\n{tail}")
-                # One wheel per build is enough: older edgeprune wheels go.
-                shell.run(
-                    [
-                        "sh",
-                        "-c",
-                        'for f in "$1"/edgeprune-*.whl; do [ "$f" = "$2" ] || rm -f "$f"; done',
-                        "sh",
-                        remote_dir,
-                        f"{remote_dir}/{wheel.name}",
-                    ]
-                )
+                pushed = _push_files(shell, remote_dir, files, transfer)
+                requirements = plan.targets(wheel.name)
+                step("pip install " + ("from the pushed wheels" if o.offline else "(board's pip)"))
+                _pip_install(shell, url_text, venv_python, remote_dir, wheel.name, plan, o)
+        if o.fleet is not None:
+            step("write the SuperNode's launch script")
+            home = board["home"]
+            workdir = supernode.board_path(url.workdir or "~/edgeprune", home, home)
+            files_on_board = supernode.node_files(home, workdir, o.fleet)
+            fleet = supernode.install(shell, files_on_board, venv_path, o.fleet)
+        else:
+            fleet = None
     finally:
         shell.close()
 
@@ -413,16 +417,104 @@ def set_up(
         "url": new_url,
         "python": venv_python,
         "venv": venv_path,
-        "offline": offline,
+        "offline": o.offline,
         "changed": not current,
         "pushed": pushed,
+        "requirements": requirements,
         "edgeprune": now.get("edgeprune"),
         "digest": digest,
         "runtime": now.get("runtime"),
         "machine": now.get("machine"),
         "board_python": now.get("python"),
+        "fleet": fleet,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _probe(shell: Shell, url_text: str, o: Options) -> dict[str, Any]:
+    """What the board is (Python, home, the venv and what it holds), or why it cannot be set
+    up (no python, too old, no venv module)."""
+    python = o.python
+    status, out, err = shell.run([python, "-c", PROBE, o.venv])
+    if status == 127 or ("not found" in err and not out):
+        raise DeviceError(
+            f"{url_text}: {python} was not found on the board; install Python 3.10 or newer "
+            "there (Debian/Raspberry Pi OS: sudo apt-get install python3 python3-venv)"
+        )
+    if status != 0:
+        raise DeviceError(f"{url_text}: probing the board with {python} failed: {err.strip()}")
+    board = json.loads(out)
+    if tuple(board["version"]) < (3, 10):
+        raise DeviceError(
+            f"{url_text}: the board's {python} is Python {board['python']}; edgeprune needs "
+            "3.10 or newer (Raspberry Pi OS bookworm has 3.11)"
+        )
+    if board["installed"] is None and not board["has_venv"]:
+        raise DeviceError(
+            f"{url_text}: the board's {python} has no venv module; there, run "
+            "sudo apt-get install python3-venv, then try again"
+        )
+    return board
+
+
+def _push_files(shell: Shell, remote_dir: str, files: list[Path], transfer) -> list[str]:
+    """Copy `files` into `remote_dir` on the board, except those already there with the same
+    size; returns the names copied."""
+    have = _remote_sizes(shell, remote_dir)
+    shell.check(["mkdir", "-p", remote_dir], "creating the wheel directory")
+    pushed = []
+    for f in files:
+        if have.get(f.name) == f.stat().st_size:
+            continue
+        target = f"{remote_dir}/{f.name}"
+        shell.check(
+            ["sh", "-c", 'cat > "$1.part" && mv "$1.part" "$1"', "sh", target],
+            f"copying {f.name}",
+            stdin=f,
+            progress=transfer(f.name) if transfer else None,
+        )
+        pushed.append(f.name)
+    return pushed
+
+
+def _pip_install(
+    shell: Shell,
+    url_text: str,
+    venv_python: str,
+    remote_dir: str,
+    wheel: str,
+    plan: install_plan.InstallPlan,
+    o: Options,
+) -> None:
+    """pip install the plan's targets with the board's pip (offline: from `remote_dir` only);
+    then only this build's edgeprune wheel stays in `remote_dir`."""
+    argv = [venv_python, "-m", "pip", "install", "--quiet", "--upgrade"]
+    argv += ["--disable-pip-version-check", "--no-input"]
+    argv += ["--no-index", "--find-links", remote_dir] if o.offline else plan.index_args()
+    if o.force:
+        argv += ["--force-reinstall"]
+    argv += plan.targets(f"{remote_dir}/{wheel}")
+    status, out, err = shell.run(argv)
+    if status != 0:
+        tail = "\n".join(err.strip().splitlines()[-6:])
+        hint = (
+            ""
+            if o.offline
+            else "; if the board has no internet, run `edgeprune device setup "
+            "--offline` (the laptop downloads the wheels)"
+        )
+        raise DeviceError(f"{url_text}: pip install failed on the board{hint}:\n{tail}")
+    # One wheel per build is enough: older edgeprune wheels go.
+    shell.run(
+        [
+            "sh",
+            "-c",
+            'for f in "$1"/edgeprune-*.whl; do [ "$f" = "$2" ] || rm -f "$f"; done',
+            "sh",
+            remote_dir,
+            f"{remote_dir}/{wheel}",
+        ]
+    )
 
 
 def _remote_sizes(shell: Shell, directory: str) -> dict[str, int]:
