@@ -473,7 +473,9 @@ def _group_run(name: str, r: GroupRun) -> Lines:
         else:
             text = b.get("error", "")
         status = "ok" if b["ok"] else "FAILED"
-        yield f"  {b['board']:<{width}}  {status:<6}  {b['seconds']:>6.1f} s  {text}"
+        first, *more = text.splitlines() or [""]  # an error's later lines (pip's) under its first
+        yield f"  {b['board']:<{width}}  {status:<6}  {b['seconds']:>6.1f} s  {first}"
+        yield from (f"  {'':<{width + 20}}{line}" for line in more)
 
 
 def operation_result(name: str):

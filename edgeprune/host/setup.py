@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import fcntl
 import hashlib
 import json
 import os
@@ -298,7 +299,13 @@ def download_wheels(
         argv += ["--abi", a]
     argv += plan.targets(str(wheel))
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    # One download into a cache directory at a time (a group's boards of one platform, or two
+    # commands): pip would otherwise take a file another pip is still writing as downloaded.
+    with open(where / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = subprocess.run(argv, capture_output=True, text=True, env=env)
+        for stale in where.glob("edgeprune-*.whl"):
+            stale.unlink()
     if r.returncode != 0:
         tail = "\n".join(r.stderr.strip().splitlines()[-6:])
         indexes = " ".join(plan.index_args()) or "pip's configured index"
@@ -307,11 +314,8 @@ def download_wheels(
             f"{version[0]}.{version[1]}) from {indexes} failed here; that index may have no "
             f"wheel for the platform:\n{tail}"
         )
-    names = {
-        Path(m.group(1)).name for line in r.stdout.splitlines() if (m := _SAVED.match(line.strip()))
-    }
-    for stale in where.glob("edgeprune-*.whl"):
-        stale.unlink()
+    saved = (_SAVED.match(line.strip()) for line in r.stdout.splitlines())
+    names = {Path(m.group(1)).name for m in saved if m}
     return sorted(where / n for n in names if not n.startswith("edgeprune-"))
 
 
