@@ -41,7 +41,7 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float) -> None:
+def wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if path.exists() and text in path.read_text(errors="replace"):
@@ -72,7 +72,7 @@ class LocalFleet:
         self.link = self._start(
             "flower-superlink", [*args, "--disable-runtime-dependency-installation"], log
         )
-        _wait_for(log, "Uvicorn running", self.link, start_timeout)
+        wait_for(log, "Uvicorn running", self.link, start_timeout)
 
     def _start(self, exe: str, args: list[str], log: Path) -> subprocess.Popen:
         with open(log, "wb") as out:
@@ -93,7 +93,7 @@ class LocalFleet:
         args = ["--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port())]
         config = f"data={toml_value(os.fspath(data))}"
         proc = self._start("flower-supernode", [*args, "--node-config", config], log)
-        _wait_for(log, "SuperNode ID", proc, self.start_timeout)
+        wait_for(log, "SuperNode ID", proc, self.start_timeout)
         return proc
 
     def run(self, model: str | os.PathLike, timeout: float = 600, **config: Any) -> dict:
