@@ -52,6 +52,9 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float) -> N
     raise RuntimeError(f"no {text!r} in {path} after {seconds} s")
 
 
+_wait_for = wait_for  # the name tests/test_device_setup_fleet.py imports
+
+
 class LocalFleet:
     """A SuperLink and its SuperNodes under `root` (logs, FLWR_HOME, reports)."""
 
