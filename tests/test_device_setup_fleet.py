@@ -19,7 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgeprune.fleet.local import LocalFleet, _wait_for, free_port
+from edgeprune.fleet.local import LocalFleet, free_port, wait_for
 from edgeprune.host import registry
 from edgeprune.model import Model
 from tests.cli_run import run
@@ -111,7 +111,7 @@ def test_group_setup_with_fleet_then_a_round(config, tmp_path, capsys, monkeypat
                         start_new_session=True,
                     )
                 )
-            _wait_for(log, "SuperNode ID", nodes[-1], 120)
+            wait_for(log, "SuperNode ID", nodes[-1], 120)
         report = fleet.run(
             model,
             TIMEOUT,

@@ -514,11 +514,16 @@ device_setup = register(
                 default=False,
             ),
             Param("force", "reinstall even when the board is up to date", type=bool, default=False),
-            Param("index_url", "the package index pip uses instead of its configured one"),
+            Param(
+                "index_url",
+                "the package index pip uses instead of its configured one",
+                metavar="URL",
+            ),
             Param(
                 "extra_index_url",
                 "one more package index; default: piwheels for 32-bit ARM boards (numpy), "
                 "none for others; '' for none",
+                metavar="URL",
             ),
             Param(
                 "fleet",

@@ -14,7 +14,7 @@ boards, `tflite-runtime` with numpy from piwheels on 32-bit ARM ones; `fleet` ad
 extra (flwr) and the SuperNode's launch script and systemd unit (`supernode`).
 
 It needs a shell on the board, so only ssh:// devices: the agent cannot install itself (it runs
-only edgeprune operations) and a serial line has no shell (`SERIAL_HELP` says what to do there).
+only edgeprune operations) and a serial line has no shell (`no_shell` says what to do there).
 """
 
 from __future__ import annotations
