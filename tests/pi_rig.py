@@ -96,10 +96,17 @@ class EmulatedPi:
         if CA_BUNDLE.exists():
             (self.root / CA_BUNDLE.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(CA_BUNDLE, self.root / CA_BUNDLE.relative_to("/"))
-        # /proc only. Never bind this machine's /sys: under qemu-user, LiteRT's CPU probe
-        # (cpuinfo) reads the x86 host's sysfs as an arm64 board's and every invoke segfaults.
+        # /proc, and a private /dev/pts (terminals, as a board has). Never bind this machine's
+        # /sys: under qemu-user, LiteRT's CPU probe (cpuinfo) reads the x86 host's sysfs as an
+        # arm64 board's and every invoke segfaults.
         subprocess.run(["mount", "-t", "proc", "proc", str(self.root / "proc")], check=True)
         self.mounted = True
+        pts = "newinstance,ptmxmode=0666,mode=0620"
+        subprocess.run(["mount", "-t", "devpts", "-o", pts, "devpts", str(self.root / "dev/pts")],
+                       check=True)  # fmt: skip
+        ptmx = self.root / "dev/ptmx"
+        ptmx.unlink(missing_ok=True)
+        ptmx.symlink_to("pts/ptmx")
 
         config = self.root / CONFIG.lstrip("/")
         config.mkdir(parents=True)
@@ -146,7 +153,8 @@ class EmulatedPi:
         return self.root / on_board.lstrip("/")
 
     def stop(self) -> None:
-        """Stop sshd and every process still running in the board, then unmount /proc."""
+        """Stop sshd and every process still running in the board, then unmount /proc and
+        /dev/pts."""
         if self.proc.poll() is None:
             self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -155,7 +163,8 @@ class EmulatedPi:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
         if self.mounted:
-            subprocess.run(["umount", "-l", str(self.root / "proc")], check=False)
+            for mount in ("dev/pts", "proc"):
+                subprocess.run(["umount", "-l", str(self.root / mount)], check=False)
             self.mounted = False
 
 
