@@ -99,6 +99,7 @@ def test_a_cable_pulled_mid_push_is_survived(serial_board, tmp_path):
 
 def test_a_port_with_no_agent_behind_it_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(session, "SILENCE", 1.5)
+    monkeypatch.setattr(session, "STARTUP", 1.5)
     monkeypatch.setattr(session, "RESEND_AFTER", 0.3)
     pair = PtyPair.start(tmp_path, "empty")
     try:

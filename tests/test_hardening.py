@@ -4,6 +4,7 @@ memory; now each is refused with exit 2 and one line (or handled), and writes be
 from __future__ import annotations
 
 import os
+import platform
 import stat
 
 import numpy as np
@@ -242,19 +243,22 @@ def test_a_model_that_crashes_the_runtime_is_one_line_and_the_agent_survives(
     model = tmp_path / "crash.tflite"
     model.write_bytes(hostile.optional_weight())
     line = one_line(capsys, "record", model, samples, "-o", tmp_path / "m.npz", "-q")
-    assert "crashed (SIGSEGV)" in line and str(model) in line
+    # LiteRT segfaults on it on x86-64; its aarch64 build refuses it ("failed to prepare").
+    crashed = "crashed (SIGSEGV)" if platform.machine() == "x86_64" else "failed to prepare"
+    assert crashed in line and str(model) in line
     device, root = board
     device.put(model, "crash.tflite")
     device.put(samples, "s.npy")
     from edgeprune.host.device_errors import RemoteError
 
-    with pytest.raises(RemoteError, match="crashed"):
+    with pytest.raises(RemoteError, match=crashed.split()[0]):
         device.run("record", {"model": "crash.tflite", "data": "s.npy", "output": "m.npz"}, print)
     assert device.run("inspect", {"model": "crash.tflite"}, print)  # the same agent still answers
 
 
 def test_the_memory_plan_is_linear_in_whole_run_tensors(monkeypatch):
-    """32,000 graph inputs (alive for the whole run) once took minutes: now well under 2 s."""
+    """32,000 graph inputs (alive for the whole run) once took minutes: now a few seconds even on
+    an emulated board."""
     import time
     from types import SimpleNamespace
 
@@ -266,7 +270,7 @@ def test_the_memory_plan_is_linear_in_whole_run_tensors(monkeypatch):
     monkeypatch.setattr(profile, "lifetimes", lambda model, shapes: allocations)
     start = time.perf_counter()
     plan = profile.plan_memory(SimpleNamespace(operators=[None] * ops), [])
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 10.0  # quadratic took minutes
     whole = 32_000 * 128  # 100 bytes each at 64-byte alignment
     assert plan.arena_bytes == whole + 128 and plan.peak_live_bytes == 32_000 * 100 + 128
 

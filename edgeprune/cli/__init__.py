@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `edgeprune ... | head`: the reader has all it wanted
         _silence_stdout()
         return EXIT_BROKEN_PIPE
-    except EdgepruneError as e:
-        print(f"edgeprune: error: {e}", file=sys.stderr)
+    except EdgepruneError as e:  # one line, even when a runtime's message had several
+        lines = (line.strip() for line in str(e).splitlines())
+        print(f"edgeprune: error: {'; '.join(filter(None, lines))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgeprune: interrupted; nothing was written", file=sys.stderr)

@@ -26,6 +26,9 @@ from .transports import open_link
 CLIENT = "edgeprune-host/0.1.0"
 RESEND_AFTER = 1.0  # seconds without an answer before a lossy link resends (plus wire time)
 SILENCE = 10.0  # seconds without any frame, beyond keepalives, before the agent counts as gone
+# Seconds the first answer (HELLO) may take: the agent is a Python process that starts and imports
+# on the board, which takes seconds on a slow one (a Pi Zero, an emulated Pi, several at once).
+STARTUP = 60.0
 
 
 class Session:
@@ -168,12 +171,12 @@ class Connection:
             item = session.receive(wait)
             now = time.monotonic()
             if item is None:
-                if now - heard > session.silence and type_ == p.HELLO:
+                if type_ == p.HELLO and now - heard > max(STARTUP, session.silence):
                     raise LinkError(
                         f"{self.label}: no agent answered; is `python3 -m firmware_bridge serve` "
                         "running on the board on this link (at the same baud)?"
                     )
-                if now - heard > session.silence:
+                if type_ != p.HELLO and now - heard > session.silence:
                     raise LinkError(f"{self.label}: the agent stopped answering")
                 if session.resend_after() is not None:
                     session.send(type_, request_id, body)
