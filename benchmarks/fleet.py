@@ -71,33 +71,38 @@ PRIOR_ITERATIONS = 10  # EM's rounds on real SuperNodes, capped (personalize's E
 
 
 class TreeCPU:
-    """CPU seconds (user + system) of a process tree while it runs: every process under `root`
-    (this process by default) is sampled each `every` seconds, and each one's last reading
-    counts (a process that lives less than `every` may be missed: a lower bound). The machine is
-    shared, so wall time alone says little; `by_name` shows where the CPU went."""
+    """CPU seconds (user + system) a process tree spends inside the `with` block: every process
+    under `root` (this process by default) is sampled each `every` seconds; each one's last
+    reading counts, less its reading at the start for a process already running then (a
+    SuperNode started before the run; this process). A process that lives less than `every` may
+    be missed: a lower bound. The machine is shared, so wall time alone says little; `by_name`
+    shows where the CPU went."""
 
     def __init__(self, root: int | None = None, every: float = 0.25):
         import psutil
 
         self._root = psutil.Process(root or os.getpid())
-        self._every, self._seen = every, {}
+        self._every, self._seen, self._before = every, {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
+    def _sample(self, into: dict) -> None:
         import psutil
 
+        for proc in [self._root, *self._root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                into[(proc.pid, proc.create_time())] = (proc.name(), t.user + t.system)
+            except psutil.Error:
+                continue
+
+    def _poll(self) -> None:
         while not self._stop.is_set():
-            for proc in [self._root, *self._root.children(recursive=True)]:
-                try:
-                    t = proc.cpu_times()
-                    key = (proc.pid, proc.create_time())
-                    self._seen[key] = (proc.name(), t.user + t.system)
-                except psutil.Error:
-                    continue
+            self._sample(self._seen)
             self._stop.wait(self._every)
 
     def __enter__(self) -> TreeCPU:
+        self._sample(self._before)
         self._thread.start()
         return self
 
@@ -105,13 +110,19 @@ class TreeCPU:
         self._stop.set()
         self._thread.join()
 
+    def _spent(self) -> list[tuple[str, float]]:
+        return [
+            (name, cpu - self._before.get(key, ("", 0.0))[1])
+            for key, (name, cpu) in self._seen.items()
+        ]
+
     @property
     def seconds(self) -> float:
-        return sum(cpu for _, cpu in self._seen.values())
+        return sum(cpu for _, cpu in self._spent())
 
     def by_name(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name, cpu in self._seen.values():
+        for name, cpu in self._spent():
             out[name] = out.get(name, 0.0) + cpu
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
