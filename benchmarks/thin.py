@@ -11,7 +11,10 @@ unlabeled samples, `--data`); the same with the groups chosen by their refit err
 moments); that model + the personalization stages (prior, prototypes, prune, each kept only if
 the label-free check passes; the source reference carried over). "thin + repair s" times the
 latter (one data pass, selection, refit, rewrite; "2 passes": a second pass through the
-dense and the refit thinned model refits each layer to the inputs it really receives, the default).
+dense and the refit thinned model refits each layer to the inputs it really receives, then a third
+through both refits the classifier, which kept its inputs, to the features the repaired model gives
+it, shrunk towards leaving it as it is by a λ chosen on held-out samples; the default). Repair runs
+with one BLAS thread; on a loaded machine wall time says little, CPU time is the figure to read.
 
 Data: FSDD — the source trained without the held-out speaker; repair and stages use half of the
 speaker's recordings (unlabeled), accuracy the other half. CIFAR-10 ResNet-8 — half of the test
@@ -256,7 +259,8 @@ def goals(rows) -> list[str]:
             for label, (wall, cpu) in (("1 pass", r["one_pass_s"]), ("2 passes", r["repair_s"])):
                 out.append(
                     f"- {r['model']}, 50 %: thin + repair ({label}) in {wall:.1f} s wall, "
-                    f"{cpu:.1f} s CPU (goal < 10 s): {common.verdict(wall < 10)}"
+                    f"{cpu:.1f} s CPU (goal < 10 s): by wall time {common.verdict(wall < 10)}, "
+                    f"by CPU time {common.verdict(cpu < 10)}"
                 )
         if r.get("repaired") is not None and r["amount"] == 0.25:
             best = max(r["repaired"], r["one_pass"])

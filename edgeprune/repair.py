@@ -160,60 +160,91 @@ class CrossMoments:
     """Second pass of the repair: moments of the thinned model's inputs x' (kept channels, after
     the upstream layers were thinned and refit) against the dense model's x, so each layer is
     refit to what it really receives: W' = W · Cov(x, x') Cov(x', x')⁻¹ per kernel offset, bias
-    b + W (μ_x − B μ_x') — He et al.'s reconstruction from the pruned network's own inputs."""
+    b + W (μ_x − B μ_x') — He et al.'s reconstruction from the pruned network's own inputs.
 
-    def __init__(self, first: Moments):
-        self.sources = first.sources
-        self.count: dict[int, int] = {}
-        self.stats: dict[int, list[np.ndarray]] = {}  # [Σx, Σx', Σx'x'ᵀ, Σxx'ᵀ]
-        self._pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    A layer that lost no input channel (a protected classifier) is refit towards the identity,
+    B = (Cov(x, x') + λI)(Cov(x', x') + λI)⁻¹, with λ chosen on held-out samples (moments are
+    kept for the even and the odd samples apart; λ = ∞ leaves the layer as it is): it reads one
+    row per sample, and a few hundred samples do not pin down a full C × C map."""
+
+    LAMBDAS = (RIDGE, 1e-3, 1e-2, 1e-1, 1.0, 10.0, np.inf)  # × the mean variance of x'
+
+    def __init__(self, sources: dict[int, int]):
+        self.sources = sources
+        self.count: dict[int, list[int]] = {}
+        self.stats: dict[int, list[list[np.ndarray]]] = {}  # per half: [Σx, Σx', Σx'x'ᵀ, Σxx'ᵀ]
+        self._pending: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._calls = 0
 
     def has(self, t: int) -> bool:
         self.finish()
-        return self.count.get(t, 0) > 0
+        return sum(self.count.get(t, ())) > 0
 
     def covers(self, t: int) -> bool:
         return self.has(self.sources.get(t, t))
 
     def add(self, dense: dict[int, np.ndarray], thinned: dict[int, np.ndarray]) -> None:
+        half = self._calls % 2
+        self._calls += 1
         for t, v in dense.items():
-            pending = self._pending.setdefault(t, [])
+            pending = self._pending.setdefault((t, half), [])
             pending.append((_rows(v, v.shape[-1]), _rows(thinned[t], thinned[t].shape[-1])))
             if sum(len(x) for x, _ in pending) >= BATCH_ROWS:
-                self._flush(t)
+                self._flush((t, half))
 
     def finish(self) -> None:
-        for t in list(self._pending):
-            self._flush(t)
+        for key in list(self._pending):
+            self._flush(key)
 
-    def _flush(self, t: int) -> None:
-        pending = self._pending.pop(t)
+    def _flush(self, key: tuple[int, int]) -> None:
+        (t, half), pending = key, self._pending.pop(key)
         x = np.concatenate([x for x, _ in pending])
         xp = np.concatenate([xp for _, xp in pending])
         if t not in self.stats:
             c, k = x.shape[1], xp.shape[1]
-            self.count[t] = 0
-            self.stats[t] = [np.zeros(c), np.zeros(k), np.zeros((k, k)), np.zeros((c, k))]
-        s = self.stats[t]
-        self.count[t] += x.shape[0]
+            self.count[t] = [0, 0]
+            self.stats[t] = [[np.zeros(c), np.zeros(k), np.zeros((k, k)), np.zeros((c, k))]
+                             for _ in range(2)]  # fmt: skip
+        s = self.stats[t][half]
+        self.count[t][half] += x.shape[0]
         s[0] += x.sum(axis=0, dtype=np.float64)
         s[1] += xp.sum(axis=0, dtype=np.float64)
         s[2] += xp.T @ xp
         s[3] += x.T @ xp
 
+    def _moments(self, t: int, halves=(0, 1)):
+        """(μx, μx', Cov(x', x'), Cov(x, x')) over the samples of `halves`."""
+        n = max(sum(self.count[t][h] for h in halves), 1)
+        sx, sxp, gpp, gxp = (sum(self.stats[t][h][i] for h in halves) for i in range(4))
+        mx, mp = sx / n, sxp / n
+        return mx, mp, gpp / n - np.outer(mp, mp), gxp / n - np.outer(mx, mp)
+
+    def _towards_identity(self, t: int, energy: np.ndarray) -> np.ndarray:
+        """B for a layer that kept every input: λ chosen by two-fold held-out error of W x."""
+        k = self.stats[t][0][1].size
+
+        def fit(cov_pp, cov_xp, lam):
+            if np.isinf(lam):
+                return np.eye(k)
+            scale = lam * max(float(np.trace(cov_pp)) / k, 1e-12)
+            return np.linalg.solve(cov_pp + scale * np.eye(k), (cov_xp + scale * np.eye(k)).T).T
+
+        def error(b, cov_pp, cov_xp):  # E‖W(x − Bx')‖² less the part that does not depend on B
+            return float(np.sum(energy * (b @ cov_pp @ b.T - 2 * cov_xp @ b.T)))
+
+        if min(self.count[t]) == 0:
+            return fit(*self._moments(t)[2:], RIDGE)
+        folds = [self._moments(t, (h,))[2:] for h in (0, 1)]
+        errors = [sum(error(fit(*folds[h], lam), *folds[1 - h]) for h in (0, 1))
+                  for lam in self.LAMBDAS]  # fmt: skip
+        return fit(*self._moments(t)[2:], self.LAMBDAS[int(np.argmin(errors))])
+
     def refit(self, layer: Layer, model: Model, keep: np.ndarray, source: int | None = None):
         t = layer.input if source is None else source
         if not self.has(t) or layer.bias_input is None or layer.propagates_channels:
             return None
-        n = self.count[t]
-        sx, sxp, gpp, gxp = self.stats[t]
-        mx, mp = sx / n, sxp / n
-        cov_pp = gpp / n - np.outer(mp, mp)
-        cov_xp = gxp / n - np.outer(mx, mp)
-        k = mp.size
-        ridge = RIDGE * max(float(np.trace(cov_pp)) / max(k, 1), 1e-12)
-        b = np.linalg.solve(cov_pp + ridge * np.eye(k), cov_xp.T).T  # [C × K]
-        c = mx.size
+        mx, mp, cov_pp, cov_xp = self._moments(t)
+        k, c = mp.size, mx.size
         kept = np.unique(np.asarray(keep) % c)
         if kept.size != k:
             return None
@@ -221,6 +252,12 @@ class CrossMoments:
         axis = layer.in_axis
         moved = np.moveaxis(w, axis, -1)
         split = moved.reshape(*moved.shape[:-1], -1, c)
+        if k == c:
+            rows = split.reshape(-1, c)
+            b = self._towards_identity(t, rows.T @ rows)
+        else:
+            ridge = RIDGE * max(float(np.trace(cov_pp)) / max(k, 1), 1e-12)
+            b = np.linalg.solve(cov_pp + ridge * np.eye(k), cov_xp.T).T  # [C × K]
         new = np.zeros_like(split)
         new[..., kept] = split @ b
         delta = (split @ (mx - b @ mp)).reshape(layer.out_channels, -1).sum(axis=1)
@@ -228,11 +265,12 @@ class CrossMoments:
         return np.moveaxis(new.reshape(moved.shape), -1, axis), delta
 
 
-def record_cross(dense: Model, thinned: Model, samples, first: Moments) -> CrossMoments:
-    """Run `samples` through both models once, accumulating `CrossMoments` of the tensors
-    `first` holds moments for (same tensor indices in both: thinning keeps them)."""
-    cross = CrossMoments(first)
-    tensors = list(first.sums)
+def record_cross(dense: Model, thinned: Model, samples, sources: dict[int, int]) -> CrossMoments:
+    """Run `samples` through both models once, accumulating `CrossMoments` of the tensors in
+    `sources` ({layer input: the tensor standing for it}; same tensor indices in both models:
+    thinning keeps them)."""
+    cross = CrossMoments(sources)
+    tensors = list(dict.fromkeys(sources.values()))
     a, b = Runner(dense, watch=tensors), Runner(thinned, watch=tensors)
     for sample in samples:
         va, vb = a.run(sample), b.run(sample)

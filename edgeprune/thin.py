@@ -80,7 +80,7 @@ def shrink(
     `samples` (unlabeled) when they are given: a first pass through the dense model, and with
     `passes` = 2 a second one through both the dense and the refit thinned model, refitting each
     layer to the inputs it really receives. The layers (op indices) in `protect` keep all their
-    input channels."""
+    input channels, and are refit last, to the inputs the repaired model gives them."""
     graph, groups = analyze(model)
     protect = set(protect)
     for g in groups:
@@ -107,9 +107,18 @@ def shrink(
     if moments is not None and passes > 1 and result.removed:
         from .repair import record_cross
 
-        cross = record_cross(model, result.model, samples, moments)
+        cross = record_cross(model, result.model, samples, sources)
         graph.propagate(None if masked else masked_channels(result.removed), not zero_bias)
         result = _rewrite(model, graph, result.removed, result.kept, cross)
+        # Last, the protected layers (the classifier) that lost no input but read changed
+        # inputs: refit to what the repaired model now gives them (nothing after them moves).
+        last = {x.input: graph.channel_source(x.input) for x in graph.layers.values()
+                if x.op in protect and x.input not in model.main.inputs}  # fmt: skip
+        if last:
+            cross = record_cross(model, result.model, samples, last)
+            final = _rewrite(result.model, ChannelGraph(result.model), [], [], cross, protect)
+            final.model.name = result.model.name
+            result.model, result.repaired = final.model, [*result.repaired, *final.repaired]
     result.frozen_ops = list(graph.reported)
     result.free_groups = sum(not g.frozen for g in groups)
     return result
@@ -145,7 +154,10 @@ def thin(
     return _rewrite(model, graph, removed, kept, moments)
 
 
-def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
+def _rewrite(model, graph, removed, kept, moments, refit: Iterable[int] = ()) -> ThinResult:
+    """Write the model without the channels of `removed`; with `moments`, refit the layers that
+    lost input channels, and the layers (op indices) in `refit` whatever they lost."""
+    refit = set(refit)
     fb = schema()
     root = fb.ModelT.InitFromPackedBuf(model.to_bytes(), 0)
     sg = root.subgraphs[0]
@@ -165,6 +177,8 @@ def _rewrite(model, graph, removed, kept, moments) -> ThinResult:
         op = sg.operators[layer.op]
         out_keep = keep.get(layer.output)
         in_keep = keep.get(layer.input) if not layer.propagates_channels else None
+        if in_keep is None and layer.op in refit and moments.covers(layer.input):
+            in_keep = np.arange(graph.width(layer.input))
         if out_keep is None and in_keep is None:
             continue
         weight = layer.weight
