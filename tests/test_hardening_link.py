@@ -225,3 +225,39 @@ def test_agents_share_a_work_directory_and_only_one_started_alone_sweeps(tmp_pat
         alone.request(p.PING, b"")
         assert not temp.exists()  # started alone after a death: swept
     assert not list((root / ".edgeprune").glob("agent.running*"))
+
+
+def test_one_run_on_the_board_whatever_the_session(board, tflite_model):
+    from tests.device_rig import put_many_samples
+
+    device, root = board
+    device.put(tflite_model("int8"), "m.tflite")
+    put_many_samples(root)
+    running, stop, outcome = threading.Event(), threading.Event(), {}
+
+    def hold(event) -> None:
+        if event["kind"] == "progress":
+            running.set()
+            if stop.is_set():
+                raise KeyboardInterrupt  # Ctrl-C: CANCEL
+
+    def record() -> None:
+        params = {"model": "m.tflite", "data": "many.npy", "output": "map.npz"}
+        try:
+            device.run("record", params, hold)
+        except BaseException as e:  # noqa: BLE001 - the outcome is checked by the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    try:
+        assert running.wait(60)
+        with Device(f"local://{root}") as other, pytest.raises(RemoteError) as e:
+            other.run("inspect", {"model": "m.tflite"}, lambda event: None)
+        assert e.value.code == "busy" and "another session's operation" in str(e.value)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert isinstance(outcome.get("error"), KeyboardInterrupt)
+    with Device(f"local://{root}") as other:  # free again once the first was cancelled
+        assert other.run("inspect", {"model": "m.tflite"}, lambda event: None)["result"]
