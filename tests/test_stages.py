@@ -45,13 +45,18 @@ class Gaussians:
         return features @ self.weight.T + self.bias
 
 
+SLOW = pytest.mark.slow  # minutes of numpy here, hours on the emulated Pi (qemu)
+
+
 def shifted_prior(classes: int, present: list[int]) -> np.ndarray:
     p = np.zeros(classes)
     p[present] = 1 / len(present)
     return p
 
 
-@pytest.mark.parametrize("classes", [2, 10, 100])
+@pytest.mark.parametrize(
+    "classes", [2, pytest.param(10, marks=SLOW), pytest.param(100, marks=SLOW)]
+)
 def test_prior_test_holds_its_level_for_any_number_of_classes_and_n(classes):
     """No shift: significant in at most a few of 20 users, for C = 2 … 100 and n = 20 … 400;
     a real shift to a few classes: significant once n is large enough to see it."""
