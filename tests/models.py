@@ -44,6 +44,10 @@ archs
     ``keypoints``            a MoveNet-like keypoint regressor, not a classifier: 16x16x3 input;
                              conv 8 (stride 2, relu), depthwise (relu), global average pool,
                              dense 51, reshape to [1, 17, 3] ((y, x, score) per keypoint).
+    ``upsample``             16x16x3 input; conv 8 (stride 2, relu), transposed conv 8 (3x3, stride
+                             2, SAME, relu), conv 8 (stride 2, relu), transposed conv 6 (2x2,
+                             stride 2, VALID, relu), 1x1 conv 4 (stride 4), flatten, dense 10:
+                             TRANSPOSE_CONV as producer and consumer of channels (thinning).
 
 Weights are drawn from a seeded NumPy generator, biases are non-zero (the converter folds and
 deduplicates all-zero bias tensors, which would hide bias effects), so every build of a (kind,
@@ -70,7 +74,15 @@ os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 KINDS = ("float32", "dynamic", "int8", "float16", "uint8")
-ARCHS = ("mixed", "mixed_wide", "small_cnn", "mobilenet_v2_shaped", "conv_head", "keypoints")
+ARCHS = (
+    "mixed",
+    "mixed_wide",
+    "small_cnn",
+    "mobilenet_v2_shaped",
+    "conv_head",
+    "keypoints",
+    "upsample",
+)
 INPUT_SHAPES = {
     "mixed": (1, 16, 16, 3),
     "mixed_wide": (1, 16, 16, 3),
@@ -78,6 +90,7 @@ INPUT_SHAPES = {
     "mobilenet_v2_shaped": (1, 96, 96, 3),
     "conv_head": (1, 16, 16, 3),
     "keypoints": (1, 16, 16, 3),
+    "upsample": (1, 16, 16, 3),
 }
 KEYPOINTS = 17  # arch "keypoints": MoveNet's 17 body keypoints
 CALIBRATION_SAMPLES = 32
@@ -97,6 +110,8 @@ COMMITTED = (
     ("int8", "conv_head"),
     ("float32", "keypoints"),
     ("int8", "keypoints"),
+    ("float32", "upsample"),
+    ("int8", "upsample"),
 )
 
 # Legacy uint8 model: the float input x maps to uint8 q as x = (q - MEAN) / STD.
@@ -169,6 +184,19 @@ def _keras_model(arch: str):
                 layers.Conv2D(10, 1),
                 layers.Reshape((10,)),
                 layers.Softmax(),
+            ]
+        )
+    elif arch == "upsample":
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape, batch_size=1),
+                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2DTranspose(6, 2, strides=2, padding="valid", activation="relu"),
+                layers.Conv2D(4, 1, strides=4),
+                layers.Flatten(),
+                layers.Dense(10),
             ]
         )
     elif arch == "keypoints":
