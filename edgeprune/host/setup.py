@@ -357,7 +357,7 @@ def set_up(
     if o.fleet is not None:
         o.fleet.check()
     started = time.monotonic()
-    digest = board_info.edgeprune_build()["digest"]
+    digest = _digest_now()
     shell = Shell(url)
     try:
         step("probe the board")
@@ -433,6 +433,12 @@ def set_up(
         "fleet": fleet,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _digest_now() -> str:
+    """The build digest of edgeprune's files as they are now, as the wheel will carry it (not
+    `info.edgeprune_build()`, cached for the process: a long-lived one may outlive an edit)."""
+    return board_info.digest_of([(rel, p.read_bytes()) for rel, p in board_info.package_files()])
 
 
 def _probe(shell: Shell, url_text: str, o: Options) -> dict[str, Any]:
