@@ -82,6 +82,11 @@ class Param:
         return value
 
 
+def switch(name: str, help: str, **declared: Any) -> Param:
+    """A yes/no parameter, off unless given (`--name` on the command line)."""
+    return Param(name, help, type=bool, default=False, **declared)
+
+
 @dataclass
 class Result:
     """What an operation returns: typed fields, `to_dict()` for JSON, `from_dict` back."""

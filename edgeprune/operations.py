@@ -34,7 +34,7 @@ from .choices import (
     THIN_SCORES,
 )
 from .errors import EdgepruneError
-from .operation import REQUIRED, Context, Operation, Param, Result, register
+from .operation import REQUIRED, Context, Operation, Param, Result, register, switch
 
 MODEL = Param("model", ".tflite file or .edgepkg package", default=REQUIRED, role="input",
               positional=True)  # fmt: skip
@@ -346,7 +346,7 @@ prune = register(
             SCORE,
             SCOPE,
             GRANULARITY,
-            Param("keep_classifier", "leave the final layer unpruned", type=bool, default=False),
+            switch("keep_classifier", "leave the final layer unpruned"),
             Param("seed", "seed for --score random", type=int, default=0),
             Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
         ),
@@ -449,11 +449,9 @@ thin = register(
                 "(label-free least squares)",
                 role="input",
             ),
-            Param(
+            switch(
                 "keep_bias",
                 "removed channels keep outputting act(bias), folded into the next layer",
-                type=bool,
-                default=False,
             ),
             Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
         ),
@@ -636,12 +634,7 @@ personalize = register(
             SCORE,
             SCOPE,
             GRANULARITY,
-            Param(
-                "prune_classifier",
-                "also prune the final layer (kept by default)",
-                type=bool,
-                default=False,
-            ),  # fmt: skip
+            switch("prune_classifier", "also prune the final layer (kept by default)"),
             Param(
                 "stages",
                 "comma-separated stages, a subsequence of the one order prior,prototypes,prune: "
@@ -1112,14 +1105,12 @@ recipe = register(
             Param("mean", "image: subtracted after --scale, one value or R,G,B", type=numbers),
             Param("std", "image: divided by after the mean, one value or R,G,B", type=numbers),
             Param("scale", "image: pixels (0-255) times this first (default 1/255)", type=float),
-            Param(
+            switch(
                 "from_model",
-                "image: normalize as the model's own uint8/int8 input "
-                "quantization says (raw pixel bytes), instead of --mean/--std",
-                type=bool,
-                default=False,
+                "image: normalize as the model's own uint8/int8 input quantization says (raw "
+                "pixel bytes), instead of --mean/--std",
             ),
-            Param("bgr", "image: the model takes BGR channels", type=bool, default=False),
+            switch("bgr", "image: the model takes BGR channels"),
             Param("sample_rate", "audio: Hz (default 8000)", type=positive),
             Param("length", "audio: samples, padded or cropped (default 8000)", type=positive),
             Param("frame_length", "audio: samples per frame (default 256)", type=positive),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..choices import CONVERT_MODES
 from ..errors import EdgepruneError
-from ..operation import REQUIRED, Context, Operation, Param, Result, register
+from ..operation import REQUIRED, Context, Operation, Param, Result, register, switch
 from .groups import groupable, output_per_board
 
 DEVICE = Param("device", "a registered board's name, or a device URL", default=REQUIRED,
@@ -120,9 +120,7 @@ convert = register(
             Param(
                 "data", "calibration samples: a .npy/.npz file or folder of them", role="input"
             ),  # fmt: skip
-            Param(
-                "float_io", "int8 mode: keep float32 input and output", type=bool, default=False
-            ),  # fmt: skip
+            switch("float_io", "int8 mode: keep float32 input and output"),
             Param(
                 "calibration_samples",
                 "at most this many calibration samples",
@@ -268,7 +266,7 @@ device_add = register(
         (
             Param("name", "a short name for the board", default=REQUIRED, positional=True),
             Param("url", URL_HELP, default=REQUIRED, positional=True),
-            Param("replace", "overwrite an existing name", type=bool, default=False),
+            switch("replace", "overwrite an existing name"),
         ),
         _device_add,
         DeviceAdded,
@@ -338,7 +336,7 @@ device_group_add = register(
                 many=True,
                 metavar="BOARD",
             ),
-            Param("replace", "change an existing group", type=bool, default=False),
+            switch("replace", "change an existing group"),
         ),
         _group_add,
         GroupChanged,
@@ -506,14 +504,12 @@ device_setup = register(
             DEVICE,
             Param("venv", "the venv on the board", default="~/.local/share/edgeprune/venv"),
             Param("python", "the board's Python that creates the venv", default="python3"),
-            Param(
+            switch(
                 "offline",
                 "the board has no internet: download the wheels for its platform here and "
                 "push them with edgeprune",
-                type=bool,
-                default=False,
             ),
-            Param("force", "reinstall even when the board is up to date", type=bool, default=False),
+            switch("force", "reinstall even when the board is up to date"),
             Param(
                 "index_url",
                 "the package index pip uses instead of its configured one",
@@ -525,12 +521,10 @@ device_setup = register(
                 "none for others; '' for none",
                 metavar="URL",
             ),
-            Param(
+            switch(
                 "fleet",
                 "also install flwr and this board's Flower SuperNode (launch script and systemd "
                 "user unit) joining --superlink",
-                type=bool,
-                default=False,
             ),
             Param(
                 "superlink", "the fleet's SuperLink (Fleet API) as HOST:PORT", metavar="HOST:PORT"
@@ -547,12 +541,7 @@ device_setup = register(
                 "directory)",
                 default="samples",
             ),
-            Param(
-                "enable",
-                "enable and start the SuperNode's systemd user unit now",
-                type=bool,
-                default=False,
-            ),
+            switch("enable", "enable and start the SuperNode's systemd user unit now"),
         ),
         _device_setup,
         DeviceSetup,
@@ -571,8 +560,7 @@ device_setup = register(
 
 # ------------------------------------------------------------------------------------ push, pull
 
-RECURSIVE = Param("recursive", "copy a folder and everything in it", type=bool, default=False,
-                  flag="-r")  # fmt: skip
+RECURSIVE = switch("recursive", "copy a folder and everything in it", flag="-r")
 
 
 @dataclass
@@ -727,9 +715,7 @@ ls = register(
                 default="",
                 positional=True,
             ),  # fmt: skip
-            Param(
-                "recursive", "list the folders inside too", type=bool, default=False, flag="-r"
-            ),  # fmt: skip
+            switch("recursive", "list the folders inside too", flag="-r"),
         ),
         _ls,
         Listing,
