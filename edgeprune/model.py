@@ -279,20 +279,25 @@ class ReducerOptions(Options):
     keep_dims: bool = False
 
 
-_BO = tflite.BuiltinOptions
+# The option sets edgeprune reads, by their schema name: the BuiltinOptions type and the generated
+# class both carry that name.
+_READ = {
+    "Conv2DOptions": Conv2DOptions,
+    "DepthwiseConv2DOptions": DepthwiseConv2DOptions,
+    "FullyConnectedOptions": FullyConnectedOptions,
+    "BatchMatMulOptions": BatchMatMulOptions,
+    "Pool2DOptions": Pool2DOptions,
+    "TransposeConvOptions": TransposeConvOptions,
+    "AddOptions": ActivationOptions,
+    "SubOptions": ActivationOptions,
+    "MulOptions": ActivationOptions,
+    "DivOptions": ActivationOptions,
+    "ConcatenationOptions": ActivationOptions,
+    "ReducerOptions": ReducerOptions,
+}
 OPTIONS: dict[int, tuple[type, type[Options]]] = {
-    _BO.Conv2DOptions: (tflite.Conv2DOptions, Conv2DOptions),
-    _BO.DepthwiseConv2DOptions: (tflite.DepthwiseConv2DOptions, DepthwiseConv2DOptions),
-    _BO.FullyConnectedOptions: (tflite.FullyConnectedOptions, FullyConnectedOptions),
-    _BO.BatchMatMulOptions: (tflite.BatchMatMulOptions, BatchMatMulOptions),
-    _BO.Pool2DOptions: (tflite.Pool2DOptions, Pool2DOptions),
-    _BO.TransposeConvOptions: (tflite.TransposeConvOptions, TransposeConvOptions),
-    _BO.AddOptions: (tflite.AddOptions, ActivationOptions),
-    _BO.SubOptions: (tflite.SubOptions, ActivationOptions),
-    _BO.MulOptions: (tflite.MulOptions, ActivationOptions),
-    _BO.DivOptions: (tflite.DivOptions, ActivationOptions),
-    _BO.ConcatenationOptions: (tflite.ConcatenationOptions, ActivationOptions),
-    _BO.ReducerOptions: (tflite.ReducerOptions, ReducerOptions),
+    getattr(tflite.BuiltinOptions, name): (getattr(tflite, name), kind)
+    for name, kind in _READ.items()
 }
 
 
