@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .errors import EdgepruneError
 from .layers import Layer
 from .model import Model
 from .runtime import Runner
@@ -33,6 +34,17 @@ def _rows(v: np.ndarray, channels: int) -> np.ndarray:
     x = np.asarray(v).reshape(-1, channels)
     step = -(-x.shape[0] // MAX_ROWS)
     return x[::step].astype(np.float32)
+
+
+def _finite(*products: np.ndarray) -> None:
+    """Stop when a product of recorded activations is inf or NaN: a refit from it would write a
+    model of NaNs. Samples far beyond float32's range give it, and so did NumPy's OpenBLAS SVE
+    kernels under qemu 7.2's default CPU (intermittently, for finite inputs)."""
+    if not all(np.isfinite(p).all() for p in products):
+        raise EdgepruneError(
+            "the activations' statistics came out inf or NaN (samples beyond float32's range, "
+            "or a faulty BLAS on this machine); nothing was written"
+        )
 
 
 class Moments:
@@ -68,8 +80,11 @@ class Moments:
     def _flush(self, t: int) -> None:
         x = np.concatenate(self._pending.pop(t))
         self.count[t] += x.shape[0]
+        with np.errstate(all="ignore"):  # checked below
+            gram = x.T @ x
+        _finite(gram)
         self.sums[t] += x.sum(axis=0, dtype=np.float64)
-        self.grams[t] += x.T @ x
+        self.grams[t] += gram
 
     def finish(self) -> None:
         """Bring the rows still gathered into the sums (the accessors call it)."""
@@ -209,8 +224,11 @@ class CrossMoments:
         self.count[t][half] += x.shape[0]
         s[0] += x.sum(axis=0, dtype=np.float64)
         s[1] += xp.sum(axis=0, dtype=np.float64)
-        s[2] += xp.T @ xp
-        s[3] += x.T @ xp
+        with np.errstate(all="ignore"):  # checked below
+            gram, cross = xp.T @ xp, x.T @ xp
+        _finite(gram, cross)
+        s[2] += gram
+        s[3] += cross
 
     def _moments(self, t: int, halves=(0, 1)):
         """(μx, μx', Cov(x', x'), Cov(x, x')) over the samples of `halves`."""

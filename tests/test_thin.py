@@ -419,3 +419,12 @@ def test_a_protected_classifier_keeps_its_inputs_and_is_refit_last():
         return np.linalg.norm(outputs(m, held_out) - dense)
 
     assert error(result.model) <= 1.02 * error(before)
+
+
+def test_statistics_that_come_out_inf_stop_the_repair_before_anything_is_written():
+    """Samples beyond float32's range (or a faulty BLAS) give inf/NaN Gram sums: a refit from them
+    would write a model of NaNs, so the repair stops with the reason instead."""
+    model = Model(build("float32", "small_cnn"))
+    huge = random_inputs(8, INPUT_SHAPES["small_cnn"][1:], seed=3) * np.float32(1e30)
+    with pytest.raises(EdgepruneError, match="inf or NaN"):
+        shrink(model, 0.5, samples=huge)
