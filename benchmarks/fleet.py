@@ -20,8 +20,9 @@ Flower's simulation engine (`flower-superlink --simulation`, Ray; `pip install
      unlabeled images on the board, 300 held out).
    Held-out accuracy per board of the source, the fleet model (pruned from the fleet's
    statistics at the sparsity the fleet's check chose, or at `--sparsity` with `--rule fixed`),
-   the fleet model personalized locally (`personalize`, all stages), and local-only
-   personalization from the source; the worst board against local-only.
+   the fleet model personalized locally (`personalize`, all stages, judged with the reference
+   the fleet delivered: the source's rebound to the fleet model with the prior the fleet gave
+   it), and local-only personalization from the source; the worst board against local-only.
 
     python benchmarks/fleet.py            # everything (about 30 minutes on 2 loaded cores)
     python benchmarks/fleet.py --quick    # 4 boards only, no 16/64
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -302,26 +304,17 @@ def cifar_boards(n: int = CIFAR_BOARDS) -> Dataset:
     return Dataset("CIFAR-10, each user a board", Path(source["float32"]), validation, boards)
 
 
-def population_reference(model: Model, vx, vy, prior: np.ndarray | None) -> refmod.Reference:
-    """The fleet model's reference. A fleet model with the prior stage kept predicts for the
-    fleet's class prior (its bias holds it), so its reference is built on the validation set
-    resampled to that prior, per class without replacement (at least 2 a class): what a board's
-    `personalize` on top takes as the model's own prior and validation distribution."""
-    if prior is None:
-        return refmod.build(model, iter(vx), vy)
-    from benchmarks.users import counts
-
-    available = np.bincount(vy, minlength=len(prior))
-    prior = np.maximum(np.asarray(prior, float), 1e-12)
-    total = int(min(available / prior))
-    take = np.clip(counts(prior, total), 2, available)
-    rng = np.random.default_rng(0)
-    rows = np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(vy == c), k, replace=False) for c, k in enumerate(take)]
-        )
-    )
-    return refmod.build(model, iter(vx[rows]), vy[rows])
+def fleet_reference(fleet_model: Model, out: Path, report: dict, vx, vy) -> refmod.Reference:
+    """The reference the fleet delivered with its model (`fleet.reference.npz`, the source's
+    rebound with the prior the fleet gave it); when pruning changed the features and none was
+    delivered, one built on the validation set, told the fleet's prior, as a user would."""
+    if refmod.beside(out).exists():
+        return refmod.Reference.load(refmod.beside(out))
+    prior = report["rounds"].get("prior", {})
+    built = refmod.build(fleet_model, iter(vx), vy)
+    if not prior.get("applied"):
+        return built
+    return replace(built, model_prior=np.array(prior["model_prior"]))
 
 
 def fleet_accuracy(root: Path, data: Dataset, rule: str, sparsity: float, iterations: int):
@@ -337,7 +330,7 @@ def fleet_accuracy(root: Path, data: Dataset, rule: str, sparsity: float, iterat
             d = fleet.root / f"board{k}"
             d.mkdir()
             np.save(d / "samples.npy", board.adapt)
-            fleet.node(f"board{k}", d)
+            fleet.node(f"board{k}", d, d / "fleet.tflite")  # the board keeps what is delivered
         out = fleet.root / "fleet.tflite"
         n = len(data.boards)
         with TreeCPU() as cpu:
@@ -348,9 +341,9 @@ def fleet_accuracy(root: Path, data: Dataset, rule: str, sparsity: float, iterat
             )  # fmt: skip
     report["cpu_seconds"], report["load"] = cpu.seconds, os.getloadavg()[0]
     fleet_model = Model.load(out)
-    prior = report["rounds"].get("prior", {})
-    fleet_prior = np.array(prior["target_prior"]) if prior.get("applied") else None
-    fleet_ref = population_reference(fleet_model, vx, vy, fleet_prior)
+    fleet_ref = fleet_reference(fleet_model, out, report, vx, vy)
+    boards = [refmod.beside(work / f"board{k}" / "fleet.tflite") for k in range(n)]
+    report["boards_with_reference"] = sum(p.exists() for p in boards)
     rows = []
     for board in data.boards:
         tx, ty = board.test_x, board.test_y
@@ -513,7 +506,15 @@ def accuracy_markdown(acc: dict) -> list[str]:
         f"Fleet run: {stats['answered']} boards, measured sparsity "
         f"{stats['measured_sparsity']:.1%}, statistics round {stats['seconds']:.1f} s, whole run "
         f"{report['wall_seconds']:.0f} s, {report['cpu_seconds']:.0f} s CPU in all its "
-        f"processes (load {report['load']:.1f}).{judged}",
+        f"processes (load {report['load']:.1f}).{judged} "
+        + (
+            f"The fleet's reference (the source's, rebound to the fleet model with its prior) "
+            f"reached {report['boards_with_reference']} of {len(acc['rows'])} boards; local "
+            "personalization on top is judged with it."
+            if report["boards_with_reference"]
+            else "No reference was delivered (pruning changed the features): local "
+            "personalization on top is judged with one built on the validation set."
+        ),
         "",
         f"Worst board here: {worst:+.1f} points against local-only personalization.",
     ]

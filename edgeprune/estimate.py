@@ -143,11 +143,8 @@ class AccuracyEstimator:
         self.features = reference.features.astype(np.float64)
         self.labels = reference.labels
         self.method = method
-        share = np.bincount(self.labels, minlength=reference.classes) / len(self.labels)
-        prior = reference.prior if target_prior is None else np.asarray(target_prior, float)
         # Each validation row stands for its class's share of the user's data.
-        self.weights = (prior / np.maximum(share, 1e-12))[self.labels]
-        self.weights /= self.weights.sum()
+        self.weights = reference.row_weights(target_prior)
 
     def calibrate(self, weight: np.ndarray, bias: np.ndarray) -> float:
         """What the per-sample scores of this layer need: its threshold or temperature."""

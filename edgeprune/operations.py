@@ -506,7 +506,10 @@ def _save_personalized(output: str, source: str, chosen, rep, package, ref, reci
             f"the package holds no reference: {', '.join(sorted(changed))} changed the features "
             "the source reference describes; build one with `edgeprune reference`"
         )
-    bound = ref.rebind(chosen) if ref is not None and not changed else None
+    bound = None
+    if ref is not None and not changed:
+        kept = [s.details["model_prior"] for s in rep.stages if s.name == "prior" and s.applied]
+        bound = ref.rebind(chosen, kept[0] if kept else None)
     made = load_recipe(recipe) if recipe else None
     write_personalized(output, chosen, package, made, bound, name=Path(source).stem)
 

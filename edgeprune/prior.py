@@ -66,6 +66,13 @@ class PriorShift:
         return np.log(np.maximum(self.target, self.floor) / self.source)
 
     @property
+    def model_prior(self) -> np.ndarray:
+        """The prior a model corrected by `log_ratio` predicts for: the floored target,
+        normalized (what its rebound reference records, `Reference.rebind`)."""
+        floored = np.maximum(self.target, self.floor)
+        return floored / floored.sum()
+
+    @property
     def logit_offset(self) -> np.ndarray:
         """The same correction in the model's own logit units (× temperature)."""
         return self.temperature * self.log_ratio
@@ -81,6 +88,7 @@ class PriorShift:
             "feature_threshold": self.feature_threshold,
             "samples": self.samples,
             "target_prior": self.target.round(4).tolist(),
+            "model_prior": self.model_prior.tolist(),
         }
 
 
@@ -166,14 +174,12 @@ def tests(
     and tests here."""
     (target, statistic, n), (weight, bias), (feature_mean, samples) = em, layer, features
     t, source = reference.temperature, reference.prior
-    share = np.bincount(reference.labels, minlength=reference.classes) / len(reference.labels)
     rows = np.arange(len(reference.labels))
     null_probs = softmax((reference.features @ weight.T + bias) / t)
     rng = np.random.default_rng(seed)
 
     def draw(prior: np.ndarray, n: int) -> np.ndarray:
-        p = (prior / np.maximum(share, 1e-12))[reference.labels]  # the sample is stratified
-        return rng.choice(rows, n, p=p / p.sum())
+        return rng.choice(rows, n, p=reference.row_weights(prior))  # the rows are stratified
 
     # The null of "the prior moved": n validation rows drawn with the source prior.
     nulls = [_statistic(null_probs[draw(source, n)], source)[1] for _ in range(draws)]

@@ -13,6 +13,12 @@ never trained on), and shipped beside the model (inside an `.edgepkg`, or as a f
   stratified sample of labelled validation features: on it any rewrite of the final layer can be
   scored exactly, which is what the label-free accuracy estimate (`estimate`) calibrates on.
 
+A model whose final bias a prior stage moved (`personalize`'s, or the fleet's) predicts for
+another class prior than the validation data's: its reference, rebound to it (`rebind`), records
+that prior (`model_prior`), so that a later prior stage estimates the user's prior from the one
+the model really holds (not the validation's, which would count the first shift twice) and the
+accuracy estimate weights the validation rows by it.
+
 A reference belongs to one model: it carries the sha256 of the model's bytes and is refused for
 any other. The file is an `.npz` without pickles, read with bounded sizes.
 """
@@ -27,6 +33,8 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +48,11 @@ FORMAT = "edgeprune-reference/1"
 FILENAME = "reference.npz"  # its name inside a package
 MAX_FEATURES = 4096  # validation feature rows kept (stratified): memory O(rows × features)
 MAX_BYTES = 256 * 2**20  # a reference file larger than this is refused unread
+
+
+def beside(model_path: str | os.PathLike) -> Path:
+    """Where a model file's own reference is kept: `fleet.tflite` → `fleet.reference.npz`."""
+    return Path(model_path).with_suffix(".reference.npz")
 
 
 def model_digest(model: Model) -> str:
@@ -57,6 +70,7 @@ class Reference:
     feature_means: np.ndarray  # [C, D] mean penultimate feature per true class
     features: np.ndarray  # [k, D] float32, a stratified sample of validation features
     labels: np.ndarray  # [k] their true classes
+    model_prior: np.ndarray | None = None  # [C] the prior the model predicts for, if moved
 
     @property
     def classes(self) -> int:
@@ -68,7 +82,10 @@ class Reference:
 
     @property
     def prior(self) -> np.ndarray:
-        """The source's class prior: validation label frequencies (smoothed, never 0)."""
+        """The class prior the model predicts for: the one a prior stage gave it, else the
+        validation label frequencies (smoothed, never 0)."""
+        if self.model_prior is not None:
+            return self.model_prior
         counts = self.confusion.sum(axis=1) + 0.5
         return counts / counts.sum()
 
@@ -85,11 +102,16 @@ class Reference:
                 "them together with `edgeprune package --reference`"
             )
 
-    def rebind(self, model: Model) -> Reference:
+    def rebind(self, model: Model, prior: Any = None) -> Reference:
         """This reference for `model`, whose final layer alone was rewritten (the prior and
         prototype stages): the penultimate features held still describe it, so its confusion
         (each true class's validation count, spread as the new layer predicts that class's
-        sampled rows) and its temperature are recomputed with the new final layer."""
+        sampled rows) and its temperature are recomputed with the new final layer. `prior`:
+        the class prior a kept prior stage gave the model (None: the one it had). The stage
+        added T · log(prior / validation prior) to the logits (T: this reference's
+        temperature); the new temperature is fitted with that offset taken out, so a prior
+        stage alone leaves it as it was (the validation rows are too few to weight to a
+        skewed prior: 120 rows gave T 10.4 for 1.1)."""
         logits = Classifier.of(model).logits(self.features.astype(np.float64))
         predicted = logits.argmax(axis=1)
         confusion = self.confusion.copy()
@@ -99,12 +121,28 @@ class Reference:
                 spread = np.round(np.bincount(rows, minlength=self.classes) / rows.size * count)
                 spread[np.argmax(spread)] += count - spread.sum()  # rounding: rows keep counts
                 confusion[k] = spread
+        try:
+            prior = self.model_prior if prior is None else _prior(prior, self.classes, "prior")
+        except ValueError as e:
+            raise EdgepruneError(f"cannot rebind the reference: {e}") from None
+        if prior is not None:  # the prior's offset out: calibrate what the layer adds to it
+            validation = replace(self, model_prior=None).prior
+            logits = logits - self.temperature * np.log(prior / validation)
         return replace(
             self,
             model_sha256=model_digest(model),
             confusion=confusion,
             temperature=fit_temperature(logits, self.labels),
+            model_prior=prior,
         )
+
+    def row_weights(self, prior: np.ndarray | None = None) -> np.ndarray:
+        """Weights (summing to 1) that make the validation feature rows, stratified by class, a
+        sample of `prior` (None: the model's, `self.prior`)."""
+        prior = self.prior if prior is None else np.asarray(prior, float)
+        share = np.bincount(self.labels, minlength=self.classes) / len(self.labels)
+        weights = (prior / np.maximum(share, 1e-12))[self.labels]
+        return weights / weights.sum()
 
     # ----- files -------------------------------------------------------------------------------
 
@@ -114,6 +152,8 @@ class Reference:
             "model_sha256": self.model_sha256,
             "temperature": self.temperature,
         }
+        if self.model_prior is not None:
+            meta["prior"] = [float(p) for p in self.model_prior]
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
@@ -148,6 +188,8 @@ class Reference:
                     features=_array(npz, "features", "f", 2).astype(np.float32),
                     labels=_array(npz, "labels", "iu", 1).astype(np.int64),
                 )
+                if "prior" in meta:
+                    ref = replace(ref, model_prior=_prior(meta["prior"], ref.classes, "its prior"))
         except (
             OSError,
             ValueError,
@@ -202,6 +244,14 @@ class Reference:
                 f"the model's final layer {classifier.weight.shape[0]} × "
                 f"{classifier.weight.shape[1]}: it was built for another model"
             )
+
+
+def _prior(values: Any, classes: int, what: str) -> np.ndarray:
+    """A class prior: `classes` finite positive numbers, normalized (ValueError otherwise)."""
+    prior = np.asarray(values, dtype=np.float64)
+    if prior.shape != (classes,) or not np.all(np.isfinite(prior)) or np.any(prior <= 0):
+        raise ValueError(f"{what} must be {classes} positive numbers, one a class")
+    return prior / prior.sum()
 
 
 def _array(npz, key: str, kinds: str, ndim: int) -> np.ndarray:

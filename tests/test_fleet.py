@@ -24,6 +24,7 @@ from edgeprune.activations import ActivationMap, record
 from edgeprune.fleet import statistics
 from edgeprune.fleet.local import BIN, LocalFleet
 from edgeprune.model import Model
+from edgeprune.reference import Reference, beside
 from edgeprune.stages import collect
 from tests.models import random_inputs
 from tests.test_fleet_statistics import assert_same_sweep, central_sweep, reference_for
@@ -60,7 +61,7 @@ def fleet(tmp_path_factory, tflite_model):
             share = random_inputs(PER_BOARD, shape, seed=100 + k)
             np.save(data / "samples.npy", share)
             shares.append(share)
-            f.node(f"board{k}", data)
+            f.node(f"board{k}", data, data / "fleet.tflite")
         f.model, f.shares = model, shares
         yield f
     finally:
@@ -131,6 +132,7 @@ def test_the_fleet_check_is_the_central_check(fleet):
             "reference": str(path),
             "agreement": agreement,
             "prior-iterations": iterations,
+            "out": str(fleet.root / "fleet.tflite"),
         },
     )
     check = report["rounds"]["check"]
@@ -152,6 +154,20 @@ def test_the_fleet_check_is_the_central_check(fleet):
         assert got[key] == pytest.approx(want[key], rel=1e-6), key
     assert (got["significant"], got["labels_only"]) == (want["significant"], want["labels_only"])
     assert got["applied"] is False and got["reason"]
+    # The reference the boards personalize on top with: the source's rebound to the fleet model
+    # (while pruning left its features as they were), on the laptop and on every board.
+    delivered = [beside(fleet.root / f"board{k}" / "fleet.tflite") for k in range(BOARDS)]
+    if report["rounds"]["statistics"]["sparsity"] == 0:
+        laptop = Reference.load(beside(fleet.root / "fleet.tflite"))
+        laptop.check(Model.load(fleet.root / "fleet.tflite"))
+        assert laptop.model_prior is None  # the prior stage was not kept
+        for board in map(Reference.load, delivered):
+            assert board.model_sha256 == laptop.model_sha256
+            assert board.temperature == laptop.temperature
+            np.testing.assert_array_equal(board.features, laptop.features)
+    else:
+        assert report["rounds"]["statistics"]["reference"].startswith("none: pruning")
+        assert not any(p.exists() for p in delivered)
 
 
 def _client_app_started(node: subprocess.Popen) -> bool:

@@ -109,3 +109,50 @@ def test_damaged_references_and_packages_are_one_line_errors(validation, tmp_pat
     pkg.write_bytes(buffer.getvalue())
     with pytest.raises(EdgepruneError, match="sha256"):
         Package(pkg)
+
+
+def shifted(model: Model, ref: Reference, samples: np.ndarray):
+    """`model` after the prior stage on `samples` (the bias moved by T·log(π_target/π_source)),
+    and the stage's shift."""
+    from edgeprune import prior
+    from edgeprune.stages import collect
+
+    evidence = collect(model, samples, reference=ref)
+    c = evidence.classifier
+    shift = prior.estimate(evidence.fit_logits, ref, c.weight, c.bias)
+    return c.rewrite(model, c.weight, c.bias + shift.logit_offset), shift
+
+
+def test_a_rebound_reference_keeps_the_prior_the_model_was_given(validation, tmp_path):
+    """A prior stage moves the model's bias to a user's prior; the reference rebound with that
+    prior gives a second prior stage the model's real starting point: EM on a user of the same
+    prior then finds no further move (without it, EM counts the first shift twice), and the
+    prior survives the reference's file and a later rebind. (A prior stage alone leaves the
+    temperature as it was.)"""
+    from edgeprune import prior
+    from edgeprune.stages import collect
+
+    model, xs, labels = validation
+    ref = build(model, iter(xs), labels)
+    predicted = probabilities(model, xs).argmax(1)
+    user = xs[np.isin(predicted, predicted[:3])]  # a few classes only: a strong label shift
+    moved, shift = shifted(model, ref, user)
+    assert shift.total_variation > 0.3
+
+    def again(reference: Reference) -> np.ndarray:
+        evidence = collect(moved, user, reference=reference)
+        c = evidence.classifier
+        return prior.estimate(evidence.fit_logits, reference, c.weight, c.bias).target
+
+    bound = ref.rebind(moved, shift.model_prior)
+    assert bound.temperature == pytest.approx(ref.temperature, rel=1e-6)
+    np.testing.assert_allclose(bound.prior, shift.model_prior, atol=1e-12)
+    np.testing.assert_allclose(again(bound), shift.target, atol=0.02)  # EM's own fixed point
+    assert np.abs(again(ref.rebind(moved)) - shift.target).sum() > 0.05  # counted twice
+    bound.save(tmp_path / "r.npz")
+    read = Reference.load(tmp_path / "r.npz")
+    np.testing.assert_allclose(read.prior, bound.prior, rtol=1e-12)
+    assert read.temperature == bound.temperature
+    np.testing.assert_allclose(read.rebind(moved).prior, bound.prior)  # kept by a later rebind
+    with pytest.raises(EdgepruneError, match="positive numbers"):
+        ref.rebind(moved, [1.0] * (ref.classes - 1))

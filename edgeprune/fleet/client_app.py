@@ -13,10 +13,11 @@ Each SuperNode runs on one board and names that board's unlabeled samples in its
   model's final layer); the board cuts the sweep's candidates from the map and replies, per
   candidate, how many of its check samples it predicts as the model does and the sums of the
   paired accuracy-estimate scores (`fidelity.check_sums`): counts and sums.
-- evaluate (the delivery round): the server sends the fleet model; the board saves it to `out`
-  (if set) and replies how many of its samples the fleet model predicts as the source does —
-  one count, again a sum. The board may then personalize locally on top (`edgeprune
-  personalize fleet.tflite DATA`).
+- evaluate (the delivery round): the server sends the fleet model (and its reference, when the
+  fleet has one); the board saves them to `out` and beside it (`fleet.reference.npz`) and
+  replies how many of its samples the fleet model predicts as the source does — one count,
+  again a sum. The board may then personalize locally on top (`edgeprune personalize
+  fleet.tflite DATA --reference fleet.reference.npz`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from ..data import Samples
 from ..model import Model
-from ..reference import classifier_outputs
+from ..reference import Reference, beside, classifier_outputs
 from ..stages import Reservoir, collect
 from . import fidelity, prior_stage, statistics
 
@@ -89,6 +90,10 @@ class BoardClient(NumPyClient):
         source = Model(bytes(np.asarray(parameters[1], np.uint8)))
         if self.out:
             model.save(self.out)
+            if len(parameters) > 2:  # the reference rebound to the fleet model
+                ref = Reference.from_bytes(bytes(np.asarray(parameters[2], np.uint8)), "fleet")
+                ref.check(model)
+                ref.save(beside(self.out))
         fleet = [z.argmax() for _, z in classifier_outputs(model, self._samples(model))]
         before = [z.argmax() for _, z in classifier_outputs(source, self._samples(source))]
         same = int(sum(a == b for a, b in zip(fleet, before)))

@@ -90,11 +90,16 @@ class LocalFleet:
         self.procs.append(proc)
         return proc
 
-    def node(self, name: str, data: str | os.PathLike) -> subprocess.Popen:
-        """Start a SuperNode for board `name` whose samples are `data`; wait until it joined."""
+    def node(
+        self, name: str, data: str | os.PathLike, out: str | os.PathLike | None = None
+    ) -> subprocess.Popen:
+        """Start a SuperNode for board `name` whose samples are `data` (saving the delivered
+        fleet model to `out`, if given); wait until it joined."""
         log = self.root / f"{name}.log"
         args = ["--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port())]
         config = f"data={toml_value(os.fspath(data))}"
+        if out is not None:
+            config += f" out={toml_value(os.fspath(out))}"
         proc = self._start("flower-supernode", [*args, "--node-config", config], log)
         wait_for(log, "SuperNode ID", proc, self.start_timeout)
         return proc

@@ -16,8 +16,10 @@ Flower's own `DefaultWorkflow` drives the rounds:
    bound and the estimated change; without a reference, no changed prediction). With rule
    "fixed" the fleet model is cut at `sparsity` right after round 1.
 3. delivery (evaluate; round 2 under "fidelity", whose fit round has nothing to do): the boards
-   that answered get the fleet model, save it, and report how many of their samples it predicts
-   as the source does.
+   that answered get the fleet model (and, while its features are the source's, the source's
+   reference rebound to it, with the prior the fleet gave it: `Reference.rebind`), save them,
+   and report how many of their samples it predicts as the source does. The laptop writes the
+   same reference beside `out` (`fleet.reference.npz`).
 
 What the fleet can and cannot build from sums: pruning needs only the activation map (a sum), and
 its check needs only counts and sums of scores: both run on the fleet. The prior stage (with a
@@ -68,7 +70,7 @@ from ..classifier import Classifier
 from ..estimate import TOLERANCE, AccuracyEstimator
 from ..model import Model
 from ..personalize import DEFAULT_SPARSITIES as SPARSITIES
-from ..reference import Reference
+from ..reference import Reference, beside
 from ..stages import PriorStage, State
 from . import fidelity, prior_stage, statistics
 from .statistics import BoardSums
@@ -135,6 +137,8 @@ class FleetStrategy(Strategy):
         # prior the accuracy estimate weights the reference with (None: the source's).
         self.current, self.weight, self.bias = self.model, layer.weight, layer.bias
         self.target_prior = None
+        self.model_prior = None  # the prior a kept prior stage gave the fleet model
+        self.fleet_reference: Reference | None = None  # the reference rebound to the fleet model
         self.grid = None  # the Grid, for the prior stage's rounds (set by `main`)
         self.logits = 0  # the fit logits the boards keep for the prior
         self.report: dict[str, Any] = {"rounds": {}}
@@ -233,6 +237,7 @@ class FleetStrategy(Strategy):
                 return
             entry["applied"] = True
             self.current, self.bias = proposal.model, proposal.bias
+            self.model_prior = shift.model_prior
         except prior_stage.BoardMissing as e:
             entry["reason"] = f"skipped: {e}"
         finally:
@@ -271,6 +276,22 @@ class FleetStrategy(Strategy):
         )
         if self.config["out"]:
             self.fleet.save(self.config["out"])
+        self._rebind(sparsity)
+
+    def _rebind(self, sparsity: float) -> None:
+        """The source's reference rebound to the fleet model (with the prior the fleet gave it),
+        written beside `out` and delivered with the model: what a board's `personalize` on top
+        needs to judge its stages. Only while pruning left the features as the source's."""
+        entry = self.report["rounds"]["statistics"]
+        if self.reference is None:
+            return
+        if sparsity > 0:
+            entry["reference"] = "none: pruning changed the features the source reference describes"
+            return
+        self.fleet_reference = self.reference.rebind(self.fleet, self.model_prior)
+        if self.config["out"]:
+            self.fleet_reference.save(beside(self.config["out"]))
+            entry["reference"] = str(beside(self.config["out"]))
 
     def _sums(self, results) -> BoardSums:
         """The fleet's sums: added here, or (secure) already added by SecAgg+."""
@@ -310,6 +331,8 @@ class FleetStrategy(Strategy):
             ins = EvaluateIns(ndarrays_to_parameters(arrays), config)
             return [(c, ins) for c in self._boards(client_manager)]
         model = [self._uint8(self.fleet.to_bytes()), self._uint8(self.source)]
+        if self.fleet_reference is not None:
+            model.append(self._uint8(self.fleet_reference.to_bytes()))
         ins = EvaluateIns(ndarrays_to_parameters(model), {"stage": "deliver"})
         return [(c, ins) for c in self._boards(client_manager)]
 
