@@ -327,6 +327,16 @@ def masked_groups(graph: ChannelGraph, groups: list[Group]) -> list[Group]:
     ]
 
 
+def family_map(groups: list[Group]) -> dict[tuple[int, ...], list[Group]]:
+    """The free groups by family: groups with the same producer layers (one layer's channels, or
+    one residual stream), keyed by those layers' op indices."""
+    families: dict[tuple[int, ...], list[Group]] = {}
+    for g in groups:
+        if not g.frozen:
+            families.setdefault(tuple(sorted(x.op for x, _ in g.producers)), []).append(g)
+    return families
+
+
 def select(
     graph: ChannelGraph,
     groups: list[Group],
@@ -334,12 +344,15 @@ def select(
     score: str = "magnitude",
     amap=None,
     scores: dict[int, float] | None = None,
+    budgets: dict[tuple[int, ...], int] | None = None,
 ) -> list[Group]:
-    """The `amount` fraction of the free groups with the lowest scores, taken alike from every
-    family (groups with the same producer layers: one layer's channels, or one residual stream),
-    at least one group left in each. A group's score sums, over its producers, the channel's L1
-    weight norm ("magnitude") or its S_out ("fine", from an activation map), each divided by its
-    layer's mean so that layers compare; or it is given, {group index: score} in `scores`."""
+    """The groups with the lowest scores in each family (groups with the same producer layers:
+    one layer's channels, or one residual stream): the `amount` fraction of each family's free
+    groups, at least one left in each; or, with `budgets` ({family key: groups to remove}, from
+    the global allocation, `allocate.greedy`), that many. A group's score sums, over its
+    producers, the channel's L1 weight norm ("magnitude") or its S_out ("fine", from an
+    activation map), each divided by its layer's mean so that layers compare; or it is given,
+    {group index: score} in `scores`."""
     per_layer: dict[int, np.ndarray] = {}
     for op, layer in graph.layers.items() if scores is None else ():
         if score == "fine":
@@ -348,19 +361,14 @@ def select(
             w = np.abs(np.moveaxis(graph.model.dequantized(layer.weight), layer.out_axis, 0))
             s = w.reshape(layer.out_channels, -1).sum(axis=1)
         per_layer[op] = s / s.mean() if s.mean() > 0 else s
-    families: dict[tuple[int, ...], list[tuple[float, Group]]] = {}
-    for g in groups:
-        if g.frozen:
-            continue
-        key = tuple(sorted(layer.op for layer, _ in g.producers))
-        if scores is not None:
-            value = scores.get(g.index, 0.0)
-        else:
-            value = sum(float(per_layer[layer.op][c].mean()) for layer, c in g.producers)
-        families.setdefault(key, []).append((value, g))
     chosen = []
-    for members in families.values():
-        members.sort(key=lambda pair: (pair[0], pair[1].index))
-        n = min(int(round(amount * len(members))), len(members) - 1)
-        chosen.extend(g for _, g in members[:n])
+    for key, members in family_map(groups).items():
+        if scores is not None:
+            values = [scores.get(g.index, 0.0) for g in members]
+        else:
+            values = [sum(float(per_layer[layer.op][c].mean()) for layer, c in g.producers)
+                      for g in members]  # fmt: skip
+        ranked = sorted(zip(values, members), key=lambda pair: (pair[0], pair[1].index))
+        n = int(round(amount * len(members))) if budgets is None else budgets.get(key, 0)
+        chosen.extend(g for _, g in ranked[: min(n, len(members) - 1)])
     return chosen

@@ -31,6 +31,7 @@ from .choices import (
     SCOPES,
     SCORES,
     STAGES,
+    THIN_ALLOCATIONS,
     THIN_SCORES,
 )
 from .errors import EdgepruneError
@@ -391,6 +392,7 @@ def _thin(
     output: str,
     amount: float,
     score: str,
+    allocation: str,
     map: str | None,
     data: str | None,
     keep_bias: bool,
@@ -406,7 +408,10 @@ def _thin(
     amap = ActivationMap.load(map, m) if map else None
     if samples is not None:
         samples = context.iterate(samples, "repair", len(samples), "sample")
-    result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias)
+    if allocation == "global" and not data and amount > 0:
+        raise EdgepruneError("--allocation global needs --data (unlabeled samples)")
+    result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias,
+                    allocation=allocation)  # fmt: skip
     result.model.save(output)
     return ThinResult(
         str(output),
@@ -430,7 +435,7 @@ thin = register(
             MODEL,
             Param(
                 "amount",
-                "fraction of each layer's channel groups to remove, lowest scores first; 0: "
+                "fraction of the model's free channel groups to remove, lowest scores first; 0: "
                 "remove the channels that are already zero (after prune --granularity channel)",
                 type=fraction,
                 default=0.0,
@@ -441,6 +446,15 @@ thin = register(
                 "refit leaves (needs --data)",
                 default="magnitude",
                 choices=THIN_SCORES,
+            ),
+            Param(
+                "allocation",
+                "how many groups each layer loses. global: the whole model on one scale, the "
+                "refit error as a share of each layer's output, removed greedily (needs --data; "
+                "--score then picks the groups within each layer); uniform: the same share of "
+                "every layer; auto: global with --data, else uniform",
+                default="auto",
+                choices=THIN_ALLOCATIONS,
             ),
             Param("map", "activation map from `record` (for --score fine)", role="input"),
             Param(

@@ -145,30 +145,65 @@ def reconstruction_scores(graph, groups, moments: Moments) -> dict[int, float]:
     """{group index: the output error its removal leaves after the refit}, to remove the
     cheapest groups first (ThiNet's criterion, in closed form): for each consumer and removed
     channel c, ‖W_c‖² · Var(x_c | the other channels) = ‖W_c‖² / (Cov⁻¹)_cc, summed."""
-    precision: dict[int, np.ndarray] = {}
-    weights: dict[int, np.ndarray] = {}
+    errors = RefitErrors(graph, moments)
     scores: dict[int, float] = {}
     for g in groups:
         total = 0.0
         for layer, channels in g.consumers:
-            t = moments.sources.get(layer.input, layer.input)
-            if not moments.has(t):
+            terms = errors.of(layer)
+            if terms is None:
                 continue
-            c = moments.sums[t].size
-            if t not in precision:
-                n = moments.count[t]
-                mean = moments.sums[t] / n
-                cov = moments.grams[t] / n - np.outer(mean, mean)
-                ridge = RIDGE * max(float(np.trace(cov)) / c, 1e-12)
-                precision[t] = np.diag(np.linalg.inv(cov + ridge * np.eye(c)))
-            if layer.op not in weights:
-                w = np.moveaxis(graph.model.dequantized(layer.weight), layer.in_axis, -1)
-                weights[layer.op] = (w.reshape(-1, w.shape[-1]) ** 2).sum(axis=0)
-            energy = weights[layer.op].reshape(-1, c).sum(axis=0)  # per source channel
-            at = np.unique(channels % c)
-            total += float((energy[at] / precision[t][at]).sum())
+            energy, precision = terms[:2]
+            at = np.unique(channels % precision.size)
+            total += float((energy[at] / precision[at]).sum())
         scores[g.index] = total
     return scores
+
+
+class RefitErrors:
+    """Per consumer layer, what its refit error is made of: the diagonal of M = Σ_o W_oᵀ W_o
+    over its kernel offsets (per input channel), the diagonal of the input's precision matrix,
+    the input's covariance and tr(M Cov), the variance of the layer's output (per offset)."""
+
+    def __init__(self, graph, moments: Moments):
+        self.graph, self.moments = graph, moments
+        self._cov: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._terms: dict[int, tuple | None] = {}
+
+    def covariance(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Cov, its inverse: the precision) of tensor t's channels, shrunk towards its diagonal
+        by c / (c + n) for c channels seen in n rows: a pooled 1280-channel feature seen once per
+        sample in 32 samples has a singular covariance, in which every channel looks perfectly
+        predictable from the others (a conditional variance of 0, a free removal) — on the
+        samples it was fitted to, not beyond them."""
+        if t not in self._cov:
+            n = self.moments.count[t]
+            mean = self.moments.sums[t] / n
+            cov = self.moments.grams[t] / n - np.outer(mean, mean)
+            c = mean.size
+            shrink = c / (c + n)
+            cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
+            cov = cov + RIDGE * max(float(np.trace(cov)) / c, 1e-12) * np.eye(c)
+            self._cov[t] = cov, np.linalg.inv(cov)
+        return self._cov[t]
+
+    def of(self, layer: Layer):
+        """(diag M, diag Cov⁻¹, Cov, tr(M Cov), M) of `layer`'s input, or None without
+        moments."""
+        if layer.op not in self._terms:
+            t = self.moments.sources.get(layer.input, layer.input)
+            if not self.moments.has(t):
+                self._terms[layer.op] = None
+                return None
+            cov, precision = self.covariance(t)
+            precision = np.diag(precision).copy()
+            c = precision.size
+            w = np.moveaxis(self.graph.model.dequantized(layer.weight), layer.in_axis, -1)
+            rows = w.reshape(-1, c).astype(np.float64)  # every (output, offset, position) row
+            m = rows.T @ rows
+            scale = max(float(np.sum(m * cov)), 1e-30)
+            self._terms[layer.op] = np.diag(m).copy(), precision, cov, scale, m
+        return self._terms[layer.op]
 
 
 class CrossMoments:
