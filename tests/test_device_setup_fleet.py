@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -84,6 +85,10 @@ def test_group_setup_with_fleet_then_a_round(config, tmp_path, capsys, monkeypat
             assert f"data='{home}/w/samples'" in text
             unit = home / ".config/systemd/user/edgeprune-supernode.service"
             assert f'ExecStart="{script}"' in unit.read_text()
+            if shutil.which("systemd-analyze"):  # systemd's own reading of the unit
+                verified = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                                          capture_output=True, text=True)  # fmt: skip
+                assert verified.returncode == 0 and not verified.stderr, verified.stderr
         assert devices["gone"] == gone  # a failed board's entry is left as it was
 
         # Idempotent: the same set-up again installs and writes nothing.
