@@ -408,8 +408,6 @@ def _thin(
     amap = ActivationMap.load(map, m) if map else None
     if samples is not None:
         samples = context.iterate(samples, "repair", len(samples), "sample")
-    if allocation == "global" and not data and amount > 0:
-        raise EdgepruneError("--allocation global needs --data (unlabeled samples)")
     result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias,
                     allocation=allocation)  # fmt: skip
     result.model.save(output)
