@@ -1,4 +1,4 @@
-"""What INFO reports about the board: model, OS, Python, runtime, Edge TPU, memory and disk.
+"""What INFO reports about the board: model, OS, Python, runtime, Edge TPU, fleet, memory, disk.
 
 Read from files and module metadata only, never by importing a heavy runtime, so INFO stays fast
 on a Pi. `root` prefixes every system path so tests can point it at a prepared tree.
@@ -95,6 +95,30 @@ def edgetpu(root: Path) -> dict[str, Any]:
     }
 
 
+# Where `edgeprune device setup --fleet` puts the SuperNode's launch script, under the home.
+SUPERNODE_SCRIPT = ".local/share/edgeprune/fleet/supernode.sh"
+
+
+def fleet(root: Path, home: Path) -> dict[str, Any]:
+    """The board's part in a fleet: Flower's version (found, not imported), whether `device
+    setup --fleet` set a SuperNode up, and whether one runs (a `flower-supernode` process)."""
+    try:
+        flwr = version("flwr")
+    except PackageNotFoundError:
+        flwr = None
+    running = False
+    for cmdline in glob.glob(str(root / "proc/[0-9]*/cmdline")):
+        try:
+            words = Path(cmdline).read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if any(Path(w.decode(errors="replace")).name == "flower-supernode" for w in words[:2]):
+            running = True
+            break
+    return {"flwr": flwr, "supernode_set_up": (home / SUPERNODE_SCRIPT).exists(),
+            "supernode_running": running}  # fmt: skip
+
+
 def memory(root: Path) -> dict[str, int] | None:
     """Total and available RAM in bytes, from /proc/meminfo."""
     fields = {}
@@ -171,6 +195,7 @@ def collect(workdir: Path, root: Path = Path("/")) -> dict[str, Any]:
         "edgeprune_build": edgeprune_build(),
         "runtime": runtime(),
         "edgetpu": edgetpu(root),
+        "fleet": fleet(root, Path.home()),
         "memory": memory(root),
         "disk": {"total": disk.total, "free": disk.free},
         "workdir": str(workdir),

@@ -2,6 +2,8 @@
 CANCEL, a killed agent, hostile frames, and what INFO says about the board."""
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import sys
@@ -281,6 +283,17 @@ def test_info_reports_the_board_and_edge_tpu_from_system_files(board, tmp_path):
     lib.mkdir(parents=True)
     (lib / "libedgetpu.so.1").write_bytes(b"")
     assert info.edgetpu(fake)["usable"] is True
+    # The fleet: Flower's version (if this venv has it), the SuperNode set up and running or not.
+    flwr = importlib.util.find_spec("flwr") and importlib.metadata.version("flwr")
+    assert here["fleet"]["flwr"] == (flwr or None) and here["fleet"]["supernode_set_up"] is False
+    home = tmp_path / "home"
+    assert info.fleet(fake, home)["supernode_running"] is False
+    (fake / "proc/4242").mkdir(parents=True)
+    (fake / "proc/4242/cmdline").write_bytes(b"/v/bin/python\0/v/bin/flower-supernode\0--insecure")
+    (home / info.SUPERNODE_SCRIPT).parent.mkdir(parents=True)
+    (home / info.SUPERNODE_SCRIPT).write_text("#!/bin/sh\n")
+    board = info.fleet(fake, home)
+    assert board["supernode_set_up"] is True and board["supernode_running"] is True
 
 
 def test_the_agent_starts_with_the_standard_library_only(tmp_path):

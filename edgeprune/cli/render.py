@@ -371,6 +371,7 @@ def _device_info(r: host_ops.DeviceInfo) -> Lines:
         ("edgeprune", f"{info['edgeprune']}, agent protocol {info['protocol']}"),
         ("runtime", f"{rt['name']} {rt['version']}" if rt else "none: pip install ai-edge-litert"),
         ("edge tpu", tpu_text),
+        ("fleet", _fleet_text(info.get("fleet"), r.label)),
         ("memory", memory),
         (
             "disk",
@@ -388,6 +389,18 @@ def _device_info(r: host_ops.DeviceInfo) -> Lines:
             f"  warning    {r.mismatch}: run `edgeprune device setup {name}` to install this "
             "laptop's edgeprune there"
         )
+
+
+def _fleet_text(fleet: dict | None, label: str) -> str:
+    """The board's part in a fleet, in a few words (an older agent reports none)."""
+    if fleet is None:
+        return "unknown (the board's agent is older than this edgeprune)"
+    if not fleet["flwr"]:
+        name = label if "://" not in label else "NAME"
+        return f"no Flower: edgeprune device setup {name} --fleet --superlink HOST:PORT"
+    node = "a SuperNode set up" if fleet["supernode_set_up"] else "no SuperNode set up"
+    running = "running" if fleet["supernode_running"] else "not running"
+    return f"flwr {fleet['flwr']}, {node}, flower-supernode {running}"
 
 
 @renders("device setup")

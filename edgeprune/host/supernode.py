@@ -20,12 +20,14 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from firmware_bridge.info import SUPERNODE_SCRIPT
 
 from .device_errors import DeviceError
 
-FLEET_DIR = ".local/share/edgeprune/fleet"  # under the board's home
+FLEET_DIR = str(PurePosixPath(SUPERNODE_SCRIPT).parent)  # under the board's home
 UNIT_DIR = ".config/systemd/user"
 UNIT = "edgeprune-supernode.service"
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -127,7 +129,7 @@ def node_files(home: str, workdir: str, options: Options) -> NodeFiles:
     """The SuperNode's files for a board whose home is `home` and work directory `workdir`."""
     fleet = f"{home}/{FLEET_DIR}"
     return NodeFiles(
-        script=f"{fleet}/supernode.sh",
+        script=f"{home}/{SUPERNODE_SCRIPT}",
         unit=f"{home}/{UNIT_DIR}/{UNIT}",
         superlink=check_superlink(options.superlink),
         data=board_path(options.data, home, workdir),
