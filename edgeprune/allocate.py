@@ -29,7 +29,7 @@ from .repair import Moments, RefitErrors
 class _Tensor:
     """One tensor's greedy state: its removed channels R and the cost Δ of removing each other.
 
-    Rows 0..k-1 of the preallocated arrays hold, per removed channel, G Λ_R: (`gm`),
+    Rows 0..k-1 of its arrays (grown by doubling) hold, per removed channel, G Λ_R: (`gm`),
     M_RR G Λ_R: (`h`), Λ_R: and M_R: ; the sums over them that Δ needs are updated with each
     removal, so a step is a few matrix-vector products of k × channels (float32: the memory
     they stream is the cost). A tensor seen in fewer rows than it has channels is `independent`:
@@ -67,6 +67,7 @@ class _Tensor:
         self.m_rr = m_rr
 
     def remove(self, j: int) -> None:
+        """Channel j goes: border G with its row and column, update the sums, then Δ."""
         if self.independent:
             self.delta[j] = 0.0
             return

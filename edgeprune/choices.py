@@ -9,9 +9,9 @@ SCORES = ("fine", "magnitude", "random")  # prune: Eq. 1, |w|, seeded random
 SCOPES = ("layer", "global", "global_normalized")  # prune: where the threshold applies
 GRANULARITIES = ("weight", "channel")  # prune: single weights or whole output channels
 THIN_SCORES = ("magnitude", "fine", "reconstruction")  # thin: L1 norm, S_out, refit error
-# thin: how many groups each layer loses: global (by the relative refit error, needs data) when
-# samples are given, else uniform; the same share of every layer; the whole model on one scale
-THIN_ALLOCATIONS = ("auto", "uniform", "global")
+# thin: how many groups each layer loses: the same share of every layer; the whole model on one
+# scale (the relative refit error, needs data)
+THIN_ALLOCATIONS = ("uniform", "global")
 RUNNER_MODES = ("instrument", "preserve")  # runtime: how activations are read
 RULES = ("fidelity", "infomax", "labels", "fixed")  # personalize: how a sparsity is chosen
 STAGES = ("prior", "prototypes", "prune")  # personalize: the one order of the stages

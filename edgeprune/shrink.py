@@ -1,9 +1,8 @@
 """The `personalize --shrink` step: thin the model, repair it on the user's data, keep it only if
 the label-free check says it does not hurt.
 
-Channel groups are removed (`thin.shrink`: as many from each layer as the global allocation says,
-the lowest L1 norms within each), the layers after them are refit by least squares on the fit
-half of the samples (even ones), and the thinned model is judged on
+Channel groups are removed (`thin.shrink`, lowest L1 norms first), the layers after them are refit
+by least squares on the fit half of the samples (even ones), and the thinned model is judged on
 the check half (odd ones) against the model it would replace: the 95 % lower bound of the share of
 unchanged predictions must reach `agreement` and, with a source reference, the estimated accuracy
 must not drop beyond the tolerance (`Judge.rewrite`, as for pruning). Otherwise the model is left

@@ -77,7 +77,7 @@ def shrink(
     zero_bias: bool = True,
     protect: Iterable[int] = (),
     passes: int = 2,
-    allocation: str = "auto",
+    allocation: str = "uniform",
 ) -> ThinResult:
     """Thin `model`: remove `amount` of the model's free channel groups with the lowest scores
     (or, with `masked`, the groups whose weights are already zero), then repair the consumers on
@@ -89,9 +89,10 @@ def shrink(
     `allocation` says how many groups each family (a layer's channels, a residual stream) loses:
     "uniform" the same share of each; "global" (needs `samples`) as many as the greedy removal
     by relative refit error takes from it (`allocate.greedy`; with score "reconstruction" its
-    groups, with another score that many of the family's lowest); "auto" global with samples,
-    else uniform. Global measured better on CIFAR ResNet-8 (+3.6 points at 25 %, +8 at 50 %)
-    and FSDD at 50 %, a little worse on FSDD at 25 % (benchmarks/RESULTS.md, "Thinning")."""
+    groups, with another score that many of the family's lowest). For the same share of
+    channels, global measured more accurate on CIFAR ResNet-8 (+3.6 points at 25 %) with a
+    smaller file, but it removes fewer MACs there (and is less accurate than uniform at the same
+    MACs), so uniform, the faster model, stays the default (benchmarks/RESULTS.md, "Thinning")."""
     graph, groups = analyze(model)
     protect = set(protect)
     for g in groups:
@@ -101,8 +102,6 @@ def shrink(
     moments = scores = None
     if allocation not in ALLOCATIONS:
         raise EdgepruneError(f"allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
-    if allocation == "auto":
-        allocation = "global" if samples is not None and not masked else "uniform"
     if samples is not None:
         from .repair import reconstruction_scores, record_moments
 

@@ -453,9 +453,9 @@ def test_global_allocation_removes_the_share_asked_for_and_errs_less_than_unifor
     per_layer = Counter(tuple(x.op for x, _ in g.producers) for g in spread.removed)
     assert len(set(per_layer.values())) > 1 or len(per_layer) == 1  # not one share for all
     assert error(spread) < 0.9 * error(uniform)
-    # The default with samples is the global allocation.
+    # The default is the uniform allocation (the faster model: global removes fewer MACs).
     assert shrink(model, amount, "reconstruction", samples=samples).model.to_bytes() == (
-        spread.model.to_bytes()
+        uniform.model.to_bytes()
     )
 
 
