@@ -20,7 +20,9 @@ the uniform 2-pass model + the personalization stages (prior, prototypes, prune,
 if the label-free check passes; the source reference carried over); the global allocation at
 the uniform one's MACs (the smallest share, in steps of 2.5 points, whose MACs are no more: the
 two compared at equal MACs, since for the same share of channels global removes fewer MACs on
-CIFAR). "thin + repair s" times each refit-error fit (one data pass, selection, refit, rewrite).
+CIFAR); and the MACs allocation (`--allocation macs`: down to the uniform allocation's MACs,
+each time the group with the least refit error per MAC saved; its groups removed, MACs,
+accuracy). "thin + repair s" times each refit-error fit (one data pass, selection, refit, rewrite).
 Repair runs with one BLAS thread; on a loaded machine wall time says little, CPU time is the
 figure to read.
 
@@ -159,11 +161,10 @@ def evaluate(name, model, adapt, test_x, test_y, reference, amounts, rounds, inv
         thinned = thin(model, graph, chosen).model
         repaired_l1 = shrink(model, amount, samples=adapt, protect=protect)
         fits, seconds = {}, {}
-        for allocation in ("uniform", "global"):
-            for passes in (1, 2):
-                key = (allocation, passes)
-                fits[key], seconds[key] = timed_shrink(model, amount, adapt, protect, passes,
-                                                       allocation)  # fmt: skip
+        for key in (("uniform", 1), ("uniform", 2), ("global", 1), ("global", 2), ("macs", 2)):
+            allocation, passes = key
+            fits[key], seconds[key] = timed_shrink(model, amount, adapt, protect, passes,
+                                                   allocation)  # fmt: skip
         repaired, spread = fits["uniform", 2], fits["global", 2]
         layers = tuple(graph.layers.values())
         l1 = prune_mod.apply(
@@ -191,6 +192,10 @@ def evaluate(name, model, adapt, test_x, test_y, reference, amounts, rounds, inv
             "file": after["bytes"] / before["bytes"],
             "macs": after["macs"] / before["macs"],
             "peak": after["peak"] / before["peak"],
+            "macs_fit": (
+                len(fits["macs", 2].removed),
+                totals(fits["macs", 2].model)["macs"] / before["macs"],
+            ),  # fmt: skip
             "global_file": wide["bytes"] / before["bytes"],
             "global_macs": wide["macs"] / before["macs"],
             "seconds": seconds,
@@ -273,25 +278,26 @@ def table(rows) -> str:
         "file | MACs | peak mem | global: latency | file | MACs | dense acc. | L1-masked | "
         "masked | thinned | + repair | + repair, refit-error groups, uniform, 1 pass | 2 passes "
         "| global, 1 pass | 2 passes | + stages | global at uniform's MACs: removed, MACs, acc. "
-        "| thin + repair s, uniform, 1 pass | 2 passes | global, 1 pass | 2 passes |",
+        "| MACs allocation, 2 passes: groups, MACs, acc. "
+        "| thin + repair s, uniform, 1 pass | 2 passes | global, 1 pass | 2 passes | MACs |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         fits = r.get("fits", {})
-        accuracies = " | ".join(
-            pct(fits.get((a, p))) for a in ("uniform", "global") for p in (1, 2)
-        )
-        times = " | ".join(
-            seconds(r["seconds"][a, p]) for a in ("uniform", "global") for p in (1, 2)
-        )
+        keys = [(a, p) for a in ("uniform", "global") for p in (1, 2)]
+        accuracies = " | ".join(pct(fits.get(key)) for key in keys)
+        times = " | ".join(seconds(r["seconds"][key]) for key in [*keys, ("macs", 2)])
+        n, macs = r["macs_fit"]
+        by_macs = f"{n}, {macs:.2f}×, {pct(fits.get(('macs', 2)))}"
         lines.append(
             f"| {r['model']} | {r['amount']:.0%} | {r['groups']} | {r['global_groups']} | "
             f"{r['latency']:.2f}× | {r['l1_latency']:.2f}× | {r['file']:.2f}× | {r['macs']:.2f}× | "
             f"{r['peak']:.2f}× | {r['global_latency']:.2f}× | {r['global_file']:.2f}× | "
             f"{r['global_macs']:.2f}× | {pct(r['dense'])} | {pct(r.get('l1'))} | "
             f"{pct(r.get('masked'))} | {pct(r.get('thinned'))} | {pct(r.get('repaired_l1'))} | "
-            f"{accuracies} | {pct(r.get('stages'))} | {equal(r.get('equal_macs'))} | {times} |"
+            f"{accuracies} | {pct(r.get('stages'))} | {equal(r.get('equal_macs'))} | {by_macs} | "
+            f"{times} |"
         )
     return "\n".join(lines)
 

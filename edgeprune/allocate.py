@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .channels import Group
+from .layers import count_macs, producers
 from .repair import Moments, RefitErrors
 
 
@@ -96,11 +97,78 @@ class _Tensor:
         self._costs()
 
 
+class _Macs:
+    """The MACs of the layers as groups go: a layer's MACs scale with its output channels left
+    times its input channels left (a depthwise layer's with its channels), so a group saves, per
+    layer it produces a channels of and consumes b of, L · (a·i + b·o − a·b) / (o₀·i₀)."""
+
+    def __init__(self, graph, groups: list[Group]):
+        model = graph.model
+        writers = producers(model)
+        ops = list(graph.layers)
+        at = {op: k for k, op in enumerate(ops)}
+        self.out0 = np.array([graph.layers[op].out_channels for op in ops], float)
+        layers = [graph.layers[op] for op in ops]
+        self.in0 = np.array([1 if x.propagates_channels else graph.width(x.input)
+                             for x in layers], float)  # fmt: skip
+        count = [count_macs(model, model.operators[op], writers) for op in ops]
+        self.dense = np.array([c.dense if c is not None else 0 for c in count], float)
+        self.o, self.i = self.out0.copy(), self.in0.copy()
+        rows, cols, a, b = [], [], [], []
+        for g_at, g in enumerate(groups):
+            touched: dict[int, list[int]] = {}
+            for layer, ch in g.producers:
+                touched.setdefault(at[layer.op], [0, 0])[0] += len(ch)
+            for layer, ch in g.consumers:
+                touched.setdefault(at[layer.op], [0, 0])[1] += len(ch)
+            for layer_at, (na, nb) in touched.items():
+                rows.append(g_at)
+                cols.append(layer_at)
+                a.append(na)
+                b.append(nb)
+        self.rows, self.cols = np.array(rows, int), np.array(cols, int)
+        self.a, self.b = np.array(a, float), np.array(b, float)
+        self.groups = len(groups)
+
+    @property
+    def total(self) -> float:
+        return float(np.sum(self.dense * self.o / self.out0 * self.i / self.in0))
+
+    def savings(self) -> np.ndarray:
+        """MACs each group would save now."""
+        scale = self.dense[self.cols] / (self.out0[self.cols] * self.in0[self.cols])
+        part = scale * (self.a * self.i[self.cols] + self.b * self.o[self.cols] - self.a * self.b)
+        return np.bincount(self.rows, weights=part, minlength=self.groups)
+
+    def remove(self, g_at: int) -> None:
+        mine = self.rows == g_at
+        np.subtract.at(self.o, self.cols[mine], self.a[mine])
+        np.subtract.at(self.i, self.cols[mine], self.b[mine])
+
+
+def uniform_macs(graph, families: list[list[Group]], amount: float) -> float:
+    """The MACs left after the uniform allocation takes `amount` of every family."""
+    groups = [g for f in families for g in f]
+    macs = _Macs(graph, groups)
+    position = {g.index: k for k, g in enumerate(groups)}
+    for f in families:
+        for g in f[: min(int(round(amount * len(f))), len(f) - 1)]:
+            macs.remove(position[g.index])
+    return macs.total
+
+
 def greedy(
-    graph, groups: list[Group], moments: Moments, count: int, families: list[list[Group]]
+    graph,
+    groups: list[Group],
+    moments: Moments,
+    count: int,
+    families: list[list[Group]],
+    macs_left: float | None = None,
 ) -> list[Group]:
     """`count` of `groups` (free ones) removed one by one, each time the one whose removal adds
-    the least relative refit error, at least one group left in each of `families`."""
+    the least relative refit error, at least one group left in each of `families`. With
+    `macs_left`, groups go until the model's MACs are down to it instead, each time the one whose
+    refit error per MAC saved is least."""
     errors = RefitErrors(graph, moments)
     m: dict[int, np.ndarray] = {}
     for layer in {x.op: x for g in groups for x, _ in g.consumers}.values():
@@ -132,10 +200,15 @@ def greedy(
         family[[position[g.index] for g in members]] = f
     open_ = np.array([left[f] > 1 for f in family], bool)
     chosen: list[Group] = []
-    while len(chosen) < count and open_.any():
+    macs = _Macs(graph, groups) if macs_left is not None else None
+    while open_.any() and (len(chosen) < count if macs is None else macs.total > macs_left):
         cost = np.bincount(rows, weights=deltas[cols], minlength=len(groups))
+        if macs is not None:
+            cost = cost / np.maximum(macs.savings(), 1e-9)
         i = int(np.argmin(np.where(open_, cost, np.inf)))
         chosen.append(groups[i])
+        if macs is not None:
+            macs.remove(i)
         open_[i] = False
         left[family[i]] -= 1
         if left[family[i]] == 1:  # its last group stays

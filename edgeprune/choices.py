@@ -10,8 +10,9 @@ SCOPES = ("layer", "global", "global_normalized")  # prune: where the threshold 
 GRANULARITIES = ("weight", "channel")  # prune: single weights or whole output channels
 THIN_SCORES = ("magnitude", "fine", "reconstruction")  # thin: L1 norm, S_out, refit error
 # thin: how many groups each layer loses: the same share of every layer; the whole model on one
-# scale (the relative refit error, needs data)
-THIN_ALLOCATIONS = ("uniform", "global")
+# scale (the relative refit error, needs data); the same, to the MACs uniform leaves, by error
+# per MAC saved
+THIN_ALLOCATIONS = ("uniform", "global", "macs")
 RUNNER_MODES = ("instrument", "preserve")  # runtime: how activations are read
 RULES = ("fidelity", "infomax", "labels", "fixed")  # personalize: how a sparsity is chosen
 STAGES = ("prior", "prototypes", "prune")  # personalize: the one order of the stages

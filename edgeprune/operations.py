@@ -451,7 +451,8 @@ thin = register(
                 "global: the whole model on one scale, the refit error as a share of each "
                 "layer's output, removed greedily (needs --data; --score then picks the groups "
                 "within each layer): more accurate and a smaller file for the same share of "
-                "channels, but fewer MACs removed",
+                "channels, but fewer MACs removed; macs: as global, down to the MACs uniform "
+                "leaves, by refit error per MAC saved (needs --data)",
                 default="uniform",
                 choices=THIN_ALLOCATIONS,
             ),

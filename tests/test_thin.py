@@ -509,3 +509,36 @@ def test_greedy_costs_are_the_refit_error_each_removal_adds():
         removed.append(j)
         if j == 3:
             assert state.delta[1] > 1.0  # its copy is gone: channel 1 now costs what it carries
+
+
+@pytest.mark.parametrize("kind,arch", [("float32", "small_cnn"), ("float32", "mixed")])
+@pytest.mark.parametrize("amount", [0.25, 0.5])
+def test_macs_allocation_leaves_no_more_macs_than_uniform_and_takes_free_channels_first(
+    kind, arch, amount
+):
+    """The MACs allocation spends what uniform would (the model's MACs end no higher) where the
+    refit error per MAC saved is least: a channel that copies another costs nothing, so it goes
+    first, whatever it saves."""
+    from edgeprune.allocate import uniform_macs
+    from edgeprune.channels import family_map
+
+    model = Model(build(kind, arch)).copy()
+    graph, groups = analyze(model)
+    layer = max((x for x in graph.layers.values() if x.opcode == "CONV_2D"),
+                key=lambda x: x.out_channels)  # fmt: skip
+    w, b = model.tensor_data(layer.weight), model.tensor_data(layer.bias)
+    axis = [slice(None)] * w.ndim
+    for c in (1, 2):
+        axis[layer.out_axis] = c
+        source = list(axis)
+        source[layer.out_axis] = 0
+        w[tuple(axis)], b[c] = w[tuple(source)], b[0]
+    samples = random_inputs(64, INPUT_SHAPES[arch][1:], seed=3)
+    uniform = shrink(model, amount, "reconstruction", samples=samples)
+    spent = shrink(model, amount, "reconstruction", samples=samples, allocation="macs")
+    macs = profile(spent.model)["totals"]["macs"]
+    assert macs <= profile(uniform.model)["totals"]["macs"]
+    assert macs <= uniform_macs(graph, list(family_map(groups).values()), amount) * 1.001 + 1
+    gone = {int(c) for g in spent.removed for x, cs in g.producers if x.op == layer.op
+            for c in cs}  # fmt: skip
+    assert len(gone & {0, 1, 2}) == 2
