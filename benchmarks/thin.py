@@ -17,8 +17,12 @@ and the refit thinned model refits each layer to the inputs it really receives, 
 through both refits the classifier, which kept its inputs, to the features the repaired model
 gives it, shrunk towards leaving it as it is by a λ chosen on held-out samples; the default);
 the uniform 2-pass model + the personalization stages (prior, prototypes, prune, each kept only
-if the label-free check passes; the source reference carried over); the global allocation at
-the uniform one's MACs (the smallest share, in steps of 2.5 points, whose MACs are no more: the
+if the label-free check passes; judged with a reference built for the thinned model on the
+source's validation data, as `edgeprune reference` would on the laptop: the source's own does not
+describe the thinned model's features, and `personalize` refuses it); what a user gets from
+`personalize --shrink` on the source with its reference (thin + repair kept only if the check
+passes, then the stages): whether the thinned model was kept, and its accuracy; the global
+allocation at the uniform one's MACs (the smallest share, in steps of 2.5 points, whose MACs are no more: the
 two compared at equal MACs, since for the same share of channels global removes fewer MACs on
 CIFAR); and the MACs allocation (`--allocation macs`: down to the uniform allocation's MACs,
 each time the group with the least refit error per MAC saved; its groups removed, MACs,
@@ -43,7 +47,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +144,9 @@ def totals(model: Model) -> dict:
     }
 
 
-def rebound(reference, model: Model):
-    return (
-        None if reference is None else replace(reference, model_sha256=refmod.model_digest(model))
-    )
-
-
-def evaluate(name, model, adapt, test_x, test_y, reference, amounts, rounds, invokes):
-    """Rows of the table for one source model."""
+def evaluate(name, model, adapt, test_x, test_y, validation, amounts, rounds, invokes):
+    """Rows of the table for one source model; `validation` (x, y): the labelled data its
+    reference is built on (None: no accuracy)."""
     rows = []
     dense_acc = accuracy(model, test_x, test_y) if test_x is not None else None
     protect = [Classifier.of(model).layer.op] if test_x is not None else []
@@ -207,9 +205,13 @@ def evaluate(name, model, adapt, test_x, test_y, reference, amounts, rounds, inv
             row["thinned"] = accuracy(thinned, test_x, test_y)
             row["repaired_l1"] = accuracy(repaired_l1.model, test_x, test_y)
             row["fits"] = {k: accuracy(f.model, test_x, test_y) for k, f in fits.items()}
-            staged, _ = personalize(
-                repaired.model, list(adapt), reference=rebound(reference, repaired.model)
-            )
+            own = refmod.build(repaired.model, iter(validation[0]), validation[1])
+            staged, _ = personalize(repaired.model, list(adapt), reference=own)
+            # What a user gets: `personalize --shrink` from the source and its reference.
+            source_ref = refmod.build(model, iter(validation[0]), validation[1])
+            shrunk, report = personalize(model, list(adapt), reference=source_ref, shrink=amount)
+            kept = any(s.name == "shrink" and s.applied for s in report.stages)
+            row["shrink"] = (kept, accuracy(shrunk, test_x, test_y))
             row["stages"] = accuracy(staged, test_x, test_y)
             row["equal_macs"] = equal_macs(model, amount, after["macs"] / before["macs"], adapt,
                                            protect, test_x, test_y)  # fmt: skip
@@ -230,8 +232,8 @@ def fsdd_models(speakers, kinds):
         adapt, test = np.arange(0, len(Xs), 2), np.arange(1, len(Xs), 2)
         for kind in kinds:
             model = Model.load(source.int8 if kind == "int8" else source.float32)
-            ref = refmod.build(model, iter(X[validation]), digits[validation])
-            yield f"FSDD CNN {kind} ({speaker})", model, Xs[adapt], Xs[test], ys[test], ref
+            labelled = (X[validation], digits[validation])
+            yield f"FSDD CNN {kind} ({speaker})", model, Xs[adapt], Xs[test], ys[test], labelled
 
 
 def cifar_models(kinds, n: int):
@@ -248,8 +250,8 @@ def cifar_models(kinds, n: int):
     for kind in kinds:
         path = Path(str(found[0]).replace(".float32.", f".{kind}."))
         model = Model.load(path)
-        ref = refmod.build(model, iter(X[ref_idx]), y[ref_idx])
-        yield f"CIFAR ResNet-8 {kind}", model, X[adapt_idx], X[test_idx], y[test_idx], ref
+        labelled = (X[ref_idx], y[ref_idx])
+        yield f"CIFAR ResNet-8 {kind}", model, X[adapt_idx], X[test_idx], y[test_idx], labelled
 
 
 def mobilenet(kind: str) -> Model:
@@ -273,15 +275,19 @@ def table(rows) -> str:
     def equal(v):
         return "—" if v is None else f"{v[0]:.1%}, {v[1]:.2f}×, {pct(v[2])}"
 
+    def shrunk(v):
+        return "—" if v is None else f"{'yes' if v[0] else 'no'}, {pct(v[1])}"
+
     lines = [
         "| model | removed | groups: uniform | global | uniform: latency | L1-masked latency | "
         "file | MACs | peak mem | global: latency | file | MACs | dense acc. | L1-masked | "
         "masked | thinned | + repair | + repair, refit-error groups, uniform, 1 pass | 2 passes "
-        "| global, 1 pass | 2 passes | + stages | global at uniform's MACs: removed, MACs, acc. "
+        "| global, 1 pass | 2 passes | + stages | `personalize --shrink`: thinned?, acc. "
+        "| global at uniform's MACs: removed, MACs, acc. "
         "| MACs allocation, 2 passes: groups, MACs, acc. "
         "| thin + repair s, uniform, 1 pass | 2 passes | global, 1 pass | 2 passes | MACs |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         fits = r.get("fits", {})
@@ -296,7 +302,8 @@ def table(rows) -> str:
             f"{r['peak']:.2f}× | {r['global_latency']:.2f}× | {r['global_file']:.2f}× | "
             f"{r['global_macs']:.2f}× | {pct(r['dense'])} | {pct(r.get('l1'))} | "
             f"{pct(r.get('masked'))} | {pct(r.get('thinned'))} | {pct(r.get('repaired_l1'))} | "
-            f"{accuracies} | {pct(r.get('stages'))} | {equal(r.get('equal_macs'))} | {by_macs} | "
+            f"{accuracies} | {pct(r.get('stages'))} | {shrunk(r.get('shrink'))} | "
+            f"{equal(r.get('equal_macs'))} | {by_macs} | "
             f"{times} |"
         )
     return "\n".join(lines)
@@ -330,6 +337,16 @@ def goals(rows) -> list[str]:
                     f"{100 * r['dense']:.1f} % (goal: within 1 point): "
                     f"{common.verdict(two >= r['dense'] - 0.01)}"  # the default: 2 passes
                 )
+    product = [r for r in rows if r.get("shrink")]
+    if product:
+        worst = min(product, key=lambda r: r["shrink"][1] - r["dense"])
+        gap = 100 * (worst["shrink"][1] - worst["dense"])
+        kept = sum(r["shrink"][0] for r in product)
+        out.append(
+            f"- first rule: `personalize --shrink` never below the dense source: worst "
+            f"{gap:+.1f} points ({worst['model']}, {worst['amount']:.0%}); the thinned model kept "
+            f"in {kept} of {len(product)} rows: {common.verdict(gap >= 0)}"
+        )
     return out
 
 
@@ -342,12 +359,12 @@ def main(argv=None) -> int:
     rounds = 5 if args.quick else 9
     rows = []
     speakers = ("george",) if args.quick else ("george", "jackson")
-    for name, model, adapt, tx, ty, ref in fsdd_models(speakers, ("float32", "int8")):
-        rows += evaluate(name, model, adapt, tx, ty, ref, AMOUNTS, rounds, 20)
+    for name, model, adapt, tx, ty, labelled in fsdd_models(speakers, ("float32", "int8")):
+        rows += evaluate(name, model, adapt, tx, ty, labelled, AMOUNTS, rounds, 20)
     if not args.no_cifar:
         n = 1000 if args.quick else 2500
-        for name, model, adapt, tx, ty, ref in cifar_models(("float32", "int8"), n):
-            rows += evaluate(name, model, adapt, tx, ty, ref, AMOUNTS, rounds, 20)
+        for name, model, adapt, tx, ty, labelled in cifar_models(("float32", "int8"), n):
+            rows += evaluate(name, model, adapt, tx, ty, labelled, AMOUNTS, rounds, 20)
     if not args.no_mobilenet:
         noise = np.random.default_rng(1).standard_normal((32, 224, 224, 3), np.float32)
         for kind in ("float32", "int8"):
