@@ -22,13 +22,13 @@ source's validation data, as `edgeprune reference` would on the laptop: the sour
 describe the thinned model's features, and `personalize` refuses it); what a user gets from
 `personalize --shrink` on the source with its reference (thin + repair kept only if the check
 passes, then the stages): whether the thinned model was kept, and its accuracy; the global
-allocation at the uniform one's MACs (the smallest share, in steps of 2.5 points, whose MACs are no more: the
-two compared at equal MACs, since for the same share of channels global removes fewer MACs on
-CIFAR); and the MACs allocation (`--allocation macs`: down to the uniform allocation's MACs,
-each time the group with the least refit error per MAC saved; its groups removed, MACs,
+allocation at the uniform one's MACs (the smallest share, in steps of 2.5 points, whose MACs are no
+more: the two compared at equal MACs, since for the same share of channels global removes fewer
+MACs on CIFAR); and the MACs allocation (`--allocation macs`: down to the uniform allocation's
+MACs, each time the group with the least refit error per MAC saved; its groups removed, MACs,
 accuracy). "thin + repair s" times each refit-error fit (one data pass, selection, refit, rewrite).
-Repair runs with one BLAS thread; on a loaded machine wall time says little, CPU time is the
-figure to read.
+Repair runs with one BLAS thread; on a loaded machine wall time says little, CPU time is the figure
+to read.
 
 Data: FSDD — the source trained without the held-out speaker; repair and stages use half of the
 speaker's recordings (unlabeled), accuracy the other half. CIFAR-10 ResNet-8 — half of the test
