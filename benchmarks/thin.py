@@ -150,6 +150,7 @@ def evaluate(name, model, adapt, test_x, test_y, validation, amounts, rounds, in
     rows = []
     dense_acc = accuracy(model, test_x, test_y) if test_x is not None else None
     protect = [Classifier.of(model).layer.op] if test_x is not None else []
+    source_ref = refmod.build(model, iter(validation[0]), validation[1]) if validation else None
     for amount in amounts:
         graph, groups = analyze(model)
         for g in groups:
@@ -208,7 +209,6 @@ def evaluate(name, model, adapt, test_x, test_y, validation, amounts, rounds, in
             own = refmod.build(repaired.model, iter(validation[0]), validation[1])
             staged, _ = personalize(repaired.model, list(adapt), reference=own)
             # What a user gets: `personalize --shrink` from the source and its reference.
-            source_ref = refmod.build(model, iter(validation[0]), validation[1])
             shrunk, report = personalize(model, list(adapt), reference=source_ref, shrink=amount)
             kept = any(s.name == "shrink" and s.applied for s in report.stages)
             row["shrink"] = (kept, accuracy(shrunk, test_x, test_y))
