@@ -396,6 +396,35 @@ class Conv(_Spatial):
     def input_for_weight(self, s_in):
         return s_in[None]
 
+    def windows(self, x: np.ndarray, rows: int) -> np.ndarray:
+        """The input windows (im2col) at about `rows` or fewer output positions, on an evenly
+        strided grid: [positions, kh·kw·C] in the weight's (h, w, c) order, so that `windows @
+        w.reshape(out, -1).T` is the layer's output there before bias and activation (padding
+        reads zeros)."""
+        x = x.reshape(x.shape[-3:])
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        (h, w), (oh, ow) = x.shape[:2], self.output_hw
+        pad_h, pad_w = self.padding_before((h, w), (oh, ow))
+        padded = np.zeros(
+            (
+                max((oh - 1) * sh + (kh - 1) * dh + 1, pad_h + h),
+                max((ow - 1) * sw + (kw - 1) * dw + 1, pad_w + w),
+                x.shape[2],
+            ),
+            x.dtype,
+        )
+        padded[pad_h : pad_h + h, pad_w : pad_w + w] = x
+        step = max(int(np.ceil(np.sqrt(oh * ow / rows))), 1)  # every step-th row and column
+        gh, gw = -(-oh // step), -(-ow // step)
+        return np.concatenate(
+            [
+                padded[a * dh :: sh * step, b * dw :: sw * step][:gh, :gw].reshape(gh * gw, -1)
+                for a in range(kh)
+                for b in range(kw)
+            ],
+            axis=1,
+        )
+
 
 class Depthwise(_Spatial):
     """DEPTHWISE_CONV_2D: weight [1, kh, kw, in × depth_multiplier]; output channel c reads input

@@ -396,6 +396,7 @@ def _thin(
     map: str | None,
     data: str | None,
     keep_bias: bool,
+    settle: bool,
 ) -> ThinResult:
     from collections import Counter
 
@@ -409,7 +410,7 @@ def _thin(
     if samples is not None:
         samples = context.iterate(samples, "repair", len(samples), "sample")
     result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias,
-                    allocation=allocation)  # fmt: skip
+                    allocation=allocation, settle=settle)  # fmt: skip
     result.model.save(output)
     return ThinResult(
         str(output),
@@ -466,6 +467,12 @@ thin = register(
             switch(
                 "keep_bias",
                 "removed channels keep outputting act(bias), folded into the next layer",
+            ),
+            switch(
+                "settle",
+                "repair one depth level per pass over --data until every layer is refit to the "
+                "inputs it will really get, 3x3 and larger convolutions over whole input windows: "
+                "more accurate where such convolutions lost channels, one pass per level (slower)",
             ),
             Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
         ),

@@ -9,6 +9,11 @@ b + W_R a reproduce the dense layer's pre-activation output with the smallest me
 exactly so for dense and 1×1 layers (the reconstruction step of He et al. 2017 and ThiNet, in closed
 form); for k×k windows each kernel offset is refit alike. A removed channel that was constant
 gives B = 0 and a = its value: the bias fold of `thin`. No labels, no gradients.
+
+Later passes run the dense and the thinned model side by side (`CrossMoments`): each layer is refit
+to the inputs the thinned network upstream really gives it; settling (`thin.shrink(settle=True)`)
+does that one depth level per pass and refits a settled k×k convolution over its whole input
+windows (`Windows`, (kh·kw·K)² floats per layer, at most WINDOW_FEATURES features).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from .layers import Layer
 from .model import Model
 from .runtime import Runner
 
+WINDOW_FEATURES = 1024  # a k×k conv reading more window features (kh·kw·C) than this is refit
+# per kernel offset: its second-pass window moments would take (kh·kw·C)² floats
 RIDGE = 1e-4  # relative to the mean variance: keeps Cov_KK invertible for dead channels
 MAX_ROWS = 1024  # positions per sample and tensor that enter the moments (evenly strided)
+WINDOW_ROWS = 256  # output positions per sample whose windows enter a conv's window moments
 BATCH_ROWS = 512  # rows gathered (over samples) before one Gram product: small maps of many
 # channels (7×7×960) gave products of 49 rows, a third of their CPU time spent writing C×C sums
 
@@ -206,6 +214,70 @@ class RefitErrors:
         return self._terms[layer.op]
 
 
+def by_window(layer: Layer) -> bool:
+    """Whether the second pass refits `layer` over whole input windows (`Windows`): a k×k
+    CONV_2D of at most WINDOW_FEATURES window features."""
+    if layer.kind != "conv" or layer.kernel == (1, 1):
+        return False
+    return int(np.prod(layer.weight_shape[1:])) <= WINDOW_FEATURES
+
+
+class Windows:
+    """Second-pass moments of one k×k convolution's input windows (im2col rows) in the thinned
+    model, q (kh·kw·K), against the dense layer's output y = W p on the dense model's windows p:
+    Σq, Σy, Σqqᵀ and Σqyᵀ. The refit maps q straight onto y, W' = Cov(y, q) Cov(q, q)⁻¹: each
+    removed channel is estimated from the kept channels at every offset of the window, not only
+    at its own position as the per-offset refit does. Used only for a layer whose inputs are
+    settled (`thin.shrink(settle=True)`): fitted to inputs that still change, the window fits
+    swung from pass to pass. The price is (kh·kw·K)² floats per layer, hence WINDOW_FEATURES."""
+
+    def __init__(self, layer: Layer, dense: Model):
+        self.layer = layer
+        w = dense.dequantized(layer.weight).astype(np.float32)
+        self.rows = w.reshape(w.shape[0], -1).T  # [kh·kw·C, out]: y = p @ rows
+        self.count = 0
+        self.stats: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, dense: np.ndarray, thinned: np.ndarray) -> None:
+        y = self.layer.windows(dense.astype(np.float32), WINDOW_ROWS) @ self.rows
+        self._pending.append((y, self.layer.windows(thinned.astype(np.float32), WINDOW_ROWS)))
+        if sum(len(x) for x, _ in self._pending) >= BATCH_ROWS:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self._pending:
+            return
+        y = np.concatenate([x for x, _ in self._pending])
+        q = np.concatenate([x for _, x in self._pending])
+        self._pending = []
+        if not self.stats:
+            o, d = y.shape[1], q.shape[1]
+            self.stats = [np.zeros(o), np.zeros(d), np.zeros((d, d)), np.zeros((d, o))]
+        with np.errstate(all="ignore"):  # checked below
+            gram, cross = q.T @ q, q.T @ y
+        _finite(gram, cross)
+        self.count += y.shape[0]
+        for total, part in zip(self.stats, (y.sum(0, np.float64), q.sum(0, np.float64), gram,
+                                            cross)):  # fmt: skip
+            total += part
+
+    def refit(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(real weights [out, kh, kw, C], zero on the removed channels; real bias change)."""
+        self.finish()
+        n = max(self.count, 1)
+        my, mq = self.stats[0] / n, self.stats[1] / n
+        cov_qq = self.stats[2] / n - np.outer(mq, mq)
+        cov_qy = self.stats[3] / n - np.outer(mq, my)
+        d = cov_qq.shape[0]
+        ridge = RIDGE * max(float(np.trace(cov_qq)) / d, 1e-12)
+        fit = np.linalg.solve(cov_qq + ridge * np.eye(d), cov_qy)  # [kh·kw·K, out]
+        out, (kh, kw), c = self.rows.shape[1], self.layer.kernel, self.rows.shape[0]
+        new = np.zeros((out, kh, kw, c // (kh * kw)))
+        new[..., kept] = fit.T.reshape(out, kh, kw, kept.size)
+        return new, my - fit.T @ mq
+
+
 class CrossMoments:
     """Second pass of the repair: moments of the thinned model's inputs x' (kept channels, after
     the upstream layers were thinned and refit) against the dense model's x, so each layer is
@@ -215,12 +287,17 @@ class CrossMoments:
     A layer that lost no input channel (a protected classifier) is refit towards the identity,
     B = (Cov(x, x') + λI)(Cov(x', x') + λI)⁻¹, with λ chosen on held-out samples (moments are
     kept for the even and the odd samples apart; λ = ∞ leaves the layer as it is): it reads one
-    row per sample, and a few hundred samples do not pin down a full C × C map."""
+    row per sample, and a few hundred samples do not pin down a full C × C map.
+
+    The k×k convolutions in `windows` are refit over whole input windows (`Windows`)."""
 
     LAMBDAS = (RIDGE, 1e-3, 1e-2, 1e-1, 1.0, 10.0, np.inf)  # × the mean variance of x'
 
-    def __init__(self, sources: dict[int, int]):
+    def __init__(self, sources: dict[int, int], windows: dict[int, Windows] | None = None):
         self.sources = sources
+        self.windows = windows or {}
+        self.settled: dict[int, tuple] = {}  # op -> its fit from the pass that settled it
+        self.settling: set[int] = set()  # ops whose fit from this pass is final (kept in settled)
         self.count: dict[int, list[int]] = {}
         self.stats: dict[int, list[list[np.ndarray]]] = {}  # per half: [Σx, Σx', Σx'x'ᵀ, Σxx'ᵀ]
         self._pending: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -241,10 +318,14 @@ class CrossMoments:
             pending.append((_rows(v, v.shape[-1]), _rows(thinned[t], thinned[t].shape[-1])))
             if sum(len(x) for x, _ in pending) >= BATCH_ROWS:
                 self._flush((t, half))
+        for window in self.windows.values():
+            window.add(dense[window.layer.input], thinned[window.layer.input])
 
     def finish(self) -> None:
         for key in list(self._pending):
             self._flush(key)
+        for window in self.windows.values():
+            window.finish()
 
     def _flush(self, key: tuple[int, int]) -> None:
         (t, half), pending = key, self._pending.pop(key)
@@ -293,6 +374,15 @@ class CrossMoments:
         return fit(*self._moments(t)[2:], self.LAMBDAS[int(np.argmin(errors))])
 
     def refit(self, layer: Layer, model: Model, keep: np.ndarray, source: int | None = None):
+        """The fit of a settled layer as it was; otherwise refit (and kept, when settling)."""
+        if layer.op in self.settled:
+            return self.settled[layer.op]
+        fit = self._refit(layer, model, keep, source)
+        if fit is not None and layer.op in self.settling:
+            self.settled[layer.op] = fit
+        return fit
+
+    def _refit(self, layer: Layer, model: Model, keep: np.ndarray, source: int | None):
         t = layer.input if source is None else source
         if not self.has(t) or layer.bias_input is None or layer.propagates_channels:
             return None
@@ -301,6 +391,8 @@ class CrossMoments:
         kept = np.unique(np.asarray(keep) % c)
         if kept.size != k:
             return None
+        if layer.op in self.windows and k < c:
+            return self.windows[layer.op].refit(kept)
         w = model.dequantized(layer.weight)
         axis = layer.in_axis
         moved = np.moveaxis(w, axis, -1)
@@ -318,12 +410,29 @@ class CrossMoments:
         return np.moveaxis(new.reshape(moved.shape), -1, axis), delta
 
 
-def record_cross(dense: Model, thinned: Model, samples, sources: dict[int, int]) -> CrossMoments:
+def levels(model: Model, ops: Iterable[int]) -> dict[int, int]:
+    """{op: how many of `ops` lie on the longest path from the model's inputs to it, itself
+    included}. The inputs of a layer of level k stop changing once the layers of the levels
+    below it are settled (TFLite stores operators in execution order)."""
+    ops = set(ops)
+    writer = {t: i for i, op in enumerate(model.operators) for t in op.outputs}
+    depth: dict[int, int] = {}
+    for i, op in enumerate(model.operators):
+        upstream = max((depth[writer[t]] for t in op.inputs if t in writer), default=0)
+        depth[i] = upstream + (i in ops)
+    return {i: depth[i] for i in ops}
+
+
+def record_cross(
+    dense: Model, thinned: Model, samples, sources: dict[int, int], windows: Iterable[Layer] = ()
+) -> CrossMoments:
     """Run `samples` through both models once, accumulating `CrossMoments` of the tensors in
     `sources` ({layer input: the tensor standing for it}; same tensor indices in both models:
-    thinning keeps them)."""
-    cross = CrossMoments(sources)
-    tensors = list(dict.fromkeys(sources.values()))
+    thinning keeps them), and the window moments of the convolutions in `windows`."""
+    cross = CrossMoments(sources, {x.op: Windows(x, dense) for x in windows})
+    tensors = list(
+        dict.fromkeys([*sources.values(), *(w.layer.input for w in cross.windows.values())])
+    )
     a, b = Runner(dense, watch=tensors), Runner(thinned, watch=tensors)
     for sample in samples:
         va, vb = a.run(sample), b.run(sample)

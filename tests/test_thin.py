@@ -154,6 +154,11 @@ def test_thin_command_writes_a_smaller_model_and_says_so(tmp_path, capsys):
     assert out.stat().st_size == result["after"]["file_bytes"]
     assert main(["thin", str(source), "--amount", "1.5", "-o", str(out)]) == 2
     assert "amount" in capsys.readouterr().err
+    out.unlink()
+    assert main(["thin", str(source), "--amount", "0.5", "--settle", "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "needs samples (--data)" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_personalize_shrink_is_kept_only_if_the_check_passes():
@@ -542,3 +547,61 @@ def test_macs_allocation_leaves_no_more_macs_than_uniform_and_takes_free_channel
     gone = {int(c) for g in spent.removed for x, cs in g.producers if x.op == layer.op
             for c in cs}  # fmt: skip
     assert len(gone & {0, 1, 2}) == 2
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "mixed"])
+def test_conv_windows_times_the_weight_are_the_layers_output(arch):
+    """`Conv.windows` reads what the convolution reads: windows @ weight + bias, activated, is
+    the op's output at those positions — stride 2 with SAME padding (small_cnn), dilation 2
+    VALID (mixed) — on the full grid and on a strided one."""
+    from edgeprune.layers import activate
+
+    model = Model(build("float32", arch))
+    graph, _ = analyze(model)
+    convs = [x for x in graph.layers.values() if x.kind == "conv" and x.kernel != (1, 1)]
+    assert any(x.stride != (1, 1) for x in convs) or any(x.dilation != (1, 1) for x in convs)
+    runner = Runner(model, watch=[t for x in convs for t in (x.input, x.output)])
+    values = runner.run(random_inputs(1, INPUT_SHAPES[arch][1:], seed=5)[0])
+    for x in convs:
+        w = model.dequantized(x.weight).reshape(x.out_channels, -1).T
+        bias = model.tensor_data(x.bias)
+        out = values[x.output].reshape(x.output_hw + (x.out_channels,))
+        for rows, step in ((10**6, 1), (out.shape[0] * out.shape[1] // 4, 2)):
+            got = activate(x.activation, x.windows(values[x.input], rows) @ w + bias)
+            want = out[::step, ::step].reshape(-1, x.out_channels)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_settled_repair_errs_less_than_two_passes_and_windows_less_than_offsets(monkeypatch):
+    """Settling (one depth level per pass, each layer refit to the inputs it finally gets)
+    brings the thinned model's held-out outputs closer to the dense model's than the default two
+    passes, and refitting its 3×3 convs over whole input windows closer than per kernel offset
+    (WINDOW_FEATURES = 0 turns windows off). Inputs are spatially smooth, as images are: a
+    removed channel is then partly predictable from the kept channels around it."""
+    from edgeprune import repair
+
+    model = Model(build("float32", "small_cnn"))
+    shape = INPUT_SHAPES["small_cnn"][1:]
+
+    def smooth(x):
+        for axis in (1, 2):
+            x = (x + np.roll(x, 1, axis) + np.roll(x, -1, axis)) / 3 * 1.7
+        return x.astype(np.float32)
+
+    samples, held_out = (
+        smooth(random_inputs(96, shape, seed=3)),
+        smooth(random_inputs(32, shape, seed=4)),
+    )
+    dense = outputs(model, held_out)
+
+    def error(result):
+        return np.linalg.norm(outputs(result.model, held_out) - dense) / np.linalg.norm(dense)
+
+    two_passes = shrink(model, 0.5, samples=samples)
+    settled = shrink(model, 0.5, samples=samples, settle=True)
+    assert [g.index for g in settled.removed] == [g.index for g in two_passes.removed]
+    assert error(settled) < 0.9 * error(two_passes)
+    monkeypatch.setattr(repair, "WINDOW_FEATURES", 0)
+    assert error(settled) < 0.97 * error(shrink(model, 0.5, samples=samples, settle=True))
+    with pytest.raises(EdgepruneError, match="needs samples"):
+        shrink(model, 0.5, settle=True)
