@@ -472,7 +472,8 @@ thin = register(
                 "settle",
                 "repair one depth level per pass over --data until every layer is refit to the "
                 "inputs it will really get, 3x3 and larger convolutions over whole input windows: "
-                "more accurate where such convolutions lost channels, one pass per level (slower)",
+                "one pass per level, so slower (measured more accurate on a CIFAR ResNet-8, "
+                "not on the FSDD CNN: benchmarks/RESULTS.md)",
             ),
             Param("output", ".tflite file to write", default=REQUIRED, role="output", flag="-o"),
         ),
