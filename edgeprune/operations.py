@@ -407,10 +407,8 @@ def _thin(
         raise EdgepruneError("--score fine needs --map (an activation map from `record`)")
     m, samples, _ = open_model_and_samples(model, data)
     amap = ActivationMap.load(map, m) if map else None
-    if samples is not None:
-        samples = context.iterate(samples, "repair", len(samples), "sample")
     result = shrink(m, amount, score, amap, samples, masked=amount == 0, zero_bias=not keep_bias,
-                    allocation=allocation, settle=settle)  # fmt: skip
+                    allocation=allocation, settle=settle, progress=context)  # fmt: skip
     result.model.save(output)
     return ThinResult(
         str(output),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import importlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from .choices import THIN_ALLOCATIONS as ALLOCATIONS
 from .errors import EdgepruneError, RuntimeMissingError
 from .layers import Layer, ReshapeChannels, channel_rule, producers, stored_constant
 from .model import Model
+from .operation import Context
 
 
 def schema() -> Any:
@@ -79,6 +80,7 @@ def shrink(
     passes: int = 2,
     allocation: str = "uniform",
     settle: bool = False,
+    progress: Context | None = None,
 ) -> ThinResult:
     """Thin `model`: remove `amount` of the model's free channel groups with the lowest scores
     (or, with `masked`, the groups whose weights are already zero), then repair the consumers on
@@ -105,7 +107,9 @@ def shrink(
     over their whole input windows (`repair.Windows`). Fitting a window to inputs that still
     change made the fits swing from pass to pass (held-out error 0.46, 2.31, 0.44, 2.18 over
     passes 1-4 of a random-weight CNN); settled, they cannot. A pass per level: slower, and more
-    accurate on CIFAR ResNet-8, no better on FSDD (benchmarks/RESULTS.md, "Thinning")."""
+    accurate on CIFAR ResNet-8, no better on FSDD (benchmarks/RESULTS.md, "Thinning").
+
+    `progress` (an operation's Context) gets a bar per pass over the samples."""
     if settle and samples is None:
         raise EdgepruneError("settling the repair needs samples (--data)")
     graph, groups = analyze(model)
@@ -121,11 +125,17 @@ def shrink(
         from .repair import reconstruction_scores, record_moments
 
         samples = samples if passes < 2 and not settle else list(samples)  # read again
+        progress = progress or Context()
+        total = len(samples) if isinstance(samples, Sized) else None
+
+        def each(what: str) -> Iterable[np.ndarray]:
+            """The samples for one more pass over them, behind a progress bar."""
+            return progress.iterate(samples, f"repair: {what}", total, "sample")
 
         sources = {
             x.input: graph.channel_source(x.input) for g in candidates for x, _ in g.consumers
         }
-        moments = record_moments(model, samples, sources.values())
+        moments = record_moments(model, each("statistics"), sources.values())
         moments.sources = sources
         if score == "reconstruction" and allocation == "uniform":
             scores = reconstruction_scores(graph, candidates, moments)
@@ -159,12 +169,14 @@ def shrink(
         refit = {x.op: x for g in result.removed for x, _ in g.consumers}
         level = levels(model, refit) if settle else {}
         settled: dict[int, tuple] = {}
-        for k in range(1, max(level.values(), default=0) + 1 if settle else passes):
+        deepest = max(level.values(), default=0)
+        for k in range(1, deepest + 1 if settle else passes):
             # Settling, pass k + 1 settles the layers of level k (their inputs are final now),
             # the k×k convs over whole windows, and refits the deeper ones for the time being.
             now = {op for op, at in level.items() if at == k}
             windows = [refit[op] for op in now if by_window(refit[op])]
-            cross = record_cross(model, result.model, samples, sources, windows)
+            what = f"level {k} of {deepest}" if settle else f"pass {k + 1}"
+            cross = record_cross(model, result.model, each(what), sources, windows)
             cross.settled, cross.settling = settled, now
             result = _rewrite(model, graph, result.removed, result.kept, cross)
         # Last, the protected layers (the classifier) that lost no input but read changed
@@ -172,7 +184,7 @@ def shrink(
         last = {x.input: graph.channel_source(x.input) for x in graph.layers.values()
                 if x.op in protect and x.input not in model.main.inputs}  # fmt: skip
         if last:
-            cross = record_cross(model, result.model, samples, last)
+            cross = record_cross(model, result.model, each("classifier"), last)
             final = _rewrite(result.model, ChannelGraph(result.model), [], [], cross, protect)
             final.model.name = result.model.name
             result.model, result.repaired = final.model, [*result.repaired, *final.repaired]

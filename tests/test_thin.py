@@ -605,3 +605,33 @@ def test_settled_repair_errs_less_than_two_passes_and_windows_less_than_offsets(
     assert error(settled) < 0.97 * error(shrink(model, 0.5, samples=samples, settle=True))
     with pytest.raises(EdgepruneError, match="needs samples"):
         shrink(model, 0.5, settle=True)
+
+
+def test_every_repair_pass_has_a_bar_and_a_cancel_stops_it_writing_nothing(tmp_path):
+    """`thin --settle` reads the samples once per depth level: each pass gets a bar (statistics,
+    level k of L), and a cancel at a bar's step stops the repair, writing nothing."""
+    from edgeprune import operations as ops
+    from edgeprune.operation import Cancelled, Context
+
+    class Recording(Context):
+        def __init__(self, cancel_at=None):
+            super().__init__(cancelled=lambda: self.stop)
+            self.seen, self.cancel_at, self.stop = {}, cancel_at, False
+
+        def show(self, bar) -> None:
+            self.seen[bar.desc] = (bar.n, bar.total)
+            self.stop = self.stop or (bar.desc, bar.n) == self.cancel_at
+
+    source, data = tmp_path / "m.tflite", tmp_path / "x.npy"
+    source.write_bytes(build("float32", "small_cnn"))
+    np.save(data, random_inputs(12, INPUT_SHAPES["small_cnn"][1:], seed=3))
+    run = {"model": str(source), "amount": 0.5, "data": str(data), "settle": True}
+    context = Recording()
+    ops.thin(context, **run, output=str(tmp_path / "a.tflite"))
+    levels = sorted(d for d in context.seen if d.startswith("repair: level"))
+    assert context.seen["repair: statistics"] == (12, 12)
+    assert levels == [f"repair: level {k} of {len(levels)}" for k in range(1, len(levels) + 1)]
+    assert len(levels) >= 3 and all(context.seen[d] == (12, 12) for d in levels)
+    with pytest.raises(Cancelled):
+        ops.thin(Recording(cancel_at=(levels[1], 5)), **run, output=str(tmp_path / "b.tflite"))
+    assert not (tmp_path / "b.tflite").exists()
