@@ -400,7 +400,9 @@ class Conv(_Spatial):
         """The input windows (im2col) at about `rows` or fewer output positions, on an evenly
         strided grid: [positions, kh·kw·C] in the weight's (h, w, c) order, so that `windows @
         w.reshape(out, -1).T` is the layer's output there before bias and activation (padding
-        reads zeros)."""
+        reads zeros); a batch gives each sample's windows in turn."""
+        if x.ndim == 4 and x.shape[0] != 1:
+            return np.concatenate([self.windows(one, rows) for one in x])
         x = x.reshape(x.shape[-3:])
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         (h, w), (oh, ow) = x.shape[:2], self.output_hw
