@@ -570,6 +570,9 @@ def test_conv_windows_times_the_weight_are_the_layers_output(arch):
             got = activate(x.activation, x.windows(values[x.input], rows) @ w + bias)
             want = out[::step, ::step].reshape(-1, x.out_channels)
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        pair = np.concatenate([values[x.input], 2 * values[x.input]])  # a batch of two samples
+        both = x.windows(pair, 64)
+        np.testing.assert_array_equal(both, np.concatenate([x.windows(v[None], 64) for v in pair]))
 
 
 def test_settled_repair_errs_less_than_two_passes_and_windows_less_than_offsets(monkeypatch):
