@@ -183,6 +183,8 @@ class Layer:
     # whether output channel c depends on input channel c alone (its channels pass through).
     channel_axis: ClassVar[int] = -1
     propagates_channels: ClassVar[bool] = False
+    # Whether the repair can refit it over whole input windows (`windows`, im2col).
+    has_windows: ClassVar[bool] = False
 
     op: int
     opcode: str
@@ -392,6 +394,7 @@ class Conv(_Spatial):
     kind = "conv"
     layout = "ohwi"
     cost = Reduction(weight=1, out_axis=0)
+    has_windows = True
 
     def input_for_weight(self, s_in):
         return s_in[None]

@@ -217,7 +217,7 @@ class RefitErrors:
 def by_window(layer: Layer) -> bool:
     """Whether the second pass refits `layer` over whole input windows (`Windows`): a k×k
     CONV_2D of at most WINDOW_FEATURES window features."""
-    if layer.kind != "conv" or layer.kernel == (1, 1):
+    if not layer.has_windows or layer.kernel == (1, 1):
         return False
     return int(np.prod(layer.weight_shape[1:])) <= WINDOW_FEATURES
 
