@@ -176,7 +176,9 @@ def shrink(
             now = {op for op, at in level.items() if at == k}
             windows = [refit[op] for op in now if by_window(refit[op])]
             what = f"level {k} of {deepest}" if settle else f"pass {k + 1}"
-            cross = record_cross(model, result.model, each(what), sources, windows)
+            unsettled = {x.input for op, x in refit.items() if level.get(op, k) >= k}
+            read = {t: s for t, s in sources.items() if t in unsettled}  # settled: no statistics
+            cross = record_cross(model, result.model, each(what), read, windows)
             cross.settled, cross.settling = settled, now
             result = _rewrite(model, graph, result.removed, result.kept, cross)
         # Last, the protected layers (the classifier) that lost no input but read changed
