@@ -262,9 +262,14 @@ class Windows:
                                             cross)):  # fmt: skip
             total += part
 
-    def refit(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(real weights [out, kh, kw, C], zero on the removed channels; real bias change)."""
+    def refit(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(real weights [out, kh, kw, C], zero on the removed channels; real bias change), or
+        None when the kept channels `keep` do not match the windows recorded."""
         self.finish()
+        (kh, kw), c = self.layer.kernel, self.rows.shape[0] // int(np.prod(self.layer.kernel))
+        kept = np.unique(keep % c)
+        if not self.stats or kept.size * kh * kw != self.stats[1].size:
+            return None
         n = max(self.count, 1)
         my, mq = self.stats[0] / n, self.stats[1] / n
         cov_qq = self.stats[2] / n - np.outer(mq, mq)
@@ -272,9 +277,8 @@ class Windows:
         d = cov_qq.shape[0]
         ridge = RIDGE * max(float(np.trace(cov_qq)) / d, 1e-12)
         fit = np.linalg.solve(cov_qq + ridge * np.eye(d), cov_qy)  # [kh·kw·K, out]
-        out, (kh, kw), c = self.rows.shape[1], self.layer.kernel, self.rows.shape[0]
-        new = np.zeros((out, kh, kw, c // (kh * kw)))
-        new[..., kept] = fit.T.reshape(out, kh, kw, kept.size)
+        new = np.zeros((self.rows.shape[1], kh, kw, c))
+        new[..., kept] = fit.T.reshape(-1, kh, kw, kept.size)
         return new, my - fit.T @ mq
 
 
@@ -383,6 +387,8 @@ class CrossMoments:
         return fit
 
     def _refit(self, layer: Layer, model: Model, keep: np.ndarray, source: int | None):
+        if layer.op in self.windows:  # its window moments alone: no per-channel ones are read
+            return self.windows[layer.op].refit(np.asarray(keep))
         t = layer.input if source is None else source
         if not self.has(t) or layer.bias_input is None or layer.propagates_channels:
             return None
@@ -391,8 +397,6 @@ class CrossMoments:
         kept = np.unique(np.asarray(keep) % c)
         if kept.size != k:
             return None
-        if layer.op in self.windows and k < c:
-            return self.windows[layer.op].refit(kept)
         w = model.dequantized(layer.weight)
         axis = layer.in_axis
         moved = np.moveaxis(w, axis, -1)

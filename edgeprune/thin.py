@@ -176,8 +176,10 @@ def shrink(
             now = {op for op, at in level.items() if at == k}
             windows = [refit[op] for op in now if by_window(refit[op])]
             what = f"level {k} of {deepest}" if settle else f"pass {k + 1}"
-            unsettled = {x.input for op, x in refit.items() if level.get(op, k) >= k}
-            read = {t: s for t, s in sources.items() if t in unsettled}  # settled: no statistics
+            # Per-channel statistics only for the layers still to fit other than over windows.
+            by_offset = {x.input for op, x in refit.items()
+                         if level.get(op, k) >= k and x not in windows}  # fmt: skip
+            read = {t: s for t, s in sources.items() if t in by_offset}
             cross = record_cross(model, result.model, each(what), read, windows)
             cross.settled, cross.settling = settled, now
             result = _rewrite(model, graph, result.removed, result.kept, cross)
