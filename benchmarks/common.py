@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,6 +240,16 @@ def median(values: list[float]) -> float:
 def paired_ratios(a: list[float], b: list[float]) -> list[float]:
     """a[i] / b[i] for each round: the ratio of two variants measured side by side."""
     return [x / y for x, y in zip(a, b)]
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """mean(a − b) and its 95 % interval (normal approximation) for per-sample scores of two
+    models on the same samples (hits 0/1: the accuracy difference): pairing removes what the
+    samples share, and the interval says how much of a difference the test set can resolve."""
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    mean = statistics.fmean(d)
+    half = 1.96 * statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    return mean, mean - half, mean + half
 
 
 def timed(fn: Callable[[], object]) -> float:
