@@ -102,9 +102,10 @@ def shrink(
 
     `settle` (needs `samples`; `passes` is then not read) repairs one depth level per pass until
     every layer is settled: pass k + 1 refits the layers with k refit layers on their longest
-    path from the input (themselves included), whose inputs no longer change, keeps those fits,
-    and refits the deeper layers for the time being; the k×k convolutions it settles are refit
-    over their whole input windows (`repair.Windows`). Fitting a window to inputs that still
+    path from the input (themselves included), whose inputs no longer change, and keeps those
+    fits (the deeper layers keep the bias fold until their own pass: nothing the next pass reads
+    depends on them); the k×k convolutions it settles are refit over their whole input windows
+    (`repair.Windows`). Fitting a window to inputs that still
     change made the fits swing from pass to pass (held-out error 0.46, 2.31, 0.44, 2.18 over
     passes 1-4 of a random-weight CNN); settled, they cannot. A pass per level: slower, and more
     accurate on CIFAR ResNet-8, no better on FSDD (benchmarks/RESULTS.md, "Thinning").
@@ -172,15 +173,16 @@ def shrink(
         deepest = max(level.values(), default=0)
         for k in range(1, deepest + 1 if settle else passes):
             # Settling, pass k + 1 settles the layers of level k (their inputs are final now),
-            # the k×k convs over whole windows, and refits the deeper ones for the time being.
+            # the k×k convs over whole windows. The deeper ones keep the bias fold until their
+            # pass: what the next pass reads comes from levels up to k only.
             now = {op for op, at in level.items() if at == k}
-            windows = [refit[op] for op in now if by_window(refit[op])]
+            windows = {op for op in now if by_window(refit[op])}
             what = f"level {k} of {deepest}" if settle else f"pass {k + 1}"
-            # Per-channel statistics only for the layers still to fit other than over windows.
-            by_offset = {x.input for op, x in refit.items()
-                         if level.get(op, k) >= k and x not in windows}  # fmt: skip
+            fitted = now if settle else set(refit)
+            by_offset = {refit[op].input for op in fitted - windows}
             read = {t: s for t, s in sources.items() if t in by_offset}
-            cross = record_cross(model, result.model, each(what), read, windows)
+            cross = record_cross(model, result.model, each(what), read,
+                                 [refit[op] for op in windows])  # fmt: skip
             cross.settled, cross.settling = settled, now
             result = _rewrite(model, graph, result.removed, result.kept, cross)
         # Last, the protected layers (the classifier) that lost no input but read changed
