@@ -503,6 +503,7 @@ class Model:
             raise ModelError(f"{self.name} has no subgraph; re-export the model")
         self.subgraphs = tuple(self._subgraph(t) for t in tables)
         self._outputs_field = tables[0].field(SubGraphSlot.OUTPUTS)
+        self._operators_at = tables[0].span(SubGraphSlot.OPERATORS, 4)[0] - 4  # its count
         self._check_constant_sizes()
 
     def _buffer_span(self, table: _Table) -> tuple[int, int]:
@@ -708,16 +709,23 @@ class Model:
         tensors[t.index] = updated
         self.subgraphs = (replace(self.main, tensors=tuple(tensors)), *self.subgraphs[1:])
 
-    def with_outputs(self, tensors: list[int]) -> Model:
-        """A copy whose main subgraph also outputs `tensors` (after its own outputs).
+    def with_outputs(self, tensors: list[int], only: bool = False) -> Model:
+        """A copy whose main subgraph also outputs `tensors` (after its own outputs); with
+        `only`, outputs `tensors` alone and stops after the last operator they need (operators
+        are stored in execution order): a pass that reads early tensors skips the rest.
 
         The new outputs vector is appended to the file and the subgraph's outputs field is
-        re-pointed at it, so everything else keeps its bytes and offsets.
+        re-pointed at it, and `only` shortens the operators vector's count, so everything else
+        keeps its bytes and offsets.
         """
         if not self._outputs_field:
             raise UnsupportedError(f"{self.name}: the main subgraph has no outputs field to extend")
-        outputs = list(self.main.outputs) + [t for t in tensors if t not in self.main.outputs]
+        outputs = [] if only else list(self.main.outputs)
+        outputs += [t for t in dict.fromkeys(tensors) if t not in outputs]
         data = bytearray(self._data)
+        if only and self._operators_at >= 0:
+            writes = {t: i for i, op in enumerate(self.main.operators) for t in op.outputs}
+            _U32.pack_into(data, self._operators_at, 1 + max(writes.get(t, -1) for t in outputs))
         data += bytes(-len(data) % 4)
         start = len(data)
         data += _U32.pack(len(outputs)) + np.asarray(outputs, "<i4").tobytes()

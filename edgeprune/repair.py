@@ -437,7 +437,7 @@ def record_cross(
     tensors = list(
         dict.fromkeys([*sources.values(), *(w.layer.input for w in cross.windows.values())])
     )
-    a, b = Runner(dense, watch=tensors), Runner(thinned, watch=tensors)
+    a, b = (Runner(m, watch=tensors, only_watch=True) for m in (dense, thinned))
     for sample in samples:
         va, vb = a.run(sample), b.run(sample)
         cross.add({t: va[t] for t in tensors}, {t: vb[t] for t in tensors})

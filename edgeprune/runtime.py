@@ -174,6 +174,8 @@ class Runner:
     mode "instrument" runs a copy of the model whose watched tensors are extra outputs (keeps the
     runtime's memory planning and delegates); mode "preserve" runs the model itself with
     `experimental_preserve_all_tensors`. Both read tensors by their index in the main subgraph.
+    `only_watch` (instrument) reads the watched tensors alone and runs only the operators up to
+    the last one they need.
     """
 
     def __init__(
@@ -183,12 +185,15 @@ class Runner:
         mode: str = "instrument",
         num_threads: int | None = None,
         runtime: str | None = None,
+        only_watch: bool = False,
     ):
         if mode not in MODES:
             raise EdgepruneError(f"unknown runner mode {mode!r}: choose one of {', '.join(MODES)}")
         self.input = model.single_input()
         extra = {"experimental_preserve_all_tensors": True} if mode == "preserve" else {}
-        content = model.with_outputs(list(watch)) if mode == "instrument" else model
+        if only_watch and (mode != "instrument" or not watch):
+            raise EdgepruneError("only_watch needs mode 'instrument' and tensors to watch")
+        content = model.with_outputs(list(watch), only_watch) if mode == "instrument" else model
         # A rewrite that does not load is edgeprune's doing, not the user's model's.
         what = f"edgeprune's rewrite of {model.name}" if model.derived else model.name
         # The model itself is probed, not each instrumented copy of it; not at all when it is
@@ -205,7 +210,7 @@ class Runner:
         )
         self.mode = mode
         self.model = model
-        self.read = tuple(dict.fromkeys([*model.main.outputs, *watch]))
+        self.read = tuple(dict.fromkeys([*([] if only_watch else model.main.outputs), *watch]))
 
     def _feed(self, sample: np.ndarray) -> np.ndarray:
         return fit_input(sample, self.input)

@@ -187,3 +187,17 @@ def test_instrumented_copy_exposes_watched_tensors():
     instrumented = Runner(model, hidden, mode="instrument").run(x)
     for t in plain:
         np.testing.assert_array_equal(plain[t], instrumented[t])
+
+
+def test_a_copy_that_outputs_only_watched_tensors_stops_after_the_last_op_they_need():
+    model = Model(build("float32"))
+    hidden = [model.operators[2].outputs[0], model.operators[0].outputs[0]]
+    prefix = model.with_outputs(hidden, only=True)
+    assert prefix.main.outputs == tuple(hidden) and len(prefix.operators) == 3
+    assert model.with_outputs(hidden).operators == model.operators  # the plain copy runs all
+    x = random_inputs(1, INPUT_SHAPES["mixed"][1:], seed=1)[0]
+    full = Runner(model, hidden).run(x)
+    early = Runner(model, hidden, only_watch=True).run(x)
+    assert set(early) == set(hidden)  # not the model's own outputs, which it no longer computes
+    for t in hidden:
+        np.testing.assert_array_equal(full[t], early[t])
