@@ -105,10 +105,11 @@ def shrink(
     path from the input (themselves included), whose inputs no longer change, and keeps those
     fits (the deeper layers keep the bias fold until their own pass: nothing the next pass reads
     depends on them); the k×k convolutions it settles are refit over their whole input windows
-    (`repair.Windows`). Fitting a window to inputs that still
-    change made the fits swing from pass to pass (held-out error 0.46, 2.31, 0.44, 2.18 over
-    passes 1-4 of a random-weight CNN); settled, they cannot. A pass per level: slower, and more
-    accurate on CIFAR ResNet-8, no better on FSDD (benchmarks/RESULTS.md, "Thinning").
+    (`repair.Windows`). Fitting a window to inputs that still change made the fits swing from
+    pass to pass (held-out error 0.46, 2.31, 0.44, 2.18 over passes 1-4 of a random-weight CNN);
+    settled, they cannot. A pass per level: slower (MobileNetV2 at 50 %: 8.9 against 2.5 s of
+    CPU), and more accurate on CIFAR ResNet-8, no better on FSDD (benchmarks/RESULTS.md,
+    "Thinning").
 
     `progress` (an operation's Context) gets a bar per pass over the samples."""
     if settle and samples is None:
