@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .layers import Layer, ReshapeChannels, channel_rule, scan
-from .model import Model
+from .model import Model, producers
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ChannelGraph:
     def __init__(self, model: Model):
         self.model = model
         self.layers = {layer.op: layer for layer in scan(model).layers}
-        self._writers = {t: op for op in model.operators for t in op.outputs}
+        self._writers = producers(model)
         self._base: dict[int, int] = {}
         n = 0
         for t in model.tensors:

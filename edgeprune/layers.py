@@ -27,6 +27,7 @@ from .model import (
     Pool2DOptions,
     Tensor,
     TransposeConvOptions,
+    producers,
 )
 
 ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if k.isupper()}
@@ -153,11 +154,6 @@ def stored_parameters(model: Model, op: Operator, writers: dict[int, Operator]) 
         return []
     found = (stored_constant(model, i, writers) for i in op.inputs if i >= 0)
     return [t for t in found if t is not None]
-
-
-def producers(model: Model) -> dict[int, Operator]:
-    """{tensor index: the operator that writes it} for the main subgraph."""
-    return {t: op for op in model.operators for t in op.outputs}
 
 
 # ----- prunable layers: one class per op kind ---------------------------------------------------

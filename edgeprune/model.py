@@ -724,8 +724,9 @@ class Model:
         outputs += [t for t in dict.fromkeys(tensors) if t not in outputs]
         data = bytearray(self._data)
         if only and self._operators_at >= 0:
-            writes = {t: i for i, op in enumerate(self.main.operators) for t in op.outputs}
-            _U32.pack_into(data, self._operators_at, 1 + max(writes.get(t, -1) for t in outputs))
+            writers = producers(self)
+            last = max((writers[t].index for t in outputs if t in writers), default=-1)
+            _U32.pack_into(data, self._operators_at, last + 1)
         data += bytes(-len(data) % 4)
         start = len(data)
         data += _U32.pack(len(outputs)) + np.asarray(outputs, "<i4").tobytes()
@@ -733,6 +734,11 @@ class Model:
             raise UnsupportedError("model too large to instrument (outputs beyond 4 GB)")
         _U32.pack_into(data, self._outputs_field, start - self._outputs_field)
         return Model(data, name=f"{self.name} (instrumented)")
+
+
+def producers(model: Model) -> dict[int, Operator]:
+    """{tensor index: the operator that writes it} for the main subgraph."""
+    return {t: op for op in model.operators for t in op.outputs}
 
 
 def _structure(model: Model) -> tuple:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .errors import EdgepruneError
-from .layers import Layer
+from .layers import Layer, producers
 from .model import Model
 from .runtime import Runner
 
@@ -419,10 +419,10 @@ def levels(model: Model, ops: Iterable[int]) -> dict[int, int]:
     included}. The inputs of a layer of level k stop changing once the layers of the levels
     below it are settled (TFLite stores operators in execution order)."""
     ops = set(ops)
-    writer = {t: i for i, op in enumerate(model.operators) for t in op.outputs}
+    writers = producers(model)
     depth: dict[int, int] = {}
     for i, op in enumerate(model.operators):
-        upstream = max((depth[writer[t]] for t in op.inputs if t in writer), default=0)
+        upstream = max((depth[writers[t].index] for t in op.inputs if t in writers), default=0)
         depth[i] = upstream + (i in ops)
     return {i: depth[i] for i in ops}
 
